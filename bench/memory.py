@@ -1,0 +1,59 @@
+"""Flatness of the ConvKV memory against the unbounded-cache baseline.
+
+For each mode, streams chunks through the real 3-step loop and records per-chunk latency and the
+resident cache bytes. ConvKV must stay flat (latency ratio last-20 / first-20 near 1, bytes
+constant); the baseline keeps every frame, so its bytes and latency grow.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from bench.common import fresh_model, median_ms, synthetic_session
+from liveact.config import LiveActConfig
+from liveact.sampling.chunking import video_frames_per_chunk
+from liveact.sampling.noise import SeededNoise
+from liveact.sampling.stream import StreamingSampler
+
+WINDOW = 20  # chunks in the first / last latency medians
+
+
+def stream(config: LiveActConfig, pixel: int, chunks: int, unbounded: bool, seed: int = 0) -> dict:
+    model = fresh_model(config, seed)
+    cond, feats = synthetic_session(model, pixel, chunks, seed)
+    sampler = StreamingSampler(model, cond, SeededNoise(seed), unbounded=unbounded)
+    times: list[float] = []
+    sizes: list[int] = []
+    for _ in range(chunks):
+        t0 = time.perf_counter()
+        sampler.next_chunk(feats)
+        times.append(time.perf_counter() - t0)
+        sizes.append(sampler.memory.nbytes())
+    first, last = median_ms(times[:WINDOW]), median_ms(times[-WINDOW:])
+    later = times[1:] or times
+    frames = video_frames_per_chunk(config, 1)
+    return {
+        "mode": "unbounded" if unbounded else "convkv",
+        "chunks": chunks,
+        "median_first20_ms": round(first, 3),
+        "median_last20_ms": round(last, 3),
+        "latency_ratio": round(last / first, 4),
+        "cache_bytes_first": sizes[0],
+        "cache_bytes_last": sizes[-1],
+        "cache_bytes_distinct_after_chunk1": len(set(sizes[1:])),
+        "video_fps": round(frames * len(later) / sum(later), 2),
+    }
+
+
+def run(config: LiveActConfig, pixel: int, chunks: int, baseline_chunks: int, seed: int = 0) -> dict:
+    torch.set_grad_enabled(False)
+    return {
+        "benchmark": "memory",
+        "preset": config.name,
+        "pixels": f"{pixel}x{pixel}",
+        "threads": torch.get_num_threads(),
+        "convkv": stream(config, pixel, chunks, unbounded=False, seed=seed),
+        "unbounded": stream(config, pixel, baseline_chunks, unbounded=True, seed=seed),
+    }

@@ -1,0 +1,1 @@
+"""The ``liveact`` command line."""

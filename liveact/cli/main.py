@@ -1,0 +1,39 @@
+"""Entry point of the ``liveact`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from liveact import __version__
+from liveact.cli import bench, demo, info, parity
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="liveact",
+        description="LiveAct: real-time, hour-scale, audio-driven human animation "
+        "(an autoregressive diffusion transformer with Neighbor Forcing and ConvKV memory).",
+    )
+    parser.add_argument("--version", action="version", version=f"liveact {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in (demo, info, parity, bench):
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:  # bad input: one clear line, no traceback
+        print(f"liveact: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

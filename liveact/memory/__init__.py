@@ -1,0 +1,7 @@
+"""ConvKV memory: fixed-length K/V caches with learned depthwise compression."""
+
+from liveact.memory.cache import AttendView, LayerKV, UnboundedLayerKV
+from liveact.memory.compress import compress_tokens
+from liveact.memory.convkv import ConvKVMemory
+
+__all__ = ["AttendView", "ConvKVMemory", "LayerKV", "UnboundedLayerKV", "compress_tokens"]

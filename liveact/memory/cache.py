@@ -1,0 +1,214 @@
+"""The ConvKV memory: fixed-size per-layer K/V caches in latent-frame slots.
+
+Legend: B batch, fl tokens per latent frame, T = slots*fl cached tokens, H heads, D head_dim.
+
+One ``LayerKV`` holds K and V of one transformer layer for one denoising step, shape (B, T, H, D),
+K *before* RoPE (the attention rotates the whole cache by slot index on every forward).
+Slot layout (defaults of ``MemoryConfig``)::
+
+    slots 0-1   sink: chunk 0 frames 0-1, never overwritten
+    slot  2     C(previous slots 2-5 + previous chunk frame 0): recursive long-term memory
+    slot  3     C(previous chunk frames 1-5)
+    slots 4-5   previous chunk frames 6-7, raw
+    slots 6-13  the chunk being generated
+
+Chunk 0 writes slots 0-5 and attends to them only; every later chunk writes slots 6-13 and attends
+to all 14. Before a chunk writes, if the chunk slots hold a previous chunk, the update rule folds
+them into the persistent part (``LayerKV.compact``). Running the update eagerly (for a checkpoint)
+and skipping it later is bitwise identical to running it lazily.
+
+``UnboundedLayerKV`` is the baseline for benchmarks and tests only: it keeps every frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from liveact.config import MemoryConfig
+from liveact.memory import fp8
+from liveact.memory.compress import compress_tokens
+
+
+@dataclass
+class AttendView:
+    """What one self-attention forward attends to: un-rotated keys and their temporal positions."""
+
+    k: torch.Tensor  # (B, key_frames*fl, H, D), before RoPE
+    v: torch.Tensor  # (B, key_frames*fl, H, D)
+    key_frames: int  # keys sit at temporal positions 0..key_frames-1
+    query_t0: int  # the chunk's queries sit at query_t0..query_t0+frames-1
+    bounded: bool  # positions are slot indices (bounded) rather than absolute frames
+
+
+class LayerKV:
+    """Fixed-size K/V storage of one layer for one denoising step (see module docstring)."""
+
+    def __init__(
+        self,
+        cfg: MemoryConfig,
+        batch: int,
+        frame_tokens: int,
+        heads: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.cfg = cfg
+        self.fl = frame_tokens
+        self.dtype = dtype
+        shape = (batch, cfg.total_slots * frame_tokens, heads, head_dim)
+        store = fp8.FP8_DTYPE if cfg.fp8 else dtype
+        self.k = torch.zeros(shape, dtype=store, device=device)
+        self.v = torch.zeros(shape, dtype=store, device=device)
+        scale_shape = (*shape[:-1], 1)
+        self.k_scale = torch.ones(scale_shape, device=device) if cfg.fp8 else None
+        self.v_scale = torch.ones(scale_shape, device=device) if cfg.fp8 else None
+        self.chunks_written = 0
+        self.compacted = False  # the update for the chunk in the chunk slots has already run
+
+    # -- slot access (handles fp8 storage) ---------------------------------------------------------
+    def _tok(self, slot: int) -> int:
+        return slot * self.fl
+
+    def get(self, slot0: int, slot1: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """K, V of slots [slot0, slot1) in the compute dtype."""
+        a, b = self._tok(slot0), self._tok(slot1)
+        if self.cfg.fp8:
+            assert self.k_scale is not None and self.v_scale is not None
+            return (
+                fp8.dequantize(self.k[:, a:b], self.k_scale[:, a:b], self.dtype),
+                fp8.dequantize(self.v[:, a:b], self.v_scale[:, a:b], self.dtype),
+            )
+        return self.k[:, a:b], self.v[:, a:b]
+
+    def put(self, slot0: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store k, v (B, n*fl, H, D) into slots starting at slot0."""
+        a = self._tok(slot0)
+        b = a + k.shape[1]
+        if self.cfg.fp8:
+            assert self.k_scale is not None and self.v_scale is not None
+            self.k[:, a:b], self.k_scale[:, a:b] = fp8.quantize(k)
+            self.v[:, a:b], self.v_scale[:, a:b] = fp8.quantize(v)
+        else:
+            self.k[:, a:b] = k
+            self.v[:, a:b] = v
+
+    # -- the update rule ---------------------------------------------------------------------------
+    @property
+    def needs_update(self) -> bool:
+        return self.chunks_written >= 2 and not self.compacted
+
+    def compact(self, weight_k: torch.Tensor | None, weight_v: torch.Tensor | None) -> None:
+        """Fold the chunk slots into the persistent part, if they hold an un-folded chunk.
+
+        weight_k / weight_v are the depthwise kernels (``memory_proj_k`` / ``memory_proj_v``).
+        Which one V uses and whether the mean replaces the conv is decided by the config here.
+        """
+        if not self.needs_update:
+            return
+        cfg = self.cfg
+        wk, wv = _select_weights(cfg, weight_k, weight_v)
+        g = cfg.compress_group
+        for j in range(cfg.compressed_slots):
+            src = cfg.sink_slots + j * g
+            k, v = self.get(src, src + g)
+            self.put(
+                cfg.sink_slots + j,
+                compress_tokens(k, wk, g).clone(),
+                compress_tokens(v, wv, g).clone(),
+            )
+        recent_dst = cfg.sink_slots + cfg.compressed_slots
+        k, v = self.get(cfg.total_slots - cfg.recent_slots, cfg.total_slots)
+        self.put(recent_dst, k.clone(), v.clone())
+        self.compacted = True
+
+    def append(
+        self,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        weight_k: torch.Tensor | None,
+        weight_v: torch.Tensor | None,
+    ) -> AttendView:
+        """Write one chunk's un-rotated K/V (B, frames*fl, H, D) and return what it attends to."""
+        cfg = self.cfg
+        chunk = self.chunks_written
+        frames = cfg.chunk_latent_frames(chunk)
+        if k.shape[1] != frames * self.fl:
+            raise ValueError(
+                f"chunk {chunk} must have {frames} latent frames ({frames * self.fl} tokens), got {k.shape[1]} tokens"
+            )
+        self.compact(weight_k, weight_v)
+        start = cfg.query_slot_start(chunk)
+        self.put(start, k, v)
+        self.chunks_written += 1
+        self.compacted = False
+        end = start + frames
+        k_all, v_all = self.get(0, end)
+        return AttendView(k=k_all, v=v_all, key_frames=end, query_t0=start, bounded=True)
+
+    # -- persistence -------------------------------------------------------------------------------
+    def persistent(self) -> dict[str, torch.Tensor]:
+        """Slots [0, persistent) as plain tensors (call ``compact`` first)."""
+        if self.needs_update:
+            raise RuntimeError("compact() the cache before exporting its persistent part")
+        n = self._tok(self.cfg.persistent_slots)
+        return {name: getattr(self, name)[:, :n].clone() for name in self.persistent_names()}
+
+    def persistent_names(self) -> list[str]:
+        return ["k", "v"] + (["k_scale", "v_scale"] if self.cfg.fp8 else [])
+
+    def load_persistent(self, tensors: dict[str, torch.Tensor], chunks_written: int) -> None:
+        n = self._tok(self.cfg.persistent_slots)
+        for name in self.persistent_names():
+            dst = getattr(self, name)
+            src = tensors[name]
+            if tuple(src.shape) != tuple(dst[:, :n].shape) or src.dtype != dst.dtype:
+                raise ValueError(
+                    f"persistent {name}: expected {tuple(dst[:, :n].shape)} {dst.dtype}, "
+                    f"got {tuple(src.shape)} {src.dtype}"
+                )
+            dst.zero_()
+            dst[:, :n] = src
+        self.chunks_written = chunks_written
+        self.compacted = True
+
+    def nbytes(self) -> int:
+        tensors = [self.k, self.v, self.k_scale, self.v_scale]
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+def _select_weights(
+    cfg: MemoryConfig, weight_k: torch.Tensor | None, weight_v: torch.Tensor | None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    if cfg.compressor == "mean":
+        return None, None
+    return weight_k, (weight_k if cfg.compress_v_with_k else weight_v)
+
+
+class UnboundedLayerKV:
+    """Baseline: keeps every frame's K/V, no compression; positions are absolute frame indices."""
+
+    def __init__(self, cfg: MemoryConfig, frame_tokens: int) -> None:
+        self.cfg = cfg
+        self.fl = frame_tokens
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.chunks_written = 0
+
+    def append(
+        self,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        weight_k: torch.Tensor | None = None,
+        weight_v: torch.Tensor | None = None,
+    ) -> AttendView:
+        t0 = 0 if self.k is None else self.k.shape[1] // self.fl
+        self.k = k.clone() if self.k is None else torch.cat([self.k, k], dim=1)
+        self.v = v.clone() if self.v is None else torch.cat([self.v, v], dim=1)
+        self.chunks_written += 1
+        return AttendView(k=self.k, v=self.v, key_frames=self.k.shape[1] // self.fl, query_t0=t0, bounded=False)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.k, self.v) if t is not None)

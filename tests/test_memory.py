@@ -1,0 +1,194 @@
+"""ConvKV memory: fixed size forever, bounded RoPE positions, the update rule, export/import, FP8."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import pytest
+import torch
+from helpers import make_model, make_session, micro_config
+
+from liveact.config import ConfigError, MemoryConfig
+from liveact.memory import fp8
+from liveact.memory.cache import LayerKV
+from liveact.memory.compress import compress_tokens
+from liveact.model.rope import Rope3D
+from liveact.sampling.noise import SeededNoise
+from liveact.sampling.stream import StreamingSampler
+
+
+def _stream(config, chunks, seed=0, unbounded=False, latent=8, feats_chunks=None):
+    model = make_model(config)
+    cond, feats = make_session(model, latent=latent, chunks=feats_chunks or chunks)
+    sampler = StreamingSampler(model, cond, SeededNoise(seed), unbounded=unbounded)
+    return sampler, feats
+
+
+def test_cache_identical_shapes_and_bytes_after_chunk_3_and_500():
+    sampler, feats = _stream(micro_config(), 500)
+    ptrs = {n: kv.k.data_ptr() for n, kv in enumerate(sampler.memory.layers(0))}
+    seen = {}
+    for i in range(500):
+        sampler.next_chunk(feats)
+        if i + 1 in (3, 500):
+            seen[i + 1] = (sampler.memory.tensor_shapes(), sampler.memory.nbytes())
+    assert seen[3] == seen[500]
+    assert seen[500][1] > 0
+    # the storage was never reallocated
+    assert ptrs == {n: kv.k.data_ptr() for n, kv in enumerate(sampler.memory.layers(0))}
+
+
+def test_unbounded_baseline_grows():
+    sampler, feats = _stream(micro_config(), 6, unbounded=True)
+    sizes = []
+    for _ in range(6):
+        sampler.next_chunk(feats)
+        sizes.append(sampler.memory.nbytes())
+    steps = [b - a for a, b in itertools.pairwise(sizes)]
+    assert all(s > 0 for s in steps) and len(set(steps)) == 1  # grows by one chunk every chunk
+
+
+def test_rope_positions_bounded_by_slot_count():
+    """With a RoPE table of exactly the slot count, 40 chunks run; one position more would raise."""
+    cfg = micro_config()
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, rope_table_len=cfg.memory.total_slots))
+    sampler, feats = _stream(cfg, 40)
+    for _ in range(40):
+        sampler.next_chunk(feats)
+    rope = Rope3D(cfg.model)
+    x = torch.zeros(1, 9 * 16, cfg.model.num_heads, cfg.model.head_dim)
+    with pytest.raises(ValueError, match="exceeds the table length"):
+        rope.apply(x, t0=cfg.memory.persistent_slots, frames=9, rows=4, cols=4)
+
+
+def test_causality_future_audio_changes_nothing_before():
+    """Chunk n's window ends at its last output frame (+2 taps): later audio cannot reach it."""
+    cfg = micro_config()
+    n = 3
+    a, feats = _stream(cfg, 5)
+    b, _ = _stream(cfg, 5)
+    end_of_n = 21 + 32 * n  # exclusive end of chunk n's output frames (= end of its window)
+    tampered = feats.clone()
+    tampered[end_of_n + 2 :] += 1.0  # beyond the +2 taps of chunk n's last window frame
+    outs_a = [a.next_chunk(feats).latent for _ in range(5)]
+    outs_b = [b.next_chunk(tampered).latent for _ in range(5)]
+    for i in range(n + 1):
+        assert torch.equal(outs_a[i], outs_b[i]), f"chunk {i} changed"
+    assert not torch.equal(outs_a[n + 1], outs_b[n + 1])
+
+
+@pytest.mark.parametrize("split_at", [1, 2, 5])
+def test_export_import_mid_stream_is_bitwise(split_at):
+    cfg = micro_config()
+    total = 8
+    ref, feats = _stream(cfg, total)
+    expected = [ref.next_chunk(feats).latent for _ in range(total)]
+
+    first, _ = _stream(cfg, total)
+    for _ in range(split_at):
+        first.next_chunk(feats)
+    state = first.export_memory()
+    rng = first.noise.get_state()
+    persistent_tokens = cfg.memory.persistent_slots * first.memory.frame_tokens
+    assert state["step0.layer0.k"].shape[1] == persistent_tokens
+    assert int(state["chunks_written"]) == split_at
+
+    resumed, _ = _stream(cfg, total, seed=999)  # fresh process-like state, other seed
+    resumed.import_memory(state)
+    resumed.noise.set_state(rng)
+    rest = [resumed.next_chunk(feats).latent for _ in range(total - split_at)]
+    for i, got in enumerate(rest):
+        assert torch.equal(got, expected[split_at + i]), f"chunk {split_at + i} differs after resume"
+
+
+def test_import_refuses_mismatched_state():
+    sampler, feats = _stream(micro_config(), 3)
+    sampler.next_chunk(feats)
+    state = sampler.export_memory()
+    state.pop("step2.layer0.v")
+    with pytest.raises(ValueError, match=r"missing \['step2.layer0.v'\]"):
+        sampler.import_memory(state)
+
+
+def test_compressor_at_one_fifth_equals_mean():
+    x = torch.randn(2, 5 * 24, 3, 8)
+    w = torch.full((24, 1, 5), 1 / 5)
+    assert torch.allclose(compress_tokens(x, w, 5), compress_tokens(x, None, 5), atol=1e-6, rtol=0)
+    # and a whole rollout: learned conv at its 1/5 initialisation vs the mean variant
+    conv, feats = _stream(micro_config(compressor="conv"), 5)
+    mean, _ = _stream(micro_config(compressor="mean"), 5)
+    for _ in range(5):
+        lc, lm = conv.next_chunk(feats).latent, mean.next_chunk(feats).latent
+        assert (lc - lm).abs().max().item() <= 1e-5
+
+
+def test_compression_groups_are_raster_token_runs():
+    """Output token m of a compressed slot mixes input tokens 5m..5m+4 (straddling rows and slots)."""
+    x = torch.zeros(1, 5 * 6, 1, 2)
+    x[0, 7, 0, :] = 1.0  # token 7 of the 5-slot run lands in output token 1
+    out = compress_tokens(x, None, 5)
+    assert out[0, :, 0, 0].nonzero().flatten().tolist() == [1]
+
+
+def test_update_rule_moves_slots_as_documented():
+    cfg = MemoryConfig(compressor="mean")
+    kv = LayerKV(cfg, batch=1, frame_tokens=1, heads=1, head_dim=1, dtype=torch.float64)
+
+    def chunk(values):
+        t = torch.tensor(values, dtype=torch.float64).view(1, -1, 1, 1)
+        return kv.append(t, t, None, None)
+
+    chunk([0, 1, 2, 3, 4, 5])
+    chunk([10, 11, 12, 13, 14, 15, 16, 17])
+    view = chunk([20, 21, 22, 23, 24, 25, 26, 27])
+    k = view.k.flatten().tolist()
+    assert k[:2] == [0, 1]  # sink
+    assert k[2] == pytest.approx((2 + 3 + 4 + 5 + 10) / 5)  # old 2-5 + previous frame 0
+    assert k[3] == pytest.approx((11 + 12 + 13 + 14 + 15) / 5)  # previous frames 1-5
+    assert k[4:6] == [16, 17]  # previous frames 6-7 raw
+    assert k[6:] == [20, 21, 22, 23, 24, 25, 26, 27]
+    assert (view.key_frames, view.query_t0) == (14, 6)
+
+
+def test_wrong_chunk_length_is_refused():
+    kv = LayerKV(MemoryConfig(), 1, 4, 1, 2, torch.float32)
+    with pytest.raises(ValueError, match="chunk 0 must have 6 latent frames"):
+        kv.append(torch.zeros(1, 8 * 4, 1, 2), torch.zeros(1, 8 * 4, 1, 2), None, None)
+
+
+def test_layout_that_does_not_tile_is_refused():
+    with pytest.raises(ConfigError, match="does not tile"):
+        MemoryConfig(chunk_frames=9)
+
+
+def test_fp8_roundtrip_error_within_stated_bound():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 64, 4, 32, generator=g) * torch.logspace(-3, 3, 64).view(1, 64, 1, 1)
+    q, scale = fp8.quantize(x)
+    err = (fp8.dequantize(q, scale, torch.float32) - x).abs()
+    assert q.dtype == torch.float8_e4m3fn and scale.shape == (2, 64, 4, 1)
+    assert bool((err <= fp8.roundtrip_bound(x)).all())
+    assert err.max().item() > 0  # it is lossy: the bound is being exercised
+    # relative to each (token, head)'s amax, the worst error is at most 1/16
+    rel = (err / x.abs().amax(-1, keepdim=True)).max().item()
+    assert rel <= 1 / 16
+
+
+def test_fp8_session_runs_resumes_and_is_smaller():
+    cfg8 = micro_config(fp8=True)
+    s8, feats = _stream(cfg8, 6)
+    s32, _ = _stream(micro_config(), 6)
+    ratio = s8.memory.nbytes() / s32.memory.nbytes()
+    head_dim = cfg8.model.head_dim
+    assert ratio == pytest.approx((1 + 4 / head_dim) / 4)
+    for _ in range(4):
+        s8.next_chunk(feats)
+    state = s8.export_memory()
+    assert state["step0.layer0.k"].dtype == torch.float8_e4m3fn and "step0.layer0.k_scale" in state
+    rng = s8.noise.get_state()
+    expected = [s8.next_chunk(feats).latent for _ in range(2)]
+    again, _ = _stream(cfg8, 6)
+    again.import_memory(state)
+    again.noise.set_state(rng)
+    assert all(torch.equal(again.next_chunk(feats).latent, e) for e in expected)
