@@ -1,0 +1,22 @@
+"""The Wan2.1 causal 3-D VAE for LiveAct: presets, strict loading, streaming decode, conditioning."""
+
+from liveact.vae.config import VAE_PRESETS, VaeConfig, get_vae_preset, vae_preset_names
+from liveact.vae.encode import condition_mask, encode_condition
+from liveact.vae.latents import denormalize, normalize
+from liveact.vae.loading import build_vae, load_vae_dir
+from liveact.vae.streaming import DecoderState, StreamingDecoder
+
+__all__ = [
+    "VAE_PRESETS",
+    "DecoderState",
+    "StreamingDecoder",
+    "VaeConfig",
+    "build_vae",
+    "condition_mask",
+    "denormalize",
+    "encode_condition",
+    "get_vae_preset",
+    "load_vae_dir",
+    "normalize",
+    "vae_preset_names",
+]
