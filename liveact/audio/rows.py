@@ -1,0 +1,62 @@
+"""``FrameRing``: feature rows addressable by absolute video-frame index, in bounded memory.
+
+Legend: R capacity (rows kept), L layers, C channels.
+
+Rows are appended in frame order; only the latest R are held (a fixed (R, L, C) tensor used as a
+ring), but every lookup takes absolute frame indices, so a session can run for hours while the
+sampler keeps asking for "rows 151200 .. 151253".
+"""
+
+from __future__ import annotations
+
+import torch
+
+from liveact.audio.errors import RowsUnavailable
+
+__all__ = ["FrameRing"]
+
+
+class FrameRing:
+    def __init__(self, capacity: int, layers: int, channels: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"ring capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self._data = torch.zeros(capacity, layers, channels)  # (R, L, C)
+        self.end = 0  # absolute index one past the newest row
+
+    @property
+    def start(self) -> int:
+        """Oldest absolute frame index still held."""
+        return max(0, self.end - self.capacity)
+
+    def append(self, rows: torch.Tensor) -> None:
+        """rows (n, L, C), the frames ``end .. end+n-1``."""
+        if rows.shape[1:] != self._data.shape[1:]:
+            raise ValueError(f"rows must be (n, {tuple(self._data.shape[1:])}), got {tuple(rows.shape)}")
+        n = rows.shape[0]
+        keep = rows[-self.capacity :]
+        slots = torch.arange(self.end + n - keep.shape[0], self.end + n) % self.capacity
+        self._data[slots] = keep.to(self._data.dtype)
+        self.end += n
+
+    def gather(self, index: torch.Tensor) -> torch.Tensor:
+        """index (*I) int64 absolute frames -> rows (*I, L, C) (a copy)."""
+        if index.numel():
+            lo, hi = int(index.min()), int(index.max())
+            if hi >= self.end:
+                raise RowsUnavailable(
+                    f"frame {hi} is not final yet (final rows: 0..{self.end - 1}): push more audio or call finish()",
+                    reason="not_final",
+                )
+            if lo < self.start:
+                raise RowsUnavailable(
+                    f"frame {lo} was dropped (rows {self.start}..{self.end - 1} are held, capacity {self.capacity}): "
+                    "fetch windows as they become ready or raise retain_frames",
+                    reason="dropped",
+                )
+        flat = torch.index_select(self._data, 0, (index % self.capacity).reshape(-1))  # (prod(I), L, C)
+        return flat.view(*index.shape, *self._data.shape[1:])
+
+    def get(self, start: int, stop: int) -> torch.Tensor:
+        """Rows of frames [start, stop) -> (stop-start, L, C)."""
+        return self.gather(torch.arange(start, stop, dtype=torch.int64))

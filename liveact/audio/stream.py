@@ -1,0 +1,194 @@
+"""``StreamingAudioFeatures``: PCM pushed in pieces of any size -> final feature rows, bounded memory.
+
+Legend: N rows (one per output video frame), L layers, C channels, B rows per block, H history
+rows, A lookahead rows, spf stretched samples per row, Fv window frames, W taps.
+
+Pipeline per push: tempo stretch (``StreamingTempo``, bit-identical to offline) -> x gain ->
+stretched PCM buffer -> rows, a block at a time. Rows are extracted in fixed blocks
+``[jB, (j+1)B)`` (whatever the push sizes, so results never depend on how audio was chopped); the
+block is computed from the window of rows ``[max(0, jB - H), (j+1)B - 1 + A)`` and its own B rows
+are kept. Row i is *final* once stretched audio up to frame ``i + A`` has arrived (A = 3: for the
+last row of a chunk that is the public ``--steam_audio`` slice end ``(end + 2) / fps``), so a block
+is emitted when its last row is final. ``finish()`` flushes the tempo and emits the rest, the last
+window ending at the clip's end exactly like the offline window.
+
+H is the backend's ``context_frames`` when it has one (mel: 1 row, and streamed rows equal offline
+rows) and ``config.history_frames`` (21) otherwise (wav2vec2: rows differ within a tolerance; see
+``wav2vec2.py``).
+
+Memory is bounded: the tempo's input buffer, the stretched PCM from ``(next block - H) * spf`` on,
+and a ``FrameRing`` of the latest ``retain_frames`` rows. Rows stay addressable by absolute frame
+index: ``rows(start, stop)`` and ``chunk_window(config, k)``, the latter the streaming counterpart
+of ``liveact.sampling.audio_window.gather_window`` (rows past the end clamp to the last row once
+the stream is finished, as offline).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from liveact.audio.backend import FeatureBackend
+from liveact.audio.config import AudioConfig
+from liveact.audio.errors import AudioError
+from liveact.audio.frames import frame_count
+from liveact.audio.rows import FrameRing
+from liveact.audio.tempo import tempo_for
+from liveact.config import ConfigError, LiveActConfig
+from liveact.sampling.audio_window import window_index
+
+__all__ = ["FeatureRows", "StreamingAudioFeatures"]
+
+log = logging.getLogger(__name__)
+
+_UNBOUNDED_ROWS = 2**62  # "no end known yet": window_index then clamps only at frame 0
+
+
+@dataclass(frozen=True)
+class FeatureRows:
+    """Rows that became final: frames ``start .. start + len(rows) - 1``."""
+
+    start: int
+    rows: torch.Tensor  # (n, L, C)
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.rows.shape[0]
+
+
+class StreamingAudioFeatures:
+    def __init__(self, backend: FeatureBackend, config: AudioConfig, fps: float | None = None) -> None:
+        self.backend, self.config = backend, config
+        self.fps = config.default_fps if fps is None else fps
+        self._tempo = tempo_for(config, self.fps)
+        self._gain = np.float32(config.gain)
+        self._spf = config.samples_per_frame
+        self._block = config.stream_block_frames
+        self._lookahead = config.lookahead_frames
+        context = backend.context_frames
+        if context is not None and config.lookahead_frames - 1 < context:
+            raise ConfigError(
+                f"the {config.backend} backend needs {context} row(s) of context after a row but lookahead_frames="
+                f"{config.lookahead_frames} gives {config.lookahead_frames - 1}: raise lookahead_frames"
+            )
+        self._history = config.history_frames if context is None else context
+        self._ring = FrameRing(config.retain_frames, backend.layers, backend.channels)
+        self._pcm = np.zeros(0, dtype=np.float32)  # stretched samples [pcm_start, stretched)
+        self._pcm_start = 0
+        self._stretched = 0
+        self._received = 0
+        self.total_frames: int | None = None  # N, known after finish()
+
+    # -- feeding --------------------------------------------------------------------------------
+
+    def push(self, pcm: np.ndarray) -> FeatureRows:
+        """pcm (S,) float32 mono at ``config.sample_rate``, any S >= 0 -> the rows that became final."""
+        if self.finished:
+            raise RuntimeError("push() after finish(): start a new stream for a new session")
+        x = np.asarray(pcm, dtype=np.float32)
+        if x.ndim != 1:
+            raise AudioError(f"push mono PCM of shape (S,), got {x.shape}: downmix first (io.pcm_from_bytes does)")
+        if not np.isfinite(x).all():
+            raise AudioError("pushed PCM holds NaN or infinite samples: send finite float samples in [-1, 1]")
+        self._received += x.size
+        self._append(self._tempo.push(x) * self._gain)
+        final = max(0, self._stretched // self._spf - self._lookahead + 1)
+        start, blocks = self._ring.end, []
+        while self._ring.end + self._block <= final:
+            blocks.append(self._extract(self._ring.end + self._block, window_end=None))
+        return FeatureRows(start, torch.cat(blocks) if blocks else self._empty())
+
+    def finish(self) -> FeatureRows:
+        """Flush: every remaining row; afterwards ``total_frames`` is N and windows clamp at N - 1."""
+        if self.finished:
+            raise RuntimeError("finish() was already called")
+        self._append(self._tempo.finish() * self._gain)
+        n_rows = frame_count(self._received, self.config.sample_rate, self.fps)
+        if n_rows < 1:
+            raise AudioError(
+                f"the session's {self._received / self.config.sample_rate * 1000:.0f} ms of audio is shorter than "
+                f"one video frame at {self.fps} fps: push more audio before finishing"
+            )
+        if self._stretched < n_rows * self._spf:  # guard; the tempo emits floor(S / factor) >= N * spf
+            self._append(np.zeros(n_rows * self._spf - self._stretched, dtype=np.float32))
+        start, blocks = self._ring.end, []
+        while self._ring.end < n_rows:
+            blocks.append(self._extract(min(self._ring.end + self._block, n_rows), window_end=n_rows))
+        self.total_frames = n_rows
+        return FeatureRows(start, torch.cat(blocks) if blocks else self._empty())
+
+    # -- reading --------------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self.total_frames is not None
+
+    @property
+    def frames_final(self) -> int:
+        """Rows final so far: frames 0 .. frames_final - 1 (the oldest may have been dropped)."""
+        return self._ring.end
+
+    @property
+    def oldest_frame(self) -> int:
+        return self._ring.start
+
+    def rows(self, start: int, stop: int) -> torch.Tensor:
+        """Rows of absolute frames [start, stop) -> (stop - start, L, C); ``RowsUnavailable`` if not held."""
+        return self._ring.get(start, stop)
+
+    def chunk_window(self, config: LiveActConfig, chunk_index: int) -> torch.Tensor:
+        """Chunk k's audio window (1, Fv, W, L, C), equal to ``gather_window(config, offline_rows, k)``."""
+        return self._ring.gather(self._window_index(config, chunk_index)).unsqueeze(0)
+
+    def chunk_ready(self, config: LiveActConfig, chunk_index: int) -> bool:
+        """Whether chunk k's window is final; ``RowsUnavailable("dropped")`` if it left the buffer."""
+        index = self._window_index(config, chunk_index)
+        if int(index.max()) >= self._ring.end:
+            return False
+        self._ring.gather(index[:1, :1])  # raises if the oldest row was dropped
+        return True
+
+    def _window_index(self, config: LiveActConfig, chunk_index: int) -> torch.Tensor:
+        m = config.model
+        if (m.audio_layers, m.audio_channels) != (self.backend.layers, self.backend.channels):
+            raise ConfigError(
+                f"model wants {m.audio_layers} x {m.audio_channels} rows, this stream makes "
+                f"{self.backend.layers} x {self.backend.channels}"
+            )
+        n = self.total_frames if self.finished else _UNBOUNDED_ROWS
+        return window_index(config, chunk_index, n)  # (Fv, W) absolute frames
+
+    def buffer_sizes(self) -> dict[str, int]:
+        """Elements held per buffer; none grows with the session length."""
+        return {
+            "tempo_input_samples": self._tempo.buffered_samples,
+            "stretched_samples": int(self._pcm.size),
+            "ring_rows": self._ring.capacity,
+        }
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _empty(self) -> torch.Tensor:
+        return torch.zeros(0, self.backend.layers, self.backend.channels)
+
+    def _append(self, stretched: np.ndarray) -> None:
+        self._pcm = np.concatenate([self._pcm, stretched.astype(np.float32, copy=False)])
+        self._stretched += stretched.size
+
+    def _extract(self, stop: int, window_end: int | None) -> torch.Tensor:
+        """Rows [ring.end, stop) from the window [start - H, stop - 1 + A) (cut at ``window_end``)."""
+        start = self._ring.end
+        lo = max(0, start - self._history)
+        hi = stop - 1 + self._lookahead
+        hi = hi if window_end is None else min(hi, window_end)
+        pcm = self._pcm[lo * self._spf - self._pcm_start : hi * self._spf - self._pcm_start]
+        rows = self.backend.window_features(pcm, hi - lo)[start - lo : stop - lo]
+        self._ring.append(rows)
+        keep = max(0, stop - self._history) * self._spf
+        if keep > self._pcm_start:
+            self._pcm = self._pcm[keep - self._pcm_start :]
+            self._pcm_start = keep
+        return rows
