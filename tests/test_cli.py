@@ -61,5 +61,38 @@ def test_bench_memory_refuses_too_few_chunks(capsys):
 def test_help_explains_commands():
     r = run_cli("--help")
     assert r.returncode == 0
-    for cmd in ("demo", "info", "parity", "bench"):
+    for cmd in ("animate", "info", "parity", "bench"):
         assert cmd in r.stdout
+
+
+def test_animate_writes_mp4_with_audio(tmp_path):
+    from pathlib import Path
+
+    from liveact.media import probe
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    out = tmp_path / "out.mp4"
+    r = run_cli(
+        "animate", "--image", str(examples / "face.png"), "--audio", str(examples / "speech.wav"),
+        "--out", str(out), "--seconds", "2", "--size", "64x64", "--json",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["frames"] == 40
+    info = probe(out, count_frames=True)
+    assert info.video.frame_count == 40 and info.video.fps == 20
+    assert (info.video.width, info.video.height) == (64, 64)
+    assert abs(info.audio.duration - info.video.duration) <= 1 / 20
+
+
+def test_animate_refuses_non_audio_and_bad_size(tmp_path):
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    r = run_cli("animate", "--image", str(examples / "face.png"), "--audio", str(examples / "face.png"),
+                "--out", str(tmp_path / "x.mp4"))  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "audio" in r.stderr.lower()
+    r = run_cli("animate", "--image", str(examples / "face.png"), "--audio", str(examples / "speech.wav"),
+                "--out", str(tmp_path / "x.mp4"), "--size", "100x64")  # fmt: skip
+    assert r.returncode == 2 and "multiples of 16" in r.stderr
+    assert not (tmp_path / "x.mp4").exists()

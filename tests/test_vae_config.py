@@ -103,7 +103,7 @@ def test_load_vae_dir_names_a_wrong_shape(saved_tiny):
 
 def test_load_vae_dir_refuses_another_architecture(saved_tiny):
     cfg, _, d = saved_tiny
-    with pytest.raises(CheckpointError, match="base_dim: file 16"):
+    with pytest.raises(CheckpointError, match="base_dim: file 8"):
         load_vae_dir(get_vae_preset("wan2.1"), d)
     saved = json.loads((d / CONFIG_FILE).read_text())
     assert saved["temperal_downsample"] == list(cfg.temperal_downsample)

@@ -109,6 +109,10 @@ def _validate_pcm(data: bytes, fmt: str, channels: int, rate: int | None = None)
         )
 
 
+# ffmpeg notes that say nothing about damage (a WAV without a channel-layout header, for one)
+_BENIGN_STDERR = ("Guessed Channel Layout",)
+
+
 def _run_ffmpeg(stream, rate: int, timeout_s: float, what: str, stdin: bytes | None = None) -> np.ndarray:
     out = stream["a:0"].output("pipe:", format=_OUTPUT_FORMAT, ac=1, ar=rate)
     cmd = out.global_args(*_GLOBAL_ARGS, *(() if stdin is not None else ("-nostdin",))).compile()
@@ -127,6 +131,7 @@ def _run_ffmpeg(stream, rate: int, timeout_s: float, what: str, stdin: bytes | N
         raise AudioError(
             f"ffmpeg could not decode {what} (is it an audio file?): {err[-_STDERR_TAIL:] or 'no message'}"
         )
+    err = "\n".join(line for line in err.splitlines() if not any(b in line for b in _BENIGN_STDERR))
     if err:
         log.warning("ffmpeg decoded %s with warnings (truncated or damaged input?): %s", what, err[-_STDERR_TAIL:])
     return np.frombuffer(proc.stdout, dtype=_PCM_DTYPES[_OUTPUT_FORMAT]).copy()

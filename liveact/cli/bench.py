@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--baseline-chunks",
         type=int,
         default=None,
-        help="unbounded-baseline chunks (default: min(chunks, 200); its cost grows quadratically)",
+        help="unbounded-baseline chunks (default: min(chunks, 60); its cost grows quadratically)",
     )
     m.add_argument("--pixels", type=int, default=128, help="square frame size in pixels (default: 128)")
     m.add_argument("--seed", type=int, default=0)
@@ -41,7 +41,7 @@ def run_memory(args: argparse.Namespace) -> int:
 
     if args.chunks < 2 * memory.WINDOW:
         raise ValueError(f"--chunks must be at least {2 * memory.WINDOW} to compare first and last {memory.WINDOW}")
-    baseline = args.baseline_chunks if args.baseline_chunks is not None else min(args.chunks, 200)
+    baseline = args.baseline_chunks if args.baseline_chunks is not None else min(args.chunks, 60)
     result = memory.run(get_preset(args.preset), args.pixels, args.chunks, baseline, args.seed)
     print(json.dumps(result, indent=2))
     return 0

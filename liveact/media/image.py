@@ -91,7 +91,8 @@ def to_model_tensor(
         raise ValueError(
             f"expected a uint8 (H, W, 3) RGB array, got {getattr(img, 'dtype', type(img))} {getattr(img, 'shape', '')}"
         )
-    t = torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1)[None]  # (1, 3, H, W)
+    pixels = np.ascontiguousarray(img) if img.flags.writeable else np.array(img)  # torch wants writable memory
+    t = torch.from_numpy(pixels).to(device).permute(2, 0, 1)[None]  # (1, 3, H, W)
     return (t.to(torch.float32) / 127.5 - 1.0).to(dtype)
 
 

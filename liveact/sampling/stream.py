@@ -51,11 +51,15 @@ class StreamingSampler:
         self.chunk_index = 0
 
     @torch.no_grad()
-    def next_chunk(self, features: torch.Tensor, record: bool = False) -> ChunkResult:
-        """Generate the next chunk from the session's feature rows (N, L, Ca) received so far."""
+    def next_chunk(self, audio: torch.Tensor, record: bool = False) -> ChunkResult:
+        """Generate the next chunk.
+
+        audio: the session's feature rows (N, L, Ca), from which the chunk's window is gathered, or
+        the chunk's window itself (1, Fv, W, L, Ca), e.g. from ``StreamingAudioFeatures.chunk_window``.
+        """
         plan = plan_chunk(self.config, self.chunk_index)
-        window = gather_window(self.config, features, plan.index).to(self.cond.y.device)
-        tokens = self.model.project_audio(window)
+        window = audio if audio.dim() == 5 else gather_window(self.config, audio, plan.index)
+        tokens = self.model.project_audio(window.to(self.cond.y.device))
         result = denoise_chunk(self.model, self.memory, self.cond, tokens, plan, self.noise, record)
         self.chunk_index += 1
         return result

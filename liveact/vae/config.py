@@ -95,10 +95,12 @@ class VaeConfig:
 
 _WAN21 = VaeConfig(name="wan2.1")  # the real Wan2.1 VAE, ~126.9M parameters
 
-# For CPU tests and the tiny DiT preset: ~2.6M parameters, same latent layout and strides.
+# For CPU tests and the tiny DiT preset: ~0.67M parameters, same latent layout and strides.
+# Sized for speed: decoding 32 frames at 64x64 takes ~0.5 s on 2 CPU cores (base_dim 16: ~0.7 s at
+# 64x64 but ~4.7 s at 128x128), so the whole tiny pipeline runs well above 20 fps at 64x64.
 _TINY = VaeConfig(
     name="tiny",
-    base_dim=16,
+    base_dim=8,
     num_res_blocks=1,
     latents_mean=(0.0,) * _WAN21.z_dim,
     latents_std=(1.0,) * _WAN21.z_dim,

@@ -1,0 +1,103 @@
+"""``Engine``: every model a session needs, loaded once and shared by sessions.
+
+Components per preset (sizes from ``LiveActConfig``): the DiT, the VAE (``config.vae`` preset),
+the text/image conditioning encoders and the audio feature backend.
+
+Weights come from local directories only:
+
+* ``tiny``: the built-in weights in ``liveact/weights/tiny`` (``dit/`` and ``vae/``) when present,
+  otherwise freshly initialised weights (the output is then not a face; a warning says so).
+* ``liveact-18b``: ``model_dir`` holds the DiT checkpoint (``diffusion_pytorch_model*.safetensors``
+  [+ index]), ``vae/`` (diffusers-format Wan2.1 VAE), ``wav2vec2/`` (chinese-wav2vec2-base) and the
+  Wan encoder files (``models_t5_umt5-xxl-enc-bf16.pth``, ``google/umt5-xxl/``,
+  ``models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from liveact.audio import AudioConfig, FeatureBackend, load_backend
+from liveact.conditioning import ConditioningEncoders, build_encoders
+from liveact.config import ConfigError, LiveActConfig, get_preset
+from liveact.model.dit import LiveActDiT
+from liveact.model.loading import build_model, load_checkpoint_dir
+from liveact.vae import StreamingDecoder, VaeConfig, build_vae, get_vae_preset, load_vae_dir
+
+log = logging.getLogger(__name__)
+
+BUILTIN_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+DIT_SUBDIR, VAE_SUBDIR, AUDIO_SUBDIR = "dit", "vae", "wav2vec2"
+
+
+@dataclass
+class Engine:
+    config: LiveActConfig
+    model: LiveActDiT
+    vae_config: VaeConfig
+    decoder: StreamingDecoder
+    encoders: ConditioningEncoders
+    audio_config: AudioConfig
+    audio_backend: FeatureBackend
+    device: torch.device
+    trained: bool  # False: fresh weights, output is not meaningful video
+
+    @property
+    def vae(self):  # the diffusers AutoencoderKLWan shared by every session
+        return self.decoder.vae
+
+
+def builtin_dir(preset: str) -> Path | None:
+    d = BUILTIN_WEIGHTS / preset
+    return d if (d / DIT_SUBDIR).is_dir() and (d / VAE_SUBDIR).is_dir() else None
+
+
+def load_engine(
+    preset: str = "tiny",
+    model_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> Engine:
+    """Build every component of ``preset``; ``model_dir`` overrides the built-in weights."""
+    config = get_preset(preset)
+    vae_config = get_vae_preset(config.vae)
+    if vae_config.temporal_stride != config.model.vae_scale:
+        raise ConfigError(
+            f"VAE preset {config.vae!r} has temporal stride {vae_config.temporal_stride}, "
+            f"but the model assumes vae_scale={config.model.vae_scale}"
+        )
+    device = torch.device(device)
+    root = Path(model_dir) if model_dir is not None else builtin_dir(preset)
+    if root is None and preset != "tiny":
+        raise FileNotFoundError(
+            f"preset {preset!r} has no built-in weights: pass --model DIR (see liveact animate --help)"
+        )
+
+    if root is None:
+        log.warning("no trained weights for preset %r: using fresh weights, the video will not show a face", preset)
+        model = build_model(config).init_weights(seed)
+        vae = build_vae(vae_config)
+    else:
+        dit_dir = root / DIT_SUBDIR if (root / DIT_SUBDIR).is_dir() else root
+        model = load_checkpoint_dir(build_model(config, device="meta"), dit_dir)
+        vae = load_vae_dir(vae_config, root / VAE_SUBDIR)
+    model = model.to(device).eval()
+    vae = vae.to(device).eval()
+
+    audio_config = AudioConfig.for_model(config.model)
+    audio_dir = None if root is None or audio_config.backend == "mel" else root / AUDIO_SUBDIR
+    return Engine(
+        config=config,
+        model=model,
+        vae_config=vae_config,
+        decoder=StreamingDecoder(vae, vae_config),
+        encoders=build_encoders(preset, config.model, root, device=device),
+        audio_config=audio_config,
+        audio_backend=load_backend(audio_config, audio_dir, device=device),
+        device=device,
+        trained=root is not None,
+    )
