@@ -9,7 +9,7 @@ import pytest
 import torch
 from helpers import make_model, make_session, micro_config
 
-from liveact.config import ConfigError, MemoryConfig
+from liveact.config import ConfigError, MemoryConfig, get_preset
 from liveact.memory import fp8
 from liveact.memory.cache import LayerKV
 from liveact.memory.compress import compress_tokens
@@ -26,7 +26,7 @@ def _stream(config, chunks, seed=0, unbounded=False, latent=8, feats_chunks=None
 
 
 def test_cache_identical_shapes_and_bytes_after_chunk_3_and_500():
-    sampler, feats = _stream(micro_config(), 500)
+    sampler, feats = _stream(get_preset("tiny"), 500, latent=8)  # the tiny preset at 64x64
     ptrs = {n: kv.k.data_ptr() for n, kv in enumerate(sampler.memory.layers(0))}
     seen = {}
     for i in range(500):

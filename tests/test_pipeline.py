@@ -25,8 +25,8 @@ def inputs(engine):
     return image, pcm
 
 
-def render(engine, image, pcm, piece: int, seed: int = 0) -> list:
-    session = AnimationSession(engine, image, fps=20, seed=seed)
+def render(engine, image, pcm, piece: int, seed: int = 0, decode: str = "stream") -> list:
+    session = AnimationSession(engine, image, fps=20, seed=seed, decode=decode)
     chunks = []
     for i in range(0, len(pcm), piece):
         chunks += session.push_audio(pcm[i : i + piece])
@@ -62,3 +62,12 @@ def test_seed_decides_the_video(engine, inputs):
 def test_bad_image_shape_is_refused(engine):
     with pytest.raises(ValueError, match="multiples of 16"):
         AnimationSession(engine, np.zeros((60, 64, 3), dtype=np.uint8))
+
+
+def test_context_decode_gives_the_same_frame_layout(engine, inputs):
+    image, pcm = inputs
+    stream = render(engine, image, pcm, piece=16000)
+    context = render(engine, image, pcm, piece=16000, decode="context")
+    assert [c.frames.shape for c in context] == [c.frames.shape for c in stream]
+    assert np.array_equal(context[0].frames, stream[0].frames)  # chunk 0 has no context: identical
+    assert not np.array_equal(context[1].frames, stream[1].frames)  # later chunks: the approximation differs

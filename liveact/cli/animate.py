@@ -41,6 +41,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seconds", type=float, default=None, help="use at most this many seconds of the audio")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default: 0); the same seed gives the same video")
     p.add_argument("--prompt", default="", help="optional text prompt (emotion/action) for presets with a text encoder")
+    p.add_argument(
+        "--decode",
+        choices=("stream", "context"),
+        default="stream",
+        help="VAE decoding: 'stream' keeps the causal cache across chunks (equal to a full decode); 'context' "
+        "re-decodes the previous 3 latents with each chunk, as the public implementation does (default: stream)",
+    )
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--json", action="store_true", help="print a JSON summary (frames, seconds, fps) at the end")
     p.set_defaults(func=run)
@@ -78,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     rate = engine.audio_config.sample_rate
     if args.seconds is not None:
         pcm = pcm[: round(args.seconds * rate)]
-    session = AnimationSession(engine, image, args.prompt, args.fps, args.seed)
+    session = AnimationSession(engine, image, args.prompt, args.fps, args.seed, args.decode)
     load_s = time.perf_counter() - t_load
 
     step = int(PUSH_SECONDS * rate)

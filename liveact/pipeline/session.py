@@ -8,12 +8,17 @@ holds is bounded: the audio front end keeps a fixed number of rows, the sampler 
 the decoder a fixed-size causal cache.
 
 The video has exactly as many frames as the audio has frame periods: the last chunk is trimmed.
+
+Decoding: ``"stream"`` (default) keeps the VAE's causal cache across chunks, which equals one
+decode of the whole latent sequence; ``"context"`` is the public implementation's approximation:
+each chunk is decoded from a fresh cache together with the previous chunk's last 3 clean latents.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Literal
 
 import numpy as np
 import torch
@@ -40,8 +45,19 @@ class VideoChunk:
         return Fraction(self.first_frame + i) / Fraction(self.fps).limit_denominator(1001)
 
 
+DecodeMode = Literal["stream", "context"]
+
+
 class AnimationSession:
-    def __init__(self, engine: Engine, image: np.ndarray, prompt: str = "", fps: float | None = None, seed: int = 0):
+    def __init__(
+        self,
+        engine: Engine,
+        image: np.ndarray,
+        prompt: str = "",
+        fps: float | None = None,
+        seed: int = 0,
+        decode: DecodeMode = "stream",
+    ):
         """image: (H, W, 3) uint8 RGB, H and W multiples of 16 (``liveact.media.load_reference_image``)."""
         self.engine = engine
         cfg = engine.config
@@ -62,7 +78,11 @@ class AnimationSession:
             engine.model, Conditioning(y=y.to(engine.model.dtype), context=context), SeededNoise(seed, engine.device)
         )
         self.audio = StreamingAudioFeatures(engine.audio_backend, engine.audio_config, self.fps)
+        if decode not in ("stream", "context"):
+            raise ValueError(f"decode must be 'stream' or 'context', got {decode!r}")
+        self.decode_mode = decode
         self.decoder_state = engine.decoder.initial_state()
+        self.decoder_context: torch.Tensor | None = None  # "context" mode: last clean latents
         self.frames_emitted = 0
 
     @property
@@ -97,7 +117,11 @@ class AnimationSession:
         k = self.chunks_done
         window = self.audio.chunk_window(cfg, k)
         latent = self.sampler.next_chunk(window).latent
-        frames, self.decoder_state = self.engine.decoder.decode(latent.to(self.engine.vae.dtype), self.decoder_state)
+        latent = latent.to(self.engine.vae.dtype)
+        if self.decode_mode == "stream":
+            frames, self.decoder_state = self.engine.decoder.decode(latent, self.decoder_state)
+        else:
+            frames, self.decoder_context = self.engine.decoder.decode_with_context(self.decoder_context, latent)
         pixels = frames_to_uint8(frames)  # (T, H, W, 3)
         start, end = plan_chunk(cfg, k).video_frames
         if limit is not None:
