@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 
 import torch
 
@@ -37,3 +39,16 @@ def make_session(model: LiveActDiT, latent: int = 8, chunks: int = 8, seed: int 
         context = model.encode_context([text], clip)
     feats = torch.randn(total_video_frames(cfg, chunks), m.audio_layers, m.audio_channels, generator=g)
     return Conditioning(y=y, context=context), feats
+
+
+def child_pids() -> set[int]:
+    """Live (non-zombie) child processes of this test process."""
+    kids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, IndexError):
+            continue
+        if int(ppid) == os.getpid() and state != "Z":
+            kids.add(int(stat.parent.name))
+    return kids

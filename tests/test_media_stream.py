@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import queue
 import subprocess
 import threading
 import time
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import child_pids
 from PIL import Image
 
 from liveact.media import EncoderConfig, FragmentedMp4Stream, PngFrameWriter, probe, video_frame_times
@@ -24,18 +23,6 @@ PIECE_WAIT_S = 10.0
 
 def frames(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)
-
-
-def child_pids() -> set[int]:
-    kids = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
-        except (OSError, IndexError):
-            continue
-        if int(ppid) == os.getpid() and state != "Z":
-            kids.add(int(stat.parent.name))
-    return kids
 
 
 def stream_chunks(stream: FragmentedMp4Stream, audio: np.ndarray | None = None) -> tuple[list[bytes], list[bytes]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import os
 import subprocess
 import threading
 from fractions import Fraction
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import child_pids
 from PIL import Image
 
 from liveact.media import EncoderConfig, FfmpegError, MediaError, Mp4Writer, probe, video_frame_times
@@ -40,19 +40,6 @@ def decoded_audio(path: Path) -> np.ndarray:
         timeout=30,
     )
     return np.frombuffer(out.stdout, np.float32)
-
-
-def child_pids() -> set[int]:
-    """Live (non-zombie) child processes of this test process."""
-    kids = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
-        except (OSError, IndexError):
-            continue
-        if int(ppid) == os.getpid() and state != "Z":
-            kids.add(int(stat.parent.name))
-    return kids
 
 
 def media_threads() -> list[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from liveact.model.loading import CheckpointError, check_state_dict
+from liveact.model.loading import CheckpointError, check_state_dict, key_problems
 
 __all__ = ["assign_strict", "check_layout", "load_pth"]
 
@@ -40,14 +40,7 @@ def check_layout(
     unused: Callable[[str], bool] = lambda key: False,
 ) -> None:
     """Raise CheckpointError unless ``keys`` hold every ``expected`` key and nothing else but ``unused`` keys."""
-    have, want = set(keys), set(expected)
-    missing = sorted(want - have)
-    unexpected = sorted(k for k in have - want if not unused(k))
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys, first: {missing[:_SHOW]}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys, first: {unexpected[:_SHOW]}")
+    problems = key_problems(keys, expected, unused)
     if problems:
         raise CheckpointError(f"{what} checkpoint does not have the expected layout: " + "; ".join(problems))
 

@@ -9,7 +9,7 @@ tensor raises ``CheckpointError`` naming the first mismatches. There is never a 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -36,17 +36,27 @@ def build_model(
     return model.to(dtype=dtype) if str(device) != "meta" else model
 
 
-def check_state_dict(model: torch.nn.Module, shapes: Mapping[str, tuple[int, ...]]) -> None:
-    """Raise CheckpointError unless ``shapes`` has exactly the model's keys with the model's shapes."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(shapes))
-    unexpected = sorted(set(shapes) - set(expected))
-    misshaped = sorted(k for k in set(expected) & set(shapes) if tuple(shapes[k]) != expected[k])
+def key_problems(have: Iterable[str], want: Iterable[str], ignore: Callable[[str], bool] | None = None) -> list[str]:
+    """Human-readable differences between two key sets (missing, then unexpected), first few named.
+
+    ``ignore`` marks present-but-unwanted keys that are expected to be there (e.g. an unused tower).
+    """
+    have_set, want_set = set(have), set(want)
+    missing = sorted(want_set - have_set)
+    unexpected = sorted(k for k in have_set - want_set if ignore is None or not ignore(k))
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing keys, first: {missing[:_SHOW]}")
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected keys, first: {unexpected[:_SHOW]}")
+    return problems
+
+
+def check_state_dict(model: torch.nn.Module, shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """Raise CheckpointError unless ``shapes`` has exactly the model's keys with the model's shapes."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    misshaped = sorted(k for k in set(expected) & set(shapes) if tuple(shapes[k]) != expected[k])
+    problems = key_problems(shapes, expected)
     if misshaped:
         shown = [f"{k}: checkpoint {tuple(shapes[k])}, model expects {expected[k]}" for k in misshaped[:_SHOW]]
         problems.append(f"{len(misshaped)} mis-shaped tensors, first: {shown}")
