@@ -74,7 +74,7 @@ def test_animate_writes_mp4_with_audio(tmp_path):
     out = tmp_path / "out.mp4"
     r = run_cli(
         "animate", "--image", str(examples / "face.png"), "--audio", str(examples / "speech.wav"),
-        "--out", str(out), "--seconds", "2", "--size", "64x64", "--json",
+        "--out", str(out), "--seconds", "2", "--size", "64x64", "--json", "--frames-dir", str(tmp_path / "png"),
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
@@ -83,6 +83,7 @@ def test_animate_writes_mp4_with_audio(tmp_path):
     assert info.video.frame_count == 40 and info.video.fps == 20
     assert (info.video.width, info.video.height) == (64, 64)
     assert abs(info.audio.duration - info.video.duration) <= 1 / 20
+    assert sorted(p.name for p in (tmp_path / "png").iterdir())[-1] == "frame_000039.png"
 
 
 def test_animate_refuses_non_audio_and_bad_size(tmp_path):

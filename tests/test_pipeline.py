@@ -71,3 +71,8 @@ def test_context_decode_gives_the_same_frame_layout(engine, inputs):
     assert [c.frames.shape for c in context] == [c.frames.shape for c in stream]
     assert np.array_equal(context[0].frames, stream[0].frames)  # chunk 0 has no context: identical
     assert not np.array_equal(context[1].frames, stream[1].frames)  # later chunks: the approximation differs
+
+
+def test_big_preset_without_weights_says_what_to_pass():
+    with pytest.raises(FileNotFoundError, match="pass --model DIR"):
+        load_engine("liveact-18b")

@@ -34,6 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--audio", required=True, type=Path, help="speech (any format ffmpeg reads; resampled to 16 kHz mono)"
     )
     p.add_argument("--out", required=True, type=Path, help="output MP4 path")
+    p.add_argument("--frames-dir", type=Path, default=None, help="also write every frame as PNG into this directory")
     p.add_argument("--preset", default="tiny", choices=preset_names(), help="model preset (default: tiny)")
     p.add_argument("--model", type=Path, default=None, help="local weights directory (default: the built-in weights)")
     p.add_argument("--size", default=None, help="frame size WxH in pixels, multiples of 16 (default: the preset's)")
@@ -70,7 +71,7 @@ def parse_size(size: str | None, preset: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     from liveact.audio import decode_audio
-    from liveact.media import Mp4Writer, load_reference_image
+    from liveact.media import Mp4Writer, PngFrameWriter, load_reference_image
     from liveact.pipeline import AnimationSession, load_engine
 
     if not args.fps > 0:
@@ -93,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     frames = 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    pngs = PngFrameWriter(args.frames_dir) if args.frames_dir is not None else None
     with Mp4Writer(args.out, args.fps, width, height, audio=(pcm, rate)) as writer:
         with tqdm(total=expected, unit="chunk", desc="animate") as bar:
 
@@ -100,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
                 nonlocal frames
                 for chunk in chunks:
                     writer.write(chunk.frames)
+                    if pngs is not None:
+                        pngs.write(chunk.frames)
                     frames += chunk.frames.shape[0]
                     bar.update()
                     bar.set_postfix(fps=f"{frames / (time.perf_counter() - t0):.1f}")
