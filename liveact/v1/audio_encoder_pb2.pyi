@@ -1,0 +1,47 @@
+from liveact.v1 import common_pb2 as _common_pb2
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class EncodeConfig(_message.Message):
+    __slots__ = ("fps", "audio_format", "layers", "channels")
+    FPS_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    fps: float
+    audio_format: _common_pb2.AudioFormat
+    layers: int
+    channels: int
+    def __init__(self, fps: _Optional[float] = ..., audio_format: _Optional[_Union[_common_pb2.AudioFormat, _Mapping]] = ..., layers: _Optional[int] = ..., channels: _Optional[int] = ...) -> None: ...
+
+class EncodeRequest(_message.Message):
+    __slots__ = ("config", "pcm", "end_of_audio")
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    PCM_FIELD_NUMBER: _ClassVar[int]
+    END_OF_AUDIO_FIELD_NUMBER: _ClassVar[int]
+    config: EncodeConfig
+    pcm: bytes
+    end_of_audio: bool
+    def __init__(self, config: _Optional[_Union[EncodeConfig, _Mapping]] = ..., pcm: _Optional[bytes] = ..., end_of_audio: _Optional[bool] = ...) -> None: ...
+
+class FeatureRows(_message.Message):
+    __slots__ = ("first_frame", "rows", "final", "total_frames")
+    FIRST_FRAME_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    first_frame: int
+    rows: _common_pb2.Tensor
+    final: bool
+    total_frames: int
+    def __init__(self, first_frame: _Optional[int] = ..., rows: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., final: _Optional[bool] = ..., total_frames: _Optional[int] = ...) -> None: ...
+
+class EncodeResponse(_message.Message):
+    __slots__ = ("rows",)
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    rows: FeatureRows
+    def __init__(self, rows: _Optional[_Union[FeatureRows, _Mapping]] = ...) -> None: ...
