@@ -46,3 +46,26 @@ def test_normalize_inverts_denormalize_with_wan21_statistics():
     z = torch.randn(1, cfg.z_dim, 2, 2, 2, dtype=torch.float64)
     assert torch.allclose(normalize(denormalize(z, cfg), cfg), z)
     assert torch.allclose(denormalize(z, cfg)[0, 0], z[0, 0] * cfg.latents_std[0] + cfg.latents_mean[0])
+
+
+def test_concurrent_encodes_on_one_vae_do_not_interfere():
+    """Sessions share one VAE; diffusers' encode keeps module state, so encodes are serialised."""
+    import threading
+
+    from liveact.config import get_preset
+    from liveact.sampling.chunking import window_video_frames
+    from liveact.vae import build_vae, encode_condition, get_vae_preset
+
+    cfg = get_vae_preset("tiny")
+    vae = build_vae(cfg)
+    frames = window_video_frames(get_preset("tiny"))
+    images = [torch.rand(1, 3, 32, 32) * 2 - 1 for _ in range(4)]
+    expected = [encode_condition(vae, cfg, im, frames) for im in images]
+    got: dict[int, torch.Tensor] = {}
+    threads = [threading.Thread(target=lambda i=i: got.update({i: encode_condition(vae, cfg, images[i], frames)}))
+               for i in range(4)]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(torch.equal(got[i], expected[i]) for i in range(4))

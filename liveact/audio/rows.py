@@ -12,8 +12,10 @@ from __future__ import annotations
 import torch
 
 from liveact.audio.errors import RowsUnavailable
+from liveact.config import ConfigError, LiveActConfig
+from liveact.sampling.audio_window import window_index
 
-__all__ = ["FrameRing"]
+__all__ = ["ChunkWindows", "FrameRing"]
 
 
 class FrameRing:
@@ -60,3 +62,49 @@ class FrameRing:
     def get(self, start: int, stop: int) -> torch.Tensor:
         """Rows of frames [start, stop) -> (stop-start, L, C)."""
         return self.gather(torch.arange(start, stop, dtype=torch.int64))
+
+
+_UNBOUNDED_ROWS = 2**62  # "no end known yet": window_index then clamps only at frame 0
+
+
+class ChunkWindows:
+    """Feature rows arriving in frame order -> each chunk's audio window, once it is final.
+
+    Used wherever rows come from (a local ``StreamingAudioFeatures`` or a remote audio encoder).
+    Before ``finish(total)`` windows may only use rows that exist; after it, indices past the end
+    clamp to the last row, exactly as ``liveact.sampling.audio_window.gather_window`` does offline.
+    """
+
+    def __init__(self, capacity: int, layers: int, channels: int) -> None:
+        self.ring = FrameRing(capacity, layers, channels)
+        self.total_frames: int | None = None
+
+    def append(self, rows: torch.Tensor) -> None:
+        self.ring.append(rows)
+
+    def finish(self, total_frames: int) -> None:
+        if total_frames != self.ring.end:
+            raise ValueError(f"stream ended with {total_frames} frames but {self.ring.end} rows arrived")
+        self.total_frames = total_frames
+
+    def _index(self, config: LiveActConfig, chunk_index: int) -> torch.Tensor:
+        m = config.model
+        layers, channels = self.ring._data.shape[1:]
+        if (m.audio_layers, m.audio_channels) != (layers, channels):
+            raise ConfigError(
+                f"model wants {m.audio_layers} x {m.audio_channels} rows, this stream makes {layers} x {channels}"
+            )
+        n = self.total_frames if self.total_frames is not None else _UNBOUNDED_ROWS
+        return window_index(config, chunk_index, n)  # (Fv, W) absolute frames
+
+    def ready(self, config: LiveActConfig, chunk_index: int) -> bool:
+        """Whether chunk k's window is final; ``RowsUnavailable("dropped")`` if it left the buffer."""
+        index = self._index(config, chunk_index)
+        if int(index.max()) >= self.ring.end:
+            return False
+        self.ring.gather(index[:1, :1])  # raises if the oldest row was dropped
+        return True
+
+    def window(self, config: LiveActConfig, chunk_index: int) -> torch.Tensor:
+        """Chunk k's window (1, Fv, W, L, C)."""
+        return self.ring.gather(self._index(config, chunk_index)).unsqueeze(0)

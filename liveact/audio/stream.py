@@ -35,16 +35,13 @@ from liveact.audio.backend import FeatureBackend
 from liveact.audio.config import AudioConfig
 from liveact.audio.errors import AudioError
 from liveact.audio.frames import frame_count
-from liveact.audio.rows import FrameRing
+from liveact.audio.rows import ChunkWindows
 from liveact.audio.tempo import tempo_for
 from liveact.config import ConfigError, LiveActConfig
-from liveact.sampling.audio_window import window_index
 
 __all__ = ["FeatureRows", "StreamingAudioFeatures"]
 
 log = logging.getLogger(__name__)
-
-_UNBOUNDED_ROWS = 2**62  # "no end known yet": window_index then clamps only at frame 0
 
 
 @dataclass(frozen=True)
@@ -75,7 +72,8 @@ class StreamingAudioFeatures:
                 f"{config.lookahead_frames} gives {config.lookahead_frames - 1}: raise lookahead_frames"
             )
         self._history = config.history_frames if context is None else context
-        self._ring = FrameRing(config.retain_frames, backend.layers, backend.channels)
+        self._windows = ChunkWindows(config.retain_frames, backend.layers, backend.channels)
+        self._ring = self._windows.ring
         self._pcm = np.zeros(0, dtype=np.float32)  # stretched samples [pcm_start, stretched)
         self._pcm_start = 0
         self._stretched = 0
@@ -118,6 +116,7 @@ class StreamingAudioFeatures:
         while self._ring.end < n_rows:
             blocks.append(self._extract(min(self._ring.end + self._block, n_rows), window_end=n_rows))
         self.total_frames = n_rows
+        self._windows.finish(n_rows)
         return FeatureRows(start, torch.cat(blocks) if blocks else self._empty())
 
     # -- reading --------------------------------------------------------------------------------
@@ -141,25 +140,11 @@ class StreamingAudioFeatures:
 
     def chunk_window(self, config: LiveActConfig, chunk_index: int) -> torch.Tensor:
         """Chunk k's audio window (1, Fv, W, L, C), equal to ``gather_window(config, offline_rows, k)``."""
-        return self._ring.gather(self._window_index(config, chunk_index)).unsqueeze(0)
+        return self._windows.window(config, chunk_index)
 
     def chunk_ready(self, config: LiveActConfig, chunk_index: int) -> bool:
         """Whether chunk k's window is final; ``RowsUnavailable("dropped")`` if it left the buffer."""
-        index = self._window_index(config, chunk_index)
-        if int(index.max()) >= self._ring.end:
-            return False
-        self._ring.gather(index[:1, :1])  # raises if the oldest row was dropped
-        return True
-
-    def _window_index(self, config: LiveActConfig, chunk_index: int) -> torch.Tensor:
-        m = config.model
-        if (m.audio_layers, m.audio_channels) != (self.backend.layers, self.backend.channels):
-            raise ConfigError(
-                f"model wants {m.audio_layers} x {m.audio_channels} rows, this stream makes "
-                f"{self.backend.layers} x {self.backend.channels}"
-            )
-        n = self.total_frames if self.finished else _UNBOUNDED_ROWS
-        return window_index(config, chunk_index, n)  # (Fv, W) absolute frames
+        return self._windows.ready(config, chunk_index)
 
     def buffer_sizes(self) -> dict[str, int]:
         """Elements held per buffer; none grows with the session length."""

@@ -6,7 +6,8 @@ the text/image conditioning encoders and the audio feature backend.
 Weights come from local directories only:
 
 * ``tiny``: the built-in weights in ``liveact/weights/tiny`` (``dit/`` and ``vae/``) when present,
-  otherwise freshly initialised weights (the output is then not a face; a warning says so).
+  otherwise freshly initialised weights (the output is then not a face; a warning says so). The
+  fresh VAE is seeded by ``FRESH_VAE_SEED`` (``load_vae``), so every process builds the same one.
 * ``liveact-18b``: ``model_dir`` holds the DiT checkpoint (``diffusion_pytorch_model*.safetensors``
   [+ index]), ``vae/`` (diffusers-format Wan2.1 VAE), ``wav2vec2/`` (chinese-wav2vec2-base) and the
   Wan encoder files (``models_t5_umt5-xxl-enc-bf16.pth``, ``google/umt5-xxl/``,
@@ -20,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from diffusers import AutoencoderKLWan
 
 from liveact.audio import AudioConfig, FeatureBackend, load_backend
 from liveact.conditioning import ConditioningEncoders, build_encoders
-from liveact.config import ConfigError, LiveActConfig, get_preset
+from liveact.config import ConfigError, LiveActConfig, get_preset, preset_names
 from liveact.model.dit import LiveActDiT
 from liveact.model.loading import build_model, load_checkpoint_dir
 from liveact.vae import StreamingDecoder, VaeConfig, build_vae, get_vae_preset, load_vae_dir
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 
 BUILTIN_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 DIT_SUBDIR, VAE_SUBDIR, AUDIO_SUBDIR = "dit", "vae", "wav2vec2"
+FRESH_VAE_SEED = 0  # fresh VAE weights never depend on a session seed: every process builds the same VAE
 
 
 @dataclass
@@ -54,6 +57,28 @@ class Engine:
 def builtin_dir(preset: str) -> Path | None:
     d = BUILTIN_WEIGHTS / preset
     return d if (d / DIT_SUBDIR).is_dir() and (d / VAE_SUBDIR).is_dir() else None
+
+
+def builtin_vae_dir(vae_preset: str) -> Path | None:
+    """The built-in VAE directory for a VAE preset: that of a model preset using it that has built-in weights."""
+    for name in preset_names():
+        root = builtin_dir(name)
+        if root is not None and get_preset(name).vae == vae_preset:
+            return root / VAE_SUBDIR
+    return None
+
+
+def load_vae(vae_config: VaeConfig, vae_dir: str | Path | None, seed: int = FRESH_VAE_SEED) -> AutoencoderKLWan:
+    """The VAE in ``vae_dir`` (diffusers format), or, when None, fresh weights that depend on ``seed`` only.
+
+    Fresh weights are built under their own seed (the global RNG is left as it was), so the embedded
+    pipeline and the decoder service build the same untrained VAE in every process.
+    """
+    if vae_dir is not None:
+        return load_vae_dir(vae_config, vae_dir)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_vae(vae_config)
 
 
 def load_engine(
@@ -80,11 +105,10 @@ def load_engine(
     if root is None:
         log.warning("no trained weights for preset %r: using fresh weights, the video will not show a face", preset)
         model = build_model(config).init_weights(seed)
-        vae = build_vae(vae_config)
     else:
         dit_dir = root / DIT_SUBDIR if (root / DIT_SUBDIR).is_dir() else root
         model = load_checkpoint_dir(build_model(config, device="meta"), dit_dir)
-        vae = load_vae_dir(vae_config, root / VAE_SUBDIR)
+    vae = load_vae(vae_config, None if root is None else root / VAE_SUBDIR)
     model = model.to(device).eval()
     vae = vae.to(device).eval()
 

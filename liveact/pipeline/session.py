@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from liveact.audio import StreamingAudioFeatures
+from liveact.config import LiveActConfig
 from liveact.media import frames_to_uint8, to_model_tensor
 from liveact.pipeline.engine import Engine
 from liveact.sampling.chunking import plan_chunk, total_video_frames, window_video_frames
@@ -31,6 +32,26 @@ from liveact.sampling.denoise import Conditioning
 from liveact.sampling.noise import SeededNoise
 from liveact.sampling.stream import StreamingSampler
 from liveact.vae import encode_condition
+
+
+def prepare_sampler(engine: Engine, image: np.ndarray, prompt: str, seed: int) -> StreamingSampler:
+    """A session's conditioning (computed once) and its sampler: image (H, W, 3) uint8 RGB."""
+    ref = to_model_tensor(image, device=engine.device)  # (1, 3, H, W) in [-1, 1]
+    with torch.no_grad():
+        y = encode_condition(engine.vae, engine.vae_config, ref, window_video_frames(engine.config))
+        text = engine.encoders.encode_text([prompt])
+        clip = engine.encoders.encode_image(ref)
+        context = engine.model.encode_context([t.to(engine.device) for t in text], clip.to(engine.device))
+    cond = Conditioning(y=y.to(engine.model.dtype), context=context)
+    return StreamingSampler(engine.model, cond, SeededNoise(seed, engine.device))
+
+
+def chunks_needed(config: LiveActConfig, total_frames: int) -> int:
+    """Chunks to generate so that the video covers ``total_frames`` frames."""
+    n = 1
+    while total_video_frames(config, n) < total_frames:
+        n += 1
+    return n
 
 
 @dataclass(frozen=True)
@@ -68,15 +89,7 @@ class AnimationSession:
         unit = engine.vae_config.spatial_stride * cfg.model.patch_size[1]
         if image.ndim != 3 or image.shape[2] != 3 or h % unit or w % unit or not h or not w:
             raise ValueError(f"reference image must be (H, W, 3) with H and W multiples of {unit}, got {image.shape}")
-        ref = to_model_tensor(image, device=engine.device)  # (1, 3, H, W) in [-1, 1]
-        with torch.no_grad():
-            y = encode_condition(engine.vae, engine.vae_config, ref, window_video_frames(cfg))
-            text = engine.encoders.encode_text([prompt])
-            clip = engine.encoders.encode_image(ref)
-            context = engine.model.encode_context([t.to(engine.device) for t in text], clip.to(engine.device))
-        self.sampler = StreamingSampler(
-            engine.model, Conditioning(y=y.to(engine.model.dtype), context=context), SeededNoise(seed, engine.device)
-        )
+        self.sampler = prepare_sampler(engine, image, prompt, seed)
         self.audio = StreamingAudioFeatures(engine.audio_backend, engine.audio_config, self.fps)
         if decode not in ("stream", "context"):
             raise ValueError(f"decode must be 'stream' or 'context', got {decode!r}")
@@ -107,10 +120,7 @@ class AnimationSession:
         return out
 
     def chunks_needed(self, total_frames: int) -> int:
-        n = 1
-        while total_video_frames(self.engine.config, n) < total_frames:
-            n += 1
-        return n
+        return chunks_needed(self.engine.config, total_frames)
 
     def _generate(self, limit: int | None) -> VideoChunk:
         cfg = self.engine.config

@@ -10,6 +10,9 @@ chunk the fixed [6, 14) (mask 0 over encoded black frames). The window size come
 
 from __future__ import annotations
 
+import threading
+import weakref
+
 import torch
 from diffusers import AutoencoderKLWan
 
@@ -17,6 +20,16 @@ from liveact.vae.config import VaeConfig
 from liveact.vae.latents import normalize
 
 __all__ = ["condition_mask", "encode_condition"]
+
+# diffusers' AutoencoderKLWan.encode keeps its causal cache on the module (clear_cache, _enc_feat_map),
+# so two sessions encoding at once on one shared VAE would corrupt each other: one lock per VAE.
+_ENCODE_LOCKS: weakref.WeakKeyDictionary[AutoencoderKLWan, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _encode_lock(vae: AutoencoderKLWan) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _ENCODE_LOCKS.setdefault(vae, threading.Lock())
 
 
 def condition_mask(cfg: VaeConfig, batch: int, latent_frames: int, h: int, w: int, **like) -> torch.Tensor:
@@ -51,7 +64,8 @@ def encode_condition(
     image = image.to(vae.dtype)
     black = image.new_zeros(b, c, window_video_frames - 1, height, width)
     video = torch.cat([image.unsqueeze(2), black], dim=2)  # (B, 3, Tw, H, W)
-    mu = vae.encode(video).latent_dist.mode()  # (B, Cz, n, h, w)
+    with _encode_lock(vae):
+        mu = vae.encode(video).latent_dist.mode()  # (B, Cz, n, h, w)
     if mu.shape[2] != latent_frames:
         raise RuntimeError(f"VAE gave {mu.shape[2]} latent frames for {window_video_frames}, expected {latent_frames}")
     latent = normalize(mu, cfg)

@@ -5,7 +5,8 @@
 2. the standard health service, NOT_SERVING until ``warm_up`` (model loading) has finished;
 3. reflection when ``--reflection``;
 4. on SIGTERM/SIGINT: NOT_SERVING at once, then ``stop(grace)`` lets in-flight streams finish for
-   ``--grace-s`` seconds before cancelling them; ``on_drain`` lets a service hand sessions off first.
+   ``--grace-s`` seconds before cancelling them; ``on_drain`` lets a service hand sessions off first;
+5. if ``warm_up`` raises, the error is logged and the process exits with status 1 (never NOT_SERVING forever).
 """
 
 from __future__ import annotations
@@ -87,7 +88,13 @@ async def run(
         log.info("serving", extra={"port": port})
 
     warm = asyncio.create_task(serve_when_warm())
+    warm.add_done_callback(lambda t: t.cancelled() or t.exception() is None or stop.set())
     await stop.wait()
+    if warm.done() and not warm.cancelled() and warm.exception() is not None:
+        # a failed warm-up (missing weights, ...) must not leave a process that is NOT_SERVING forever
+        log.error("warm-up failed: stopping", exc_info=warm.exception())
+        await server.stop(0)
+        raise SystemExit(1)
     log.info("draining", extra={"grace_s": settings.grace_s})
     await status.set(NOT_SERVING)
     warm.cancel()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
+import math
+
 import torch
 
 from liveact.v1 import common_pb2
@@ -32,7 +33,7 @@ def from_proto(msg: common_pb2.Tensor, max_elements: int | None = None) -> torch
     shape = tuple(int(s) for s in msg.shape)
     if any(s < 0 for s in shape):
         raise ValueError(f"tensor shape {shape} has a negative size")
-    numel = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    numel = math.prod(shape)  # Python ints: a huge shape cannot wrap around to a small count
     if max_elements is not None and numel > max_elements:
         raise ValueError(f"tensor of {numel} elements exceeds the limit of {max_elements}")
     dtype = _DTYPES[msg.dtype]
@@ -40,6 +41,8 @@ def from_proto(msg: common_pb2.Tensor, max_elements: int | None = None) -> torch
     if len(msg.data) != numel * itemsize:
         need = numel * itemsize
         raise ValueError(f"tensor data has {len(msg.data)} bytes; shape {shape} of {msg.dtype} needs {need}")
+    if numel == 0:  # torch.frombuffer refuses an empty buffer
+        return torch.empty(shape, dtype=dtype)
     if dtype == torch.bfloat16:
         return torch.frombuffer(bytearray(msg.data), dtype=torch.int16).view(torch.bfloat16).reshape(shape)
     return torch.frombuffer(bytearray(msg.data), dtype=dtype).reshape(shape)
