@@ -1,0 +1,222 @@
+"""The ``liveact.v1.AudioEncoder`` servicer and ``serve()``.
+
+``Encode`` (bidirectional): an ``EncodeConfig`` first, then ``pcm`` pieces of any size (whole sample
+frames, at most ``--max-pcm-bytes-per-message``), then ``end_of_audio``. Rows go back as they become
+final (``first_frame`` = their absolute index); after ``end_of_audio`` the last rows come with
+``final`` and ``total_frames`` and the RPC ends OK.
+
+Errors end the RPC: FAILED_PRECONDITION (a message before the config, a second config, the request
+stream closed without ``end_of_audio``), INVALID_ARGUMENT (bad config, a feature layout other than
+this server's preset, PCM that is not whole frames or over the per-message limit, non-finite
+samples, audio shorter than one frame), RESOURCE_EXHAUSTED (``--max-streams`` streams already
+open; gRPC itself for a message over ``--max-message-mb``), UNAVAILABLE (still warming up).
+
+PCM at another sample rate than the encoder's (16 kHz) is resampled here (``resample.py``), so
+clients may send 8..192 kHz. Feature extraction runs on a thread pool (``--threads``), never on
+the event loop, so other streams and health checks stay responsive; a stream's state is freed when
+it ends, fails or is cancelled by the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import grpc
+
+from liveact.audio import AudioError, FeatureBackend, FeatureRows, load_backend
+from liveact.v1 import audio_encoder_pb2, audio_encoder_pb2_grpc
+from services.audio_encoder.settings import EncoderSettings
+from services.audio_encoder.stream import EncodeStream, RequestError, StreamFormat, parse_config, silence
+from services.common import logs, tensors
+from services.common.server import run
+
+__all__ = ["SERVICE_NAME", "AudioEncoder", "serve"]
+
+log = logging.getLogger("liveact.audio_encoder")
+
+SERVICE_NAME = audio_encoder_pb2.DESCRIPTOR.services_by_name["AudioEncoder"].full_name
+_PIECE_SECONDS = 1.0  # a pcm message is encoded (and answered) in pieces of at most this much audio
+_MIN_PIECE_SECONDS = 0.05
+_WARM_UP_SECONDS = 1.0
+
+T = TypeVar("T")
+
+
+class AudioEncoder(audio_encoder_pb2_grpc.AudioEncoderServicer):
+    def __init__(self, settings: EncoderSettings, executor: ThreadPoolExecutor) -> None:
+        self.settings = settings
+        self.audio = settings.audio_config
+        self.backend: FeatureBackend | None = None
+        self.active = 0  # open Encode streams
+        self._executor = executor
+        self._ids = itertools.count(1)
+
+    async def warm_up(self) -> None:
+        """Load the backend, then run one short stream through it so the first client pays nothing extra."""
+        t0 = time.perf_counter()
+        s = self.settings
+        backend = await self._off_loop(load_backend, self.audio, s.weights_dir or None, s.device)
+        fmt = StreamFormat("s16le", self.audio.sample_rate, 1, self.audio.default_fps)
+        stream = EncodeStream(backend, self.audio, fmt)
+        await self._off_loop(stream.push, silence(fmt, _WARM_UP_SECONDS))
+        await self._off_loop(stream.finish)
+        self.backend = backend
+        log.info(
+            "backend ready",
+            extra={
+                "preset": s.preset,
+                "backend": self.audio.backend,
+                "layout": [self.audio.layers, self.audio.channels],
+                "sample_rate": self.audio.sample_rate,
+                "seconds": round(time.perf_counter() - t0, 3),
+            },
+        )
+
+    async def Encode(
+        self, request_iterator: AsyncIterator[audio_encoder_pb2.EncodeRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[audio_encoder_pb2.EncodeResponse]:
+        stream_id = next(self._ids)
+        if self.backend is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the audio encoder is still warming up: retry shortly")
+        if self.active >= self.settings.max_streams:
+            log.warning("stream refused: at capacity", extra={"stream": stream_id, "active": self.active})
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this audio encoder is at its limit of {self.settings.max_streams} concurrent streams: "
+                "retry later or use another replica",
+            )
+        self.active += 1
+        started, outcome = time.monotonic(), "cancelled"
+        try:
+            async for response in self._encode(request_iterator, stream_id, context.peer()):
+                yield response
+            outcome = "ok"
+        except RequestError as exc:
+            outcome = exc.code.name
+            log.info("stream refused", extra={"stream": stream_id, "code": exc.code.name, "reason": exc.message})
+            await context.abort(exc.code, exc.message)
+        except Exception:
+            outcome = "internal"
+            log.exception("stream failed", extra={"stream": stream_id})
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"the audio encoder failed on stream {stream_id}: see its log"
+            )
+        finally:
+            self.active -= 1
+            log.info(
+                "stream closed",
+                extra={
+                    "stream": stream_id,
+                    "outcome": outcome,
+                    "active": self.active,
+                    "seconds": round(time.monotonic() - started, 3),
+                },
+            )
+
+    async def _encode(
+        self, requests: AsyncIterator[audio_encoder_pb2.EncodeRequest], stream_id: int, peer: str
+    ) -> AsyncIterator[audio_encoder_pb2.EncodeResponse]:
+        assert self.backend is not None
+        stream: EncodeStream | None = None
+        async for request in requests:
+            kind = request.WhichOneof("kind")
+            if stream is None:
+                if kind != "config":
+                    raise RequestError(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"send an EncodeConfig first: the stream's first message carries {kind or 'nothing'}",
+                    )
+                fmt = parse_config(request.config, self.audio, self.settings.preset)
+                stream = EncodeStream(self.backend, self.audio, fmt)
+                log.info("stream opened", extra={"stream": stream_id, "peer": peer, **dataclasses.asdict(fmt)})
+            elif kind == "pcm":
+                stream.check_pcm(len(request.pcm), self.settings.pcm_limit)
+                piece = self._piece_bytes(stream.format)
+                for offset in range(0, len(request.pcm), piece):
+                    rows = await self._checked(stream.push, request.pcm[offset : offset + piece])
+                    if rows.rows.shape[0]:
+                        yield _response(rows)
+            elif kind == "end_of_audio":
+                if not request.end_of_audio:
+                    raise RequestError(
+                        grpc.StatusCode.INVALID_ARGUMENT, "end_of_audio must be true: set it to end the audio"
+                    )
+                rows = await self._checked(stream.finish)
+                total = stream.features.total_frames
+                audio_s = stream.bytes_received / stream.format.frame_bytes / stream.format.sample_rate
+                log.info("stream finished", extra={"stream": stream_id, "frames": total, "audio_s": round(audio_s, 3)})
+                yield _response(rows, total_frames=total)
+                return
+            elif kind == "config":
+                raise RequestError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "this stream already has its EncodeConfig: send one per stream (open a new stream to change it)",
+                )
+            else:
+                raise RequestError(
+                    grpc.StatusCode.INVALID_ARGUMENT, "an EncodeRequest must set one of config, pcm or end_of_audio"
+                )
+        # A client that cancels (or disconnects) also ends the request iterator; its cancellation
+        # arrives at the next await, so a real cancel is not reported as a protocol error.
+        await asyncio.sleep(0)
+        raise RequestError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "the request stream ended before end_of_audio: send end_of_audio to get the final rows"
+            if stream is not None
+            else "send an EncodeConfig first: the request stream ended without one",
+        )
+
+    def _piece_bytes(self, fmt: StreamFormat) -> int:
+        """PCM bytes encoded per step: at most ``_PIECE_SECONDS``, and few enough rows to fit a response."""
+        row_bytes = self.audio.layers * self.audio.channels * 4  # float32
+        rows = self.settings.max_message_bytes // 2 // row_bytes - 2 * self.audio.stream_block_frames
+        seconds = min(_PIECE_SECONDS, max(_MIN_PIECE_SECONDS, rows / fmt.fps))
+        return max(1, round(seconds * fmt.sample_rate)) * fmt.frame_bytes
+
+    async def _checked(self, fn: Callable[..., FeatureRows], *args: object) -> FeatureRows:
+        """``fn`` off the event loop; an ``AudioError`` (bad samples, too little audio) is INVALID_ARGUMENT."""
+        try:
+            return await self._off_loop(fn, *args)
+        except AudioError as exc:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+
+    async def _off_loop(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+
+def _response(rows: FeatureRows, total_frames: int | None = None) -> audio_encoder_pb2.EncodeResponse:
+    msg = audio_encoder_pb2.FeatureRows(first_frame=rows.start, rows=tensors.to_proto(rows.rows.float()))
+    if total_frames is not None:
+        msg.final, msg.total_frames = True, total_frames
+    return audio_encoder_pb2.EncodeResponse(rows=msg)
+
+
+async def _main(settings: EncoderSettings) -> None:
+    executor = ThreadPoolExecutor(settings.compute_threads, thread_name_prefix="encode")
+    servicer = AudioEncoder(settings, executor)
+    try:
+        await run(
+            settings,
+            [SERVICE_NAME],
+            lambda server: audio_encoder_pb2_grpc.add_AudioEncoderServicer_to_server(servicer, server),
+            servicer.warm_up,
+        )
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+def serve(argv: list[str] | None = None) -> None:
+    """Parse settings (flags, then ``LIVEACT_*``), log JSON, and serve until SIGTERM."""
+    settings = EncoderSettings.parse(
+        argv, description="LiveAct audio encoder: speech PCM -> one feature row per output video frame"
+    )
+    logs.configure(settings.log_level)
+    log.info("starting", extra={"settings": dataclasses.asdict(settings)})
+    asyncio.run(_main(settings))
