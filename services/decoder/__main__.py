@@ -1,0 +1,3 @@
+from services.decoder.server import serve
+
+serve()

@@ -1,0 +1,185 @@
+"""The ``Decoder`` servicer: admission control, config checks, one ``DecodeStream`` per ``Decode`` call.
+
+A stream is ``config`` (first), then ``chunk``s in order, then ``end``; each chunk's frames come back
+as soon as it is decoded, and ``end`` (or the client half-closing) flushes the rest of an fMP4
+stream and finishes the call with OK. The VAE is loaded once (in warm-up) and shared; each stream
+owns its causal cache, which is freed when the stream ends, fails or is cancelled.
+
+Status codes: INVALID_ARGUMENT (bad config, latents, audio or chunk order), FAILED_PRECONDITION (a
+chunk before the config, a second config), RESOURCE_EXHAUSTED (all ``--max-streams`` slots busy),
+UNAVAILABLE (still loading the VAE: retry), INTERNAL (the VAE or ffmpeg failed).
+
+Decoding and encoding run on a thread pool (one job per stream at a time), never on the event loop.
+The next request is read only after the previous chunk's responses were handed to gRPC, whose flow
+control holds them until the client reads: a slow client slows its own stream, nothing piles up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
+
+import grpc
+import torch
+
+from liveact.pipeline.engine import load_vae
+from liveact.v1 import decoder_pb2, decoder_pb2_grpc
+from liveact.vae import StreamingDecoder, get_vae_preset
+from services.common import logs
+from services.common.server import run
+from services.decoder.settings import DecoderSettings
+from services.decoder.stream import DecodeStream, RequestError, parse_config
+
+__all__ = ["SERVICE", "Decoder", "serve"]
+
+log = logging.getLogger(__name__)
+
+SERVICE = decoder_pb2.DESCRIPTOR.services_by_name["Decoder"].full_name
+RESPONSE_OVERHEAD = 64 * 1024  # bytes of a response kept for its other fields and framing
+
+T = TypeVar("T")
+
+
+class Decoder(decoder_pb2_grpc.DecoderServicer):
+    def __init__(self, settings: DecoderSettings) -> None:
+        self.settings = settings
+        self.decoder: StreamingDecoder | None = None  # set by warm_up
+        self.max_response_bytes = settings.max_message_bytes - RESPONSE_OVERHEAD
+        self.executor = concurrent.futures.ThreadPoolExecutor(settings.max_streams, "liveact-decoder")
+        self.active = 0  # admitted streams whose resources are not yet released
+        self._lock = threading.Lock()  # active is also decremented from worker threads
+        self._ids = itertools.count(1)
+
+    async def warm_up(self) -> None:
+        self.decoder = await asyncio.to_thread(self._load)
+
+    def _load(self) -> StreamingDecoder:
+        s = self.settings
+        cfg = get_vae_preset(s.vae_preset)
+        if s.vae_dir is None:
+            log.warning(
+                "no trained weights for VAE preset %r: using fresh (seeded) weights, frames will not show a face",
+                s.vae_preset,
+            )
+        vae = load_vae(cfg, s.vae_dir).to(s.device).eval()
+        decoder = StreamingDecoder(vae, cfg)
+        decoder.decode(torch.zeros(1, cfg.z_dim, 1, 2, 2, device=vae.device))  # first call: kernels, allocator
+        log.info("VAE ready", extra={"vae_preset": cfg.name, "weights": str(s.vae_dir or "fresh"), "device": s.device})
+        return decoder
+
+    def close(self) -> None:
+        """After the server stopped: wait for the jobs still running (they end with their streams)."""
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    async def Decode(self, request_iterator, context) -> AsyncIterator[decoder_pb2.DecodeResponse]:
+        if self.decoder is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the decoder is still loading its VAE: retry shortly")
+        if not self._admit():
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"all {self.settings.max_streams} decode stream slots are busy: retry later or on another replica",
+            )
+        sid = next(self._ids)
+        started = time.monotonic()
+        stream: DecodeStream | None = None
+        jobs: list[concurrent.futures.Future] = []  # the stream's job in flight, if any
+        try:
+            async for request in request_iterator:
+                kind = request.WhichOneof("kind")
+                if stream is None:
+                    if kind != "config":
+                        raise RequestError(
+                            grpc.StatusCode.FAILED_PRECONDITION,
+                            f"the first message of a Decode stream must be config, got {kind or 'an empty message'}",
+                        )
+                    stream = self._new_stream(request.config)
+                    await self._offload(jobs, stream.open)
+                    log.info("stream started", extra={"stream": sid, "peer": context.peer(), **_describe(stream)})
+                elif kind == "chunk":
+                    for response in await self._offload(jobs, stream.decode, request.chunk):
+                        yield response
+                elif kind == "end":
+                    break
+                elif kind == "config":
+                    raise RequestError(
+                        grpc.StatusCode.FAILED_PRECONDITION, "config was already sent: a stream has one config"
+                    )
+                else:
+                    raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "empty request: set config, chunk or end")
+            if stream is not None:  # end, or the client half-closed: the same
+                for response in await self._offload(jobs, stream.finish):
+                    yield response
+                seconds = round(time.monotonic() - started, 3)
+                log.info("stream ended", extra={"stream": sid, "frames": stream.frames_sent, "seconds": seconds})
+        except RequestError as exc:
+            log.info("stream refused", extra={"stream": sid, "code": exc.code.name, "why": exc.message})
+            await context.abort(exc.code, exc.message)
+        except Exception as exc:  # the VAE or ffmpeg failed: not the client's doing
+            log.exception("stream failed", extra={"stream": sid})
+            await context.abort(grpc.StatusCode.INTERNAL, f"decoding failed: {exc}")
+        finally:
+            self._release(stream, jobs[-1] if jobs else None, sid)
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    def _admit(self) -> bool:
+        with self._lock:
+            if self.active >= self.settings.max_streams:
+                return False
+            self.active += 1
+            return True
+
+    def _new_stream(self, config: decoder_pb2.DecodeConfig) -> DecodeStream:
+        assert self.decoder is not None
+        limit = self.settings.max_latent_elements
+        fmt = parse_config(config, self.decoder.cfg, limit, self.max_response_bytes)
+        return DecodeStream(self.decoder, fmt, limit, self.max_response_bytes)
+
+    async def _offload(self, jobs: list, fn: Callable[..., T], *args) -> T:
+        """Run ``fn`` on the pool; the job is remembered so that its stream is released only once it ends."""
+        job = self.executor.submit(fn, *args)
+        jobs[:] = [job]
+        return await asyncio.wrap_future(job)
+
+    def _release(self, stream: DecodeStream | None, job: concurrent.futures.Future | None, sid: int) -> None:
+        """Free the stream's cache and ffmpeg and its slot, once its last job (if still running) has ended."""
+
+        def release(_job=None) -> None:
+            try:
+                if stream is not None:
+                    stream.close()
+            except Exception:
+                log.exception("closing stream failed", extra={"stream": sid})
+            finally:
+                with self._lock:
+                    self.active -= 1
+
+        if job is not None and not job.done():  # cancelled mid-chunk: the job still holds the stream
+            job.add_done_callback(release)
+        else:
+            release()
+
+
+def _describe(stream: DecodeStream) -> dict[str, object]:
+    f = stream.fmt
+    return {"size": f"{f.width}x{f.height}", "fps": str(f.fps), "format": f.format_name}
+
+
+def serve(argv: list[str] | None = None) -> None:
+    settings = DecoderSettings.parse(argv, description="LiveAct decoder: latent chunks -> video frames (gRPC).")
+    logs.configure(settings.log_level)
+    servicer = Decoder(settings)
+
+    def add(server: grpc.aio.Server) -> None:
+        decoder_pb2_grpc.add_DecoderServicer_to_server(servicer, server)
+
+    try:
+        asyncio.run(run(settings, [SERVICE], add, servicer.warm_up))
+    finally:
+        servicer.close()

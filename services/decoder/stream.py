@@ -1,0 +1,315 @@
+"""One ``Decode`` stream without gRPC: the checked ``DecodeConfig`` and the per-stream decoder.
+
+``parse_config`` turns a ``DecodeConfig`` into a ``StreamFormat`` or raises ``RequestError`` with the
+status code and a message saying what to change. ``DecodeStream`` holds what a stream owns: the
+VAE's causal cache (``DecoderState``, a fixed size whatever the stream's length), the next expected
+``chunk_index`` and, for FMP4_H264, one ``FragmentedMp4Stream`` (an ffmpeg child). Its methods are
+blocking CPU / ffmpeg work: the servicer runs them off the event loop, one at a time per stream.
+
+Per chunk: latents checked (dtype, shape ``(1, 16, F, H/8, W/8)``, element limit, finite) ->
+``StreamingDecoder.decode`` with the stream's state -> ``frames_to_uint8`` -> the first
+``keep_frames`` -> RAW_RGB bytes, JPEG files or fMP4 bytes, cut into responses that fit the gRPC
+message limit. Nothing accumulates across chunks: each call returns its chunk's responses only.
+
+Responses echo ``chunk_index`` and ``first_frame``; ``frame_count`` is the number of frames in that
+response. RAW_RGB / JPEG frames too big for one message are split over consecutive responses, each
+numbered for its own frames. FMP4_H264: each chunk's response carries the bytes ffmpeg has produced
+so far (possibly none), and ``end`` adds one response (``frame_count`` 0, ``first_frame`` = the end
+of the video) with the rest; concatenated in order they are one fragmented MP4. The first chunk may
+have any ``chunk_index``; each later one must be the previous one + 1.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+
+import grpc
+import numpy as np
+import torch
+from PIL import Image
+
+from liveact.media import FragmentedMp4Stream, frames_to_uint8
+from liveact.v1 import common_pb2, decoder_pb2
+from liveact.vae import DecoderState, StreamingDecoder, VaeConfig
+from services.common.tensors import from_proto
+
+__all__ = ["DEFAULT_JPEG_QUALITY", "DecodeStream", "RequestError", "StreamFormat", "parse_config"]
+
+DEFAULT_JPEG_QUALITY = 90
+SIZE_MULTIPLE = 16  # width and height: whole latent cells (8 px) of an even number of cells
+MIN_AUDIO_RATE, MAX_AUDIO_RATE = 8000, 96000  # what ffmpeg's AAC encoder takes
+LATENT_DTYPES = ("float32", "bfloat16")
+_FORMATS = {
+    common_pb2.OUTPUT_FORMAT_UNSPECIFIED: common_pb2.JPEG,
+    common_pb2.RAW_RGB: common_pb2.RAW_RGB,
+    common_pb2.JPEG: common_pb2.JPEG,
+    common_pb2.FMP4_H264: common_pb2.FMP4_H264,
+}
+_FORMAT_NAMES = ", ".join(common_pb2.OutputFormat.Name(f) for f in sorted(_FORMATS))
+_POLL_S = 0.05  # how often the fMP4 pump looks whether the encoder call has returned
+
+
+class RequestError(Exception):
+    """A request the stream cannot take: ends the RPC with ``code`` and ``message``."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def _invalid(message: str) -> RequestError:
+    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+@dataclass(frozen=True)
+class StreamFormat:
+    width: int
+    height: int
+    fps: Fraction  # exact: the float32 on the wire read as its shortest decimal (29.97 -> 2997/100)
+    output_format: int  # common_pb2.RAW_RGB, JPEG or FMP4_H264 (UNSPECIFIED resolved to JPEG)
+    jpeg_quality: int
+    audio_sample_rate: int  # 0: no audio track (FMP4_H264 only)
+
+    @property
+    def format_name(self) -> str:
+        return common_pb2.OutputFormat.Name(self.output_format)
+
+
+def parse_config(
+    msg: decoder_pb2.DecodeConfig, vae: VaeConfig, max_latent_elements: int, max_response_bytes: int
+) -> StreamFormat:
+    """Check a ``DecodeConfig`` against this server (its VAE and limits); RequestError says what to change."""
+    if msg.vae_preset != vae.name:
+        raise _invalid(
+            f"vae_preset {msg.vae_preset!r} does not match this decoder's VAE {vae.name!r}: "
+            "latents must be decoded by the VAE preset that made them (route to a decoder serving it)"
+        )
+    w, h = msg.width, msg.height
+    if w <= 0 or h <= 0 or w % SIZE_MULTIPLE or h % SIZE_MULTIPLE:
+        raise _invalid(f"width and height must be positive multiples of {SIZE_MULTIPLE}, got {w}x{h}")
+    cells = vae.z_dim * (w // vae.spatial_stride) * (h // vae.spatial_stride)
+    if cells > max_latent_elements:
+        raise _invalid(
+            f"{w}x{h} needs {cells} latent elements per latent frame, above this decoder's limit of "
+            f"{max_latent_elements} per chunk (--max-latent-elements): use a smaller size"
+        )
+    if not (math.isfinite(msg.fps) and msg.fps > 0):
+        raise _invalid(f"fps must be a positive number, got {msg.fps}")
+    if msg.output_format not in _FORMATS:
+        raise _invalid(f"output_format {msg.output_format} is not one of {_FORMAT_NAMES}")
+    output_format = _FORMATS[msg.output_format]
+    if msg.jpeg_quality > 100:
+        raise _invalid(f"jpeg_quality must be 1..100 (0 = {DEFAULT_JPEG_QUALITY}), got {msg.jpeg_quality}")
+    if output_format == common_pb2.RAW_RGB and w * h * 3 > max_response_bytes:
+        raise _invalid(
+            f"one {w}x{h} RAW_RGB frame ({w * h * 3} bytes) does not fit in a response ({max_response_bytes} bytes "
+            "under the server's --max-message-mb): use JPEG or FMP4_H264, or a smaller size"
+        )
+    rate = msg.audio_sample_rate if output_format == common_pb2.FMP4_H264 else 0  # audio goes into fMP4 only
+    if rate and not MIN_AUDIO_RATE <= rate <= MAX_AUDIO_RATE:
+        raise _invalid(f"audio_sample_rate must be 0 (no audio) or {MIN_AUDIO_RATE}..{MAX_AUDIO_RATE}, got {rate}")
+    return StreamFormat(
+        width=w,
+        height=h,
+        fps=Fraction(str(np.float32(msg.fps))),
+        output_format=output_format,
+        jpeg_quality=msg.jpeg_quality or DEFAULT_JPEG_QUALITY,
+        audio_sample_rate=rate,
+    )
+
+
+class DecodeStream:
+    """A stream's decoder cache, chunk order and fMP4 encoder; call ``close`` when the stream ends."""
+
+    def __init__(
+        self, decoder: StreamingDecoder, fmt: StreamFormat, max_latent_elements: int, max_response_bytes: int
+    ) -> None:
+        self.decoder = decoder
+        self.fmt = fmt
+        self.max_latent_elements = max_latent_elements
+        self.max_response_bytes = max_response_bytes
+        self.state: DecoderState | None = decoder.initial_state()
+        self.next_index: int | None = None  # None: the first chunk sets where the numbering starts
+        self.end_frame = 0  # first_frame + frame_count of the last chunk
+        self.frames_sent = 0
+        self.mp4: FragmentedMp4Stream | None = None
+        cfg = decoder.cfg
+        s = cfg.spatial_stride
+        self._latent_shape = (1, cfg.z_dim, fmt.height // s, fmt.width // s)  # without F
+
+    def open(self) -> None:
+        """Start the fMP4 encoder (FMP4_H264 only); ffmpeg failing to start is an internal error."""
+        if self.fmt.output_format == common_pb2.FMP4_H264:
+            self.mp4 = FragmentedMp4Stream(
+                self.fmt.fps, self.fmt.width, self.fmt.height, self.fmt.audio_sample_rate or None
+            )
+
+    def close(self) -> None:
+        """Free the causal cache and stop ffmpeg (idempotent; the output of an unfinished fMP4 is dropped)."""
+        self.state = None
+        if self.mp4 is not None:
+            self.mp4.abort()
+            self.mp4 = None
+
+    # -- chunks --------------------------------------------------------------------------------------
+
+    def decode(self, chunk: decoder_pb2.LatentChunk) -> list[decoder_pb2.DecodeResponse]:
+        """Check and decode one chunk; its responses (more than one only when a message would be too big)."""
+        if self.state is None:
+            raise RuntimeError("decode after close")
+        if self.next_index is not None and chunk.chunk_index != self.next_index:
+            raise _invalid(
+                f"chunk_index {chunk.chunk_index} is out of order: expected {self.next_index} "
+                "(chunks must be sent in order, each index one more than the last)"
+            )
+        latents = self._latents(chunk)
+        decoded = self.decoder.cfg.video_frames(latents.shape[2], first=not self.state.first_decoded)
+        if chunk.keep_frames > decoded:
+            raise _invalid(
+                f"chunk {chunk.chunk_index}: keep_frames {chunk.keep_frames} is more than the {decoded} frames "
+                f"its {latents.shape[2]} latent frames decode to"
+            )
+        audio = self._audio(chunk)
+        frames, self.state = self.decoder.decode(latents.to(self.decoder.vae.device), self.state)
+        pixels = frames_to_uint8(frames)  # (Tv, H, W, 3) uint8
+        if chunk.keep_frames:
+            pixels = pixels[: chunk.keep_frames]
+        self.next_index = chunk.chunk_index + 1
+        self.end_frame = chunk.first_frame + len(pixels)
+        self.frames_sent += len(pixels)
+        if self.fmt.output_format == common_pb2.FMP4_H264:
+            try:
+                data = self._pump(lambda: self.mp4.write(pixels, audio))
+            except ValueError as exc:  # the audio runs too far ahead of the frames (ffmpeg errors are MediaError)
+                raise _invalid(f"chunk {chunk.chunk_index}: {exc}") from None
+            return self._fmp4_responses(chunk.chunk_index, chunk.first_frame, len(pixels), data)
+        if self.fmt.output_format == common_pb2.RAW_RGB:
+            payloads = [frame.tobytes() for frame in pixels]
+        else:
+            payloads = [_jpeg(frame, self.fmt.jpeg_quality) for frame in pixels]
+        return self._frame_responses(chunk.chunk_index, chunk.first_frame, payloads)
+
+    def finish(self) -> list[decoder_pb2.DecodeResponse]:
+        """End of stream: the rest of the fMP4 bytes (nothing for RAW_RGB / JPEG); the cache is freed."""
+        out = []
+        if self.mp4 is not None:
+            mp4 = self.mp4
+            data = self._pump(mp4.close)
+            self.mp4 = None
+            if data:
+                last = max((self.next_index or 0) - 1, 0)
+                out = self._fmp4_responses(last, self.end_frame, 0, data)
+        self.close()
+        return out
+
+    def _latents(self, chunk: decoder_pb2.LatentChunk) -> torch.Tensor:
+        where = f"chunk {chunk.chunk_index}: latents"
+        if not chunk.HasField("latents"):
+            raise _invalid(f"{where} are missing")
+        t = chunk.latents
+        if t.dtype not in LATENT_DTYPES:
+            raise _invalid(f"{where} dtype {t.dtype!r} must be one of {list(LATENT_DTYPES)}")
+        shape = tuple(t.shape)  # checked before anything is allocated
+        n, c, h, w = self._latent_shape
+        if len(shape) != 5 or (shape[0], shape[1], shape[3], shape[4]) != (n, c, h, w) or shape[2] < 1:
+            stride = self.decoder.cfg.spatial_stride
+            raise _invalid(
+                f"{where} shape {shape} must be ({n}, {c}, F, {h}, {w}) with F >= 1 for "
+                f"{self.fmt.width}x{self.fmt.height} (H/{stride}, W/{stride})"
+            )
+        if shape[2] * c * h * w > self.max_latent_elements:
+            raise _invalid(
+                f"{where} of {shape[2]} latent frames ({shape[2] * c * h * w} elements) exceed this decoder's limit "
+                f"of {self.max_latent_elements} per chunk: send fewer latent frames per chunk"
+            )
+        try:
+            z = from_proto(t)
+        except ValueError as exc:
+            raise _invalid(f"{where}: {exc}") from None
+        if not torch.isfinite(z).all():
+            raise _invalid(f"{where} contain NaN or infinite values")
+        return z.float()
+
+    def _audio(self, chunk: decoder_pb2.LatentChunk) -> np.ndarray | None:
+        if not chunk.audio_pcm_f32:
+            return None
+        if not self.fmt.audio_sample_rate:
+            raise _invalid(
+                f"chunk {chunk.chunk_index} carries audio_pcm_f32, but this stream has no audio track: "
+                "use output_format FMP4_H264 with audio_sample_rate > 0"
+            )
+        if len(chunk.audio_pcm_f32) % 4:
+            raise _invalid(
+                f"chunk {chunk.chunk_index}: audio_pcm_f32 has {len(chunk.audio_pcm_f32)} bytes, "
+                "not whole float32 samples"
+            )
+        pcm = np.frombuffer(chunk.audio_pcm_f32, dtype="<f4").astype(np.float32)
+        if not np.isfinite(pcm).all():
+            raise _invalid(f"chunk {chunk.chunk_index}: audio_pcm_f32 contains NaN or infinite samples")
+        return pcm
+
+    # -- responses -----------------------------------------------------------------------------------
+
+    def _frame_responses(self, index: int, first: int, payloads: list[bytes]) -> list[decoder_pb2.DecodeResponse]:
+        """One response per chunk, or several consecutive ones when the frames would not fit one message."""
+        out, batch, size = [], [], 0
+        for p in payloads:
+            if batch and size + len(p) > self.max_response_bytes:
+                out.append(_response(index, first, len(batch), frames=batch))
+                first, batch, size = first + len(batch), [], 0
+            batch.append(p)
+            size += len(p)
+        out.append(_response(index, first, len(batch), frames=batch))
+        return out
+
+    def _fmp4_responses(self, index: int, first: int, count: int, data: bytes) -> list[decoder_pb2.DecodeResponse]:
+        """The chunk's frames and the bytes available; bytes beyond one message follow with frame_count 0."""
+        step = self.max_response_bytes
+        out = [_response(index, first, count, fmp4=data[:step])]
+        out += [_response(index, first + count, 0, fmp4=data[i : i + step]) for i in range(step, len(data), step)]
+        return out
+
+    def _pump(self, work: Callable[[], None]) -> bytes:
+        """Run an encoder call while taking its output: a full output queue would otherwise block it."""
+        assert self.mp4 is not None
+        errors: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                work()
+            except BaseException as exc:
+                errors.append(exc)
+
+        worker = threading.Thread(target=target, name="liveact-decoder-fmp4", daemon=True)
+        worker.start()
+        pieces = []
+        while worker.is_alive():
+            try:
+                piece = self.mp4.read(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+            if piece is None:
+                break
+            pieces.append(piece)
+        worker.join()
+        if errors:
+            raise errors[0]
+        return b"".join(pieces + self.mp4.drain())
+
+
+def _jpeg(frame: np.ndarray, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _response(index: int, first: int, count: int, **payload) -> decoder_pb2.DecodeResponse:
+    return decoder_pb2.DecodeResponse(
+        frames=decoder_pb2.DecodedFrames(chunk_index=index, first_frame=first, frame_count=count, **payload)
+    )
