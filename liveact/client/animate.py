@@ -1,0 +1,116 @@
+"""Stream a reference image and speech to a generator; collect timestamped frames.
+
+``animate`` sends the SessionConfig, then the PCM in ``chunk_ms`` pieces (at real-time pace with
+``realtime=True``, else as fast as the server takes them), then EndOfAudio, while a concurrent
+reader receives the header, frame chunks and the end. Time to first frame is measured from the
+first audio byte sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from liveact.v1 import common_pb2, generator_pb2, generator_pb2_grpc
+
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+
+
+@dataclass
+class AnimateResult:
+    header: generator_pb2.SessionHeader | None = None
+    chunks: list[generator_pb2.FrameChunk] = field(default_factory=list)
+    end: generator_pb2.SessionEnd | None = None
+    first_frame_s: float | None = None  # seconds from the first audio sent to the first frame received
+    seconds: float = 0.0
+
+    @property
+    def frame_count(self) -> int:
+        return sum(c.frame_count for c in self.chunks)
+
+    def raw_frames(self) -> np.ndarray:
+        """RAW_RGB output -> (T, H, W, 3) uint8."""
+        h, w = self.header.height, self.header.width
+        return np.stack([np.frombuffer(f, dtype=np.uint8).reshape(h, w, 3) for c in self.chunks for f in c.frames])
+
+
+def to_s16(pcm: np.ndarray) -> np.ndarray:
+    """Float PCM in [-1, 1] -> s16 (round to nearest; x/32768 round-trips exactly, as servers decode)."""
+    return np.clip(np.round(np.asarray(pcm, dtype=np.float64) * 32768.0), -32768, 32767).astype("<i2")
+
+
+def pcm_chunks(pcm: np.ndarray, sample_rate: int, chunk_ms: float) -> Iterator[bytes]:
+    """Mono float32 PCM -> s16le byte pieces of ``chunk_ms`` each."""
+    step = max(1, round(sample_rate * chunk_ms / 1000))
+    s16 = to_s16(pcm)
+    for i in range(0, len(s16), step):
+        yield s16[i : i + step].tobytes()
+
+
+async def animate(
+    target: str,
+    image: bytes,
+    pcm: np.ndarray,
+    sample_rate: int = 16000,
+    fps: float = 20.0,
+    seed: int = 0,
+    output_format: int = common_pb2.JPEG,
+    width: int = 0,
+    height: int = 0,
+    prompt: str = "",
+    chunk_ms: float = 100.0,
+    realtime: bool = False,
+    on_chunk: Callable[[generator_pb2.FrameChunk], None] | None = None,
+    timeout_s: float | None = None,
+) -> AnimateResult:
+    result = AnimateResult()
+    t_first_audio: list[float] = []
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ]
+    audio_format = common_pb2.AudioFormat(
+        encoding=common_pb2.AudioFormat.PCM_S16LE, sample_rate=sample_rate, channels=1
+    )
+    config = generator_pb2.SessionConfig(
+        reference_image=image, prompt=prompt, fps=fps, width=width, height=height, seed=seed,
+        output_format=output_format, audio_format=audio_format,
+    )  # fmt: skip
+
+    async def requests() -> AsyncIterator[generator_pb2.AnimateRequest]:
+        yield generator_pb2.AnimateRequest(config=config)
+        start = time.perf_counter()
+        sent_s = 0.0
+        for seq, data in enumerate(pcm_chunks(pcm, sample_rate, chunk_ms)):
+            if realtime and (ahead := sent_s - (time.perf_counter() - start)) > 0:
+                await asyncio.sleep(ahead)
+            if not t_first_audio:
+                t_first_audio.append(time.perf_counter())
+            yield generator_pb2.AnimateRequest(
+                audio=generator_pb2.AudioChunk(seq=seq, pts_us=round(sent_s * 1e6), data=data)
+            )
+            sent_s += len(data) / 2 / sample_rate
+        yield generator_pb2.AnimateRequest(end_of_audio=generator_pb2.EndOfAudio())
+
+    t0 = time.perf_counter()
+    async with grpc.aio.insecure_channel(target, options=options) as channel:
+        stub = generator_pb2_grpc.GeneratorStub(channel)
+        async for resp in stub.Animate(requests(), timeout=timeout_s):
+            kind = resp.WhichOneof("kind")
+            if kind == "header":
+                result.header = resp.header
+            elif kind == "frames":
+                if result.first_frame_s is None and t_first_audio:
+                    result.first_frame_s = time.perf_counter() - t_first_audio[0]
+                result.chunks.append(resp.frames)
+                if on_chunk is not None:
+                    on_chunk(resp.frames)
+            elif kind == "end":
+                result.end = resp.end
+    result.seconds = time.perf_counter() - t0
+    return result

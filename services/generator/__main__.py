@@ -1,0 +1,3 @@
+from services.generator.server import serve
+
+serve()

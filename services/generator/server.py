@@ -1,0 +1,111 @@
+"""The ``Generator`` servicer: admission control, config checks, one ``GeneratorSession`` per stream.
+
+Status codes: INVALID_ARGUMENT (bad config or audio), FAILED_PRECONDITION (audio before config),
+RESOURCE_EXHAUSTED (all ``--max-sessions`` slots busy), UNAVAILABLE (warming up, draining, or a
+peer service down: retry), UNIMPLEMENTED (resume, until durable sessions land).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from liveact.pipeline import Engine, load_engine
+from liveact.v1 import audio_encoder_pb2_grpc, decoder_pb2_grpc, generator_pb2, generator_pb2_grpc
+from services.common import logs
+from services.common.server import run, server_options
+from services.generator.session import GeneratorSession, Peers
+from services.generator.settings import GeneratorSettings
+from services.generator.validate import SessionError, parse_config
+
+log = logging.getLogger(__name__)
+
+SERVICE = generator_pb2.DESCRIPTOR.services_by_name["Generator"].full_name
+
+
+class Generator(generator_pb2_grpc.GeneratorServicer):
+    def __init__(self, settings: GeneratorSettings) -> None:
+        self.settings = settings
+        self.engine: Engine | None = None
+        self.peers: Peers | None = None
+        self.active = 0
+        self.draining = False
+
+    async def warm_up(self) -> None:
+        s = self.settings
+        self.engine = await asyncio.to_thread(load_engine, s.preset, s.model_dir or None, s.device, s.seed)
+        options = server_options(s)
+        self._channels = [grpc.aio.insecure_channel(addr, options=options) for addr in (s.audio_encoder, s.decoder)]
+        self.peers = Peers(
+            encoder=audio_encoder_pb2_grpc.AudioEncoderStub(self._channels[0]),
+            decoder=decoder_pb2_grpc.DecoderStub(self._channels[1]),
+        )
+
+    async def drain(self) -> None:
+        self.draining = True
+
+    async def GetServerInfo(self, request, context) -> generator_pb2.ServerInfo:
+        if self.engine is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "warming up: retry shortly")
+        cfg = self.engine.config
+        return generator_pb2.ServerInfo(
+            preset=cfg.name, default_width=cfg.width, default_height=cfg.height,
+            default_fps=self.engine.audio_config.default_fps, max_sessions=self.settings.max_sessions,
+            active_sessions=self.active, max_message_bytes=self.settings.max_message_bytes,
+            audio_sample_rate=self.engine.audio_config.sample_rate,
+        )  # fmt: skip
+
+    async def Animate(self, request_iterator, context) -> AsyncIterator[generator_pb2.AnimateResponse]:
+        if self.engine is None or self.peers is None or self.draining:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "not serving (warming up or draining): retry elsewhere")
+        if self.active >= self.settings.max_sessions:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"all {self.settings.max_sessions} session slots are busy: retry later or on another replica",
+            )
+        self.active += 1
+        session_id = "-"
+        try:
+            first = await anext(aiter(request_iterator), None)
+            if first is None:
+                raise SessionError(grpc.StatusCode.INVALID_ARGUMENT, "empty stream: send a SessionConfig first")
+            if first.WhichOneof("kind") != "config":
+                raise SessionError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"the first message must be a SessionConfig, got {first.WhichOneof('kind') or 'an empty message'}",
+                )
+            limit = self.settings.max_image_mb * 1024 * 1024
+            params = await asyncio.to_thread(parse_config, first.config, self.engine.config, limit)
+            session_id = params.session_id
+            session = await asyncio.to_thread(
+                GeneratorSession, self.engine, params, self.peers, self.settings.audio_queue, self.settings.chunk_queue
+            )
+            log.info("session started", extra={"session": session_id, "size": f"{params.width}x{params.height}"})
+            yield generator_pb2.AnimateResponse(
+                header=generator_pb2.SessionHeader(
+                    session_id=params.session_id, resume_secret=params.resume_secret, width=params.width,
+                    height=params.height, fps=params.fps, output_format=params.output_format,
+                )
+            )  # fmt: skip
+            async for message in session.run(request_iterator):
+                yield message
+            log.info("session ended", extra={"session": session_id, "frames": session.frames_sent})
+        except SessionError as exc:
+            log.info("session refused", extra={"session": session_id, "code": exc.code.name, "why": exc.message})
+            await context.abort(exc.code, exc.message)
+        finally:
+            self.active -= 1
+
+
+def serve(argv: list[str] | None = None) -> None:
+    settings = GeneratorSettings.parse(argv, description="LiveAct generator: the client-facing Animate service.")
+    logs.configure(settings.log_level)
+    servicer = Generator(settings)
+
+    def add(server: grpc.aio.Server) -> None:
+        generator_pb2_grpc.add_GeneratorServicer_to_server(servicer, server)
+
+    asyncio.run(run(settings, [SERVICE], add, servicer.warm_up, servicer.drain))

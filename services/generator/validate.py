@@ -1,0 +1,103 @@
+"""Checking a ``SessionConfig``: every problem becomes INVALID_ARGUMENT with what to fix."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from liveact.config import LiveActConfig
+from liveact.media import ImageError, load_reference_image
+from liveact.v1 import common_pb2, generator_pb2
+
+DEFAULT_FPS = 20.0
+DEFAULT_JPEG_QUALITY = 90
+MAX_FPS = 60.0
+MAX_SIDE = 2048  # pixels per side a session may ask for
+ENCODINGS = {
+    common_pb2.AudioFormat.ENCODING_UNSPECIFIED: ("s16le", 2),
+    common_pb2.AudioFormat.PCM_S16LE: ("s16le", 2),
+    common_pb2.AudioFormat.PCM_F32LE: ("f32le", 4),
+}
+FORMATS = (common_pb2.RAW_RGB, common_pb2.JPEG, common_pb2.FMP4_H264)
+
+
+class SessionError(Exception):
+    """Ends one session with a gRPC status; nothing else is affected."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def invalid(message: str) -> SessionError:
+    return SessionError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+@dataclass(frozen=True)
+class SessionParams:
+    session_id: str
+    resume_secret: str
+    image: np.ndarray  # (H, W, 3) uint8
+    prompt: str
+    fps: float
+    width: int
+    height: int
+    seed: int
+    output_format: int
+    jpeg_quality: int
+    audio_format: common_pb2.AudioFormat
+    audio_format_name: str
+    frame_bytes: int  # bytes per multi-channel sample frame
+
+
+def parse_config(msg: generator_pb2.SessionConfig, config: LiveActConfig, max_image_bytes: int) -> SessionParams:
+    if msg.HasField("resume") and msg.resume.session_id:
+        raise SessionError(grpc.StatusCode.UNIMPLEMENTED, "resuming sessions is not available on this server yet")
+    fps = msg.fps or DEFAULT_FPS
+    if not 0 < fps <= MAX_FPS:
+        raise invalid(f"fps {msg.fps} must be in (0, {MAX_FPS}] (0 means {DEFAULT_FPS})")
+    width, height = msg.width or config.width, msg.height or config.height
+    if width % 16 or height % 16 or not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
+        raise invalid(
+            f"size {width}x{height} must be multiples of 16 up to {MAX_SIDE} (0 = {config.width}x{config.height})"
+        )
+    output = msg.output_format or common_pb2.JPEG
+    if output not in FORMATS:
+        raise invalid(f"output_format {msg.output_format} is unknown: use RAW_RGB, JPEG or FMP4_H264")
+    quality = msg.jpeg_quality or DEFAULT_JPEG_QUALITY
+    if not 1 <= quality <= 100:
+        raise invalid(f"jpeg_quality {msg.jpeg_quality} must be 1..100 (0 means {DEFAULT_JPEG_QUALITY})")
+    fmt = msg.audio_format
+    if fmt.encoding not in ENCODINGS:
+        raise invalid(f"audio_format.encoding {fmt.encoding} is unknown: use PCM_S16LE or PCM_F32LE")
+    if fmt.channels > 8:
+        raise invalid(f"audio_format.channels {fmt.channels} must be 1..8")
+    name, width_bytes = ENCODINGS[fmt.encoding]
+    if not msg.reference_image:
+        raise invalid("reference_image is empty: send the PNG/JPEG bytes of the person to animate")
+    if len(msg.reference_image) > max_image_bytes:
+        raise invalid(f"reference_image has {len(msg.reference_image)} bytes; the limit is {max_image_bytes}")
+    try:
+        image = load_reference_image(msg.reference_image, width, height)
+    except ImageError as exc:
+        raise invalid(f"reference_image: {exc}") from None
+    return SessionParams(
+        session_id=uuid.uuid4().hex,
+        resume_secret=secrets.token_urlsafe(24),
+        image=image,
+        prompt=msg.prompt,
+        fps=float(fps),
+        width=width,
+        height=height,
+        seed=int(msg.seed),
+        output_format=output,
+        jpeg_quality=quality,
+        audio_format=fmt,
+        audio_format_name=f"{name}, {fmt.channels or 1} channel(s)",
+        frame_bytes=width_bytes * (fmt.channels or 1),
+    )

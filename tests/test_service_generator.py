@@ -1,0 +1,112 @@
+"""The three services as separate processes on loopback, driven by the Python client."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from servers import service_process
+
+from liveact.audio import decode_audio
+from liveact.client import animate
+from liveact.client.animate import to_s16
+from liveact.media import load_reference_image
+from liveact.pipeline import AnimationSession, load_engine
+from liveact.v1 import common_pb2, generator_pb2, generator_pb2_grpc
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+SECONDS = 3
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with service_process("audio_encoder") as (enc, _), service_process("decoder") as (dec, _):
+        with service_process("generator", "--audio-encoder", enc, "--decoder", dec, "--max-sessions", "2") as (
+            gen,
+            proc,
+        ):
+            yield gen, proc
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    pcm = decode_audio(EXAMPLES / "speech.wav")[: RATE * SECONDS]
+    return to_s16(pcm).astype(np.float32) / 32768.0  # exactly what the client's s16le carries
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_frames_equal_in_process_animate(cluster, speech):
+    gen, _ = cluster
+    image = (EXAMPLES / "face.png").read_bytes()
+    result = run(animate(gen, image, speech, RATE, output_format=common_pb2.RAW_RGB, seed=7))
+    assert result.header.width == 64 and result.end.frames == SECONDS * 20
+    remote = result.raw_frames()
+
+    engine = load_engine("tiny")
+    session = AnimationSession(engine, load_reference_image(image, 64, 64), fps=20, seed=7)
+    chunks = session.push_audio(speech) + session.finish()
+    local = np.concatenate([c.frames for c in chunks])
+    assert remote.shape == local.shape == (SECONDS * 20, 64, 64, 3)
+    assert np.array_equal(remote, local)
+    assert [c.first_frame for c in result.chunks] == [c.first_frame for c in chunks]
+    assert result.chunks[1].pts_us == 21 * 50_000
+
+
+async def _stream(gen: str, messages: list[generator_pb2.AnimateRequest]) -> grpc.StatusCode:
+    async with grpc.aio.insecure_channel(gen) as ch:
+        call = generator_pb2_grpc.GeneratorStub(ch).Animate(iter(messages))
+        try:
+            async for _ in call:
+                pass
+        except grpc.aio.AioRpcError as exc:
+            return exc.code(), exc.details()
+    return grpc.StatusCode.OK, ""
+
+
+def _config(**kw) -> generator_pb2.AnimateRequest:
+    kw.setdefault("reference_image", (EXAMPLES / "face.png").read_bytes())
+    return generator_pb2.AnimateRequest(config=generator_pb2.SessionConfig(**kw))
+
+
+def _audio(seq: int, data: bytes) -> generator_pb2.AnimateRequest:
+    return generator_pb2.AnimateRequest(audio=generator_pb2.AudioChunk(seq=seq, data=data))
+
+
+END = generator_pb2.AnimateRequest(end_of_audio=generator_pb2.EndOfAudio())
+TONE = (np.sin(np.arange(RATE) * 0.05) * 8000).astype("<i2").tobytes()
+
+
+@pytest.mark.parametrize(
+    "messages,code,words",
+    [
+        ([], grpc.StatusCode.INVALID_ARGUMENT, "SessionConfig first"),
+        ([_audio(0, TONE), END], grpc.StatusCode.FAILED_PRECONDITION, "first message must be a SessionConfig"),
+        ([_config(fps=-5), END], grpc.StatusCode.INVALID_ARGUMENT, "fps"),
+        ([_config(output_format=9), END], grpc.StatusCode.INVALID_ARGUMENT, "output_format"),
+        ([_config(reference_image=b"garbage"), END], grpc.StatusCode.INVALID_ARGUMENT, "reference_image"),
+        ([_config(width=100), END], grpc.StatusCode.INVALID_ARGUMENT, "multiples of 16"),
+        ([_config(), _audio(0, TONE[:-1]), END], grpc.StatusCode.INVALID_ARGUMENT, "whole samples"),
+        ([_config(), _audio(1, TONE), END], grpc.StatusCode.INVALID_ARGUMENT, "out of order"),
+    ],
+    ids=["empty", "audio-first", "negative-fps", "unknown-format", "garbage-image", "bad-size", "odd-bytes", "seq-gap"],
+)
+def test_bad_input_gets_its_status_while_a_healthy_session_runs(cluster, speech, messages, code, words):
+    gen, proc = cluster
+
+    async def both():
+        healthy = asyncio.create_task(animate(gen, (EXAMPLES / "face.png").read_bytes(), speech[:RATE], RATE))
+        bad = await _stream(gen, messages)
+        return bad, await healthy
+
+    (got, details), ok = run(both())
+    assert got == code, details
+    assert words in details
+    assert ok.end is not None and ok.frame_count == 20
+    assert proc.poll() is None
