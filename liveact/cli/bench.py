@@ -35,6 +35,43 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--json", action="store_true", help="accepted for symmetry; output is always JSON")
     m.set_defaults(func=run_memory)
 
+    pl = bsub.add_parser(
+        "pipeline",
+        help="throughput and time to first frame: in-process pipeline against the three services on loopback",
+        description="In one run on the same inputs (examples/face.png and the first SECONDS of examples/speech.wav, "
+        "pushed in 100 ms pieces as fast as possible): generate with AnimationSession in this process, then start "
+        "audio-encoder, decoder and generator as separate processes on loopback and generate through "
+        "liveact.client.animate. Each path is warmed up with one short session first; repeats are interleaved and "
+        "their median reported. Prints fps, time to first frame and CPU per frame for each path, the throughput "
+        "ratio services / in-process and the overhead (target: at most 10 %%; reported, not asserted). "
+        "Wall-clock figures on a shared machine are noisy: compare runs taken under the same load.",
+    )
+    pl.add_argument("--preset", default="tiny", help="preset (default: tiny)")
+    pl.add_argument("--seconds", type=float, default=10.0, help="seconds of speech (default: 10; the clip repeats)")
+    size = pl.add_mutually_exclusive_group()
+    size.add_argument("--size", default=None, help="frame size WxH, multiples of 16 (default: the preset's)")
+    size.add_argument("--pixels", type=int, default=None, help="square frame size in pixels (same as --size NxN)")
+    pl.add_argument(
+        "--format",
+        type=str.upper,
+        choices=("JPEG", "RAW_RGB"),
+        default="JPEG",
+        help="frames the services return (default: JPEG); the in-process path always yields uint8 arrays",
+    )
+    pl.add_argument(
+        "--repeats", type=int, default=3, help="timed runs per path, interleaved; the median is reported (default: 3)"
+    )
+    pl.add_argument("--realtime", action="store_true", help="also run both paths with audio sent at real-time pace")
+    pl.add_argument("--seed", type=int, default=0)
+    pl.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads in this process and in each service process (default: torch's, one per core)",
+    )
+    pl.add_argument("--json", action="store_true", help="accepted for symmetry; output is always JSON")
+    pl.set_defaults(func=run_pipeline)
+
 
 def run_memory(args: argparse.Namespace) -> int:
     from bench import memory
@@ -43,5 +80,18 @@ def run_memory(args: argparse.Namespace) -> int:
         raise ValueError(f"--chunks must be at least {2 * memory.WINDOW} to compare first and last {memory.WINDOW}")
     baseline = args.baseline_chunks if args.baseline_chunks is not None else min(args.chunks, 60)
     result = memory.run(get_preset(args.preset), args.pixels, args.chunks, baseline, args.seed)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def run_pipeline(args: argparse.Namespace) -> int:
+    from bench import pipeline
+    from liveact.cli.animate import parse_size
+
+    size = f"{args.pixels}x{args.pixels}" if args.pixels is not None else args.size
+    width, height = parse_size(size, args.preset)
+    result = pipeline.run(
+        args.preset, args.seconds, width, height, args.format, args.repeats, args.realtime, args.seed, args.threads
+    )  # fmt: skip
     print(json.dumps(result, indent=2))
     return 0

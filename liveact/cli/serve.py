@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
+
+from liveact.cli.launch import SERVICES, local_cluster
 
 log = logging.getLogger(__name__)
-
-SERVICES = {"audio-encoder": "audio_encoder", "generator": "generator", "decoder": "decoder"}
-START_TIMEOUT_S = 300.0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -48,63 +42,15 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start(name: str, args: list[str], workdir: Path) -> tuple[subprocess.Popen, Path]:
-    port_file = workdir / f"{name}.port"
-    cmd = [sys.executable, "-m", f"services.{SERVICES[name]}", "--port-file", str(port_file), *args]
-    return subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}), port_file
-
-
-def _wait_port(name: str, proc: subprocess.Popen, port_file: Path) -> int:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not (port_file.exists() and port_file.read_text().strip()):
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with status {proc.returncode} during start-up (see its log above)")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{name} was not serving after {START_TIMEOUT_S:.0f} s")
-        time.sleep(0.1)
-    return int(port_file.read_text())
-
-
 def run_up(args: argparse.Namespace) -> int:
-    procs: list[subprocess.Popen] = []
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    with tempfile.TemporaryDirectory(prefix="liveact-up-") as tmp:
-        work = Path(tmp)
-        try:
-            peers = {}
-            peer_args = {
-                "audio-encoder": ["--port", "0", "--preset", args.preset],
-                "decoder": ["--port", "0", "--vae-preset", _vae_of(args.preset)],
-            }
-            for name, extra in peer_args.items():
-                proc, port_file = _start(name, extra, work)
-                procs.append(proc)
-                peers[name] = f"127.0.0.1:{_wait_port(name, proc, port_file)}"
-            gen_args = ["--port", str(args.port), "--preset", args.preset, "--max-sessions", str(args.max_sessions),
-                        "--audio-encoder", peers["audio-encoder"], "--decoder", peers["decoder"]]  # fmt: skip
-            proc, port_file = _start("generator", gen_args, work)
-            procs.append(proc)
-            port = _wait_port("generator", proc, port_file)
-            log.info("LiveAct is up: generator at 127.0.0.1:%d (Ctrl-C stops)", port)
-            print(f"127.0.0.1:{port}", flush=True)
+    try:
+        with local_cluster(args.preset, args.port, args.max_sessions, capture=False) as (address, procs):
+            log.info("LiveAct is up: generator at %s (Ctrl-C stops)", address)
+            print(address, flush=True)
             while not stop["now"] and all(p.poll() is None for p in procs):
                 time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            for p in reversed(procs):
-                if p.poll() is None:
-                    p.send_signal(signal.SIGTERM)
-            for p in procs:
-                try:
-                    p.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+    except KeyboardInterrupt:
+        pass
     return 0
-
-
-def _vae_of(preset: str) -> str:
-    from liveact.config import get_preset
-
-    return get_preset(preset).vae
