@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+from generator_helpers import END, EXAMPLES, RATE, TONE, stream
+from generator_helpers import audio as _audio
+from generator_helpers import config as _config
 from servers import service_process
 
 from liveact.audio import decode_audio
@@ -15,11 +17,9 @@ from liveact.client import animate
 from liveact.client.animate import to_s16
 from liveact.media import load_reference_image
 from liveact.pipeline import AnimationSession, load_engine
-from liveact.v1 import common_pb2, generator_pb2, generator_pb2_grpc
+from liveact.v1 import common_pb2
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SECONDS = 3
-RATE = 16000
 
 
 @pytest.fixture(scope="module")
@@ -59,30 +59,6 @@ def test_frames_equal_in_process_animate(cluster, speech):
     assert result.chunks[1].pts_us == 21 * 50_000
 
 
-async def _stream(gen: str, messages: list[generator_pb2.AnimateRequest]) -> grpc.StatusCode:
-    async with grpc.aio.insecure_channel(gen) as ch:
-        call = generator_pb2_grpc.GeneratorStub(ch).Animate(iter(messages))
-        try:
-            async for _ in call:
-                pass
-        except grpc.aio.AioRpcError as exc:
-            return exc.code(), exc.details()
-    return grpc.StatusCode.OK, ""
-
-
-def _config(**kw) -> generator_pb2.AnimateRequest:
-    kw.setdefault("reference_image", (EXAMPLES / "face.png").read_bytes())
-    return generator_pb2.AnimateRequest(config=generator_pb2.SessionConfig(**kw))
-
-
-def _audio(seq: int, data: bytes) -> generator_pb2.AnimateRequest:
-    return generator_pb2.AnimateRequest(audio=generator_pb2.AudioChunk(seq=seq, data=data))
-
-
-END = generator_pb2.AnimateRequest(end_of_audio=generator_pb2.EndOfAudio())
-TONE = (np.sin(np.arange(RATE) * 0.05) * 8000).astype("<i2").tobytes()
-
-
 @pytest.mark.parametrize(
     "messages,code,words",
     [
@@ -102,7 +78,7 @@ def test_bad_input_gets_its_status_while_a_healthy_session_runs(cluster, speech,
 
     async def both():
         healthy = asyncio.create_task(animate(gen, (EXAMPLES / "face.png").read_bytes(), speech[:RATE], RATE))
-        bad = await _stream(gen, messages)
+        bad = await stream(gen, messages)
         return bad, await healthy
 
     (got, details), ok = run(both())

@@ -70,6 +70,9 @@ async def animate(
 ) -> AnimateResult:
     result = AnimateResult()
     t_first_audio: list[float] = []
+    # Audio waits for the SessionHeader: a refused session then surfaces as the server's status
+    # (grpc aio otherwise may report INTERNAL when the server ends a stream the client still writes).
+    header_seen = asyncio.Event()
     options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -84,6 +87,7 @@ async def animate(
 
     async def requests() -> AsyncIterator[generator_pb2.AnimateRequest]:
         yield generator_pb2.AnimateRequest(config=config)
+        await header_seen.wait()
         start = time.perf_counter()
         sent_s = 0.0
         for seq, data in enumerate(pcm_chunks(pcm, sample_rate, chunk_ms)):
@@ -104,6 +108,7 @@ async def animate(
             kind = resp.WhichOneof("kind")
             if kind == "header":
                 result.header = resp.header
+                header_seen.set()
             elif kind == "frames":
                 if result.first_frame_s is None and t_first_audio:
                     result.first_frame_s = time.perf_counter() - t_first_audio[0]

@@ -1,8 +1,15 @@
 """The ``Generator`` servicer: admission control, config checks, one ``GeneratorSession`` per stream.
 
-Status codes: INVALID_ARGUMENT (bad config or audio), FAILED_PRECONDITION (audio before config),
-RESOURCE_EXHAUSTED (all ``--max-sessions`` slots busy), UNAVAILABLE (warming up, draining, or a
+Status codes: INVALID_ARGUMENT (bad config or audio), FAILED_PRECONDITION (audio before config,
+or the request stream ended without EndOfAudio), RESOURCE_EXHAUSTED (all ``--max-sessions`` slots
+busy; gRPC itself for a message over ``--max-message-mb``), UNAVAILABLE (warming up, draining, or a
 peer service down: retry), UNIMPLEMENTED (resume, until durable sessions land).
+
+SIGTERM (``services.common.server.run``): health turns NOT_SERVING and new sessions are refused
+with UNAVAILABLE at once; running sessions go on until they end, but those still running shortly
+before the ``--grace-s`` deadline (``DRAIN_MARGIN_S``, or a quarter of the grace if that is less)
+are ended with UNAVAILABLE by the generator itself, so that their in-flight DiT work is over and
+the process exits within the grace period.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from services.generator.validate import SessionError, parse_config
 
 log = logging.getLogger(__name__)
 
+DRAIN_MARGIN_S = 1.0  # running sessions are ended this long before the --grace-s deadline
+
 SERVICE = generator_pb2.DESCRIPTOR.services_by_name["Generator"].full_name
 
 
@@ -31,8 +40,10 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
         self.settings = settings
         self.engine: Engine | None = None
         self.peers: Peers | None = None
-        self.active = 0
+        self.active = 0  # admitted Animate streams, until their handler has finished
+        self.sessions: set[GeneratorSession] = set()  # the running ones
         self.draining = False
+        self._cut: asyncio.TimerHandle | None = None
 
     async def warm_up(self) -> None:
         s = self.settings
@@ -45,7 +56,23 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
         )
 
     async def drain(self) -> None:
+        """SIGTERM: refuse new sessions; end those still running just before the grace deadline."""
         self.draining = True
+        grace = self.settings.grace_s
+        cut_after = max(0.0, grace - min(DRAIN_MARGIN_S, grace / 4))
+        log.info("draining sessions", extra={"active": self.active, "cut_after_s": round(cut_after, 3)})
+        self._cut = asyncio.get_running_loop().call_later(cut_after, self._end_sessions)
+
+    def _end_sessions(self) -> None:
+        for session in list(self.sessions):
+            log.info("session cut: draining", extra={"session": session.session_id, "frames": session.frames_sent})
+            session.abort(
+                SessionError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"this server is shutting down (its {self.settings.grace_s:g} s grace period ended) after "
+                    f"{session.frames_sent} frames: start a new session on another replica",
+                )
+            )
 
     async def GetServerInfo(self, request, context) -> generator_pb2.ServerInfo:
         if self.engine is None:
@@ -68,6 +95,7 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
             )
         self.active += 1
         session_id = "-"
+        session: GeneratorSession | None = None
         try:
             first = await anext(aiter(request_iterator), None)
             if first is None:
@@ -78,11 +106,16 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                     f"the first message must be a SessionConfig, got {first.WhichOneof('kind') or 'an empty message'}",
                 )
             limit = self.settings.max_image_mb * 1024 * 1024
-            params = await asyncio.to_thread(parse_config, first.config, self.engine.config, limit)
+            params = await asyncio.to_thread(
+                parse_config, first.config, self.engine.config, self.engine.audio_config, limit
+            )
             session_id = params.session_id
             session = await asyncio.to_thread(
                 GeneratorSession, self.engine, params, self.peers, self.settings.audio_queue, self.settings.chunk_queue
             )
+            if self.draining:  # SIGTERM arrived while the session was being prepared
+                raise SessionError(grpc.StatusCode.UNAVAILABLE, "this server is draining: retry on another replica")
+            self.sessions.add(session)
             log.info("session started", extra={"session": session_id, "size": f"{params.width}x{params.height}"})
             yield generator_pb2.AnimateResponse(
                 header=generator_pb2.SessionHeader(
@@ -94,10 +127,17 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                 yield message
             log.info("session ended", extra={"session": session_id, "frames": session.frames_sent})
         except SessionError as exc:
-            log.info("session refused", extra={"session": session_id, "code": exc.code.name, "why": exc.message})
+            log.info(
+                "session ended with an error", extra={"session": session_id, "code": exc.code.name, "why": exc.message}
+            )
             await context.abort(exc.code, exc.message)
+        except asyncio.CancelledError:
+            log.info("session cancelled", extra={"session": session_id})
+            raise
         finally:
             self.active -= 1
+            if session is not None:
+                self.sessions.discard(session)
 
 
 def serve(argv: list[str] | None = None) -> None:

@@ -7,6 +7,26 @@ final and hand its latents to the decoder stream; (4) turn decoded frames into `
 While the DiT works on chunk n, the encoder is already extracting rows for n+1 and the decoder is
 decoding n-1. Any failure ends the session with one gRPC status; the client's other sessions and
 the server are unaffected.
+
+Back-pressure, end to end. gRPC's HTTP/2 windows grow with the connection's bandwidth-delay
+product and a finished send does not mean the peer has read it, so flow control alone does not
+stop a peer from working far ahead; the session bounds what is in flight itself:
+
+- client -> encoder: ``to_encoder`` holds at most ``audio_queue`` PCM pieces of at most
+  ``PCM_PIECE_BYTES`` (a bigger AudioChunk is split), and PCM goes to the encoder only while it is
+  at most ``ROWS_KEPT`` feature rows ahead of the first row a chunk still to be generated needs.
+  When the queue is full the client's stream is not read and HTTP/2 flow control stops the client.
+- encoder -> DiT: rows enter the ring (``ROWS_KEPT`` rows) only while that overwrites no row a
+  chunk still to be generated needs; otherwise the encoder's responses are not read.
+- DiT -> decoder -> client: chunk k is generated only once chunk ``k - chunk_queue`` has been handed
+  to gRPC for the client, so at most ``chunk_queue`` chunks are between the DiT and the client
+  (``to_decoder``, the decoder, ``out``): a slow reader slows its own session, nothing piles up.
+
+Client protocol errors: an AudioChunk out of order, empty, not whole samples, or (PCM_F32LE) not
+finite is INVALID_ARGUMENT (checked here rather than left to the encoder, whose refusal mid-stream
+can reach gRPC's asyncio client as INTERNAL while the generator is still writing to it); a request
+stream that ends without EndOfAudio is FAILED_PRECONDITION. A client that cancels has its session,
+and its encoder and decoder streams, cancelled with it.
 """
 
 from __future__ import annotations
@@ -17,9 +37,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
+import numpy as np
 
 from liveact.audio.rows import ChunkWindows
 from liveact.pipeline import Engine, chunks_needed, prepare_sampler
+from liveact.sampling.audio_window import window_index
 from liveact.sampling.chunking import plan_chunk
 from liveact.v1 import audio_encoder_pb2, decoder_pb2, generator_pb2
 from services.common.tensors import from_proto, to_proto
@@ -28,7 +50,9 @@ from services.generator.validate import SessionError, SessionParams
 log = logging.getLogger(__name__)
 
 ROWS_KEPT = 256  # feature rows held per session: a few windows (53 rows each), never the whole stream
+PCM_PIECE_BYTES = 64 * 1024  # client audio goes to the encoder in pieces of at most this many bytes
 _END = object()
+_NO_END_YET = 2**62  # "no end known yet" for window_index: indices clamp only at frame 0
 
 
 @dataclass
@@ -44,7 +68,17 @@ class GeneratorSession:
         self.sampler = prepare_sampler(engine, params.image, params.prompt, params.seed)
         m = engine.config.model
         self.windows = ChunkWindows(ROWS_KEPT, m.audio_layers, m.audio_channels)
-        self.rows_changed = asyncio.Condition()
+        self._windows_rows: dict[int, tuple[int, int]] = {}
+        first, last = self._rows_needed_by(0)
+        if last - first + 1 >= ROWS_KEPT:
+            raise ValueError(f"ROWS_KEPT={ROWS_KEPT} cannot hold one audio window (rows {first}..{last})")
+        self.chunk_queue = chunk_queue
+        # progress, guarded by ``progress``: the chunk whose window _generate takes next, the chunks
+        # handed to gRPC for the client, and the PCM sample frames sent to the encoder
+        self.progress = asyncio.Condition()
+        self.next_chunk = 0
+        self.delivered = 0
+        self.pcm_frames_sent = 0
         self.to_encoder: asyncio.Queue = asyncio.Queue(audio_queue)
         self.to_decoder: asyncio.Queue = asyncio.Queue(chunk_queue)
         self.out: asyncio.Queue = asyncio.Queue(chunk_queue)
@@ -68,11 +102,19 @@ class GeneratorSession:
                     break
                 if isinstance(item, BaseException):
                     raise item
-                yield item
+                yield item  # returns once gRPC has taken the message for the client
+                if item.WhichOneof("kind") == "frames":
+                    async with self.progress:
+                        self.delivered = max(self.delivered, item.frames.chunk_index + 1)
+                        self.progress.notify_all()
         finally:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def abort(self, exc: SessionError) -> None:
+        """End the session with ``exc``'s status (from outside: e.g. the server's drain deadline)."""
+        self._fail(exc)
 
     def _report_failure(self, task: asyncio.Task) -> None:
         if task.cancelled() or task.exception() is None:
@@ -94,6 +136,8 @@ class GeneratorSession:
     # -- 1. client audio ----------------------------------------------------------------------------
     async def _read_client(self, requests: AsyncIterator[generator_pb2.AnimateRequest]) -> None:
         expected_seq = 0
+        frame_bytes = self.params.frame_bytes
+        piece = PCM_PIECE_BYTES - PCM_PIECE_BYTES % frame_bytes
         async for req in requests:
             kind = req.WhichOneof("kind")
             if kind == "config":
@@ -109,16 +153,34 @@ class GeneratorSession:
                     f"AudioChunk.seq {chunk.seq} out of order: expected {expected_seq} (number chunks 0, 1, 2, ...)",
                 )
             expected_seq += 1
-            if len(chunk.data) % self.params.frame_bytes:
+            if not chunk.data:
                 raise SessionError(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"AudioChunk {chunk.seq} has {len(chunk.data)} bytes, not a multiple of {self.params.frame_bytes} "
+                    f"AudioChunk {chunk.seq} is empty: put at least one whole sample ({frame_bytes} bytes, "
+                    f"{self.params.audio_format_name}) in each AudioChunk, and send EndOfAudio to finish",
+                )
+            if len(chunk.data) % frame_bytes:
+                raise SessionError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"AudioChunk {chunk.seq} has {len(chunk.data)} bytes, not a multiple of {frame_bytes} "
                     f"({self.params.audio_format_name}): send whole samples",
                 )
-            if chunk.data:
-                await self.to_encoder.put(chunk.data)
+            if self.params.sample_format == "f32le" and not np.isfinite(np.frombuffer(chunk.data, "<f4")).all():
+                raise SessionError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"AudioChunk {chunk.seq} holds NaN or infinite samples: send finite float samples in [-1, 1]",
+                )
+            for offset in range(0, len(chunk.data), piece):  # bounded pieces, whatever the message size
+                await self.to_encoder.put(chunk.data[offset : offset + piece])
         else:
-            raise SessionError(grpc.StatusCode.CANCELLED, "the client closed the stream without EndOfAudio")
+            # A client that cancels also ends the request iterator; its cancellation reaches the
+            # handler at its next await, so a real cancel is not reported as a protocol error.
+            await asyncio.sleep(0)
+            raise SessionError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"the request stream ended after {expected_seq} AudioChunk(s) without EndOfAudio: send EndOfAudio "
+                "after the last AudioChunk to finish the session, and keep reading until SessionEnd",
+            )
         await self.to_encoder.put(_END)
 
     # -- 2. audio encoder ---------------------------------------------------------------------------
@@ -131,6 +193,9 @@ class GeneratorSession:
             )
         )  # fmt: skip
         while (data := await self.to_encoder.get()) is not _END:
+            async with self.progress:  # keep the encoder at most ROWS_KEPT rows ahead of the DiT
+                await self.progress.wait_for(lambda: self._pcm_rows_ahead() < ROWS_KEPT)
+                self.pcm_frames_sent += len(data) // self.params.frame_bytes
             yield audio_encoder_pb2.EncodeRequest(pcm=data)
         yield audio_encoder_pb2.EncodeRequest(end_of_audio=True)
 
@@ -139,26 +204,57 @@ class GeneratorSession:
         try:
             async for resp in call:
                 rows = resp.rows
-                async with self.rows_changed:
-                    if rows.rows.shape and rows.rows.shape[0]:
-                        self.windows.append(from_proto(rows.rows))
-                    if rows.final:
+                block = from_proto(rows.rows) if rows.rows.shape and rows.rows.shape[0] else None
+                done = 0
+                while block is not None and done < block.shape[0]:
+                    async with self.progress:  # never overwrite a row that a chunk still to be generated needs
+                        await self.progress.wait_for(lambda: self._ring_room() > 0)
+                        n = min(self._ring_room(), block.shape[0] - done)
+                        self.windows.append(block[done : done + n])
+                        done += n
+                        self.progress.notify_all()
+                if rows.final:
+                    async with self.progress:
                         self.windows.finish(int(rows.total_frames))
-                    self.rows_changed.notify_all()
+                        self.progress.notify_all()
         except grpc.aio.AioRpcError as exc:
             raise _peer_error("audio encoder", exc) from None
+        finally:
+            call.cancel()  # a no-op once the call has ended; otherwise frees the encoder's stream at once
+
+    def _rows_needed_by(self, k: int) -> tuple[int, int]:
+        """The first and last feature row (absolute video frame) of chunk k's audio window."""
+        if k not in self._windows_rows:
+            index = window_index(self.engine.config, k, _NO_END_YET)
+            self._windows_rows = {k: (int(index.min()), int(index.max()))}  # asked for one chunk at a time
+        return self._windows_rows[k]
+
+    def _ring_room(self) -> int:
+        """Rows that can be appended without dropping one that chunk ``next_chunk`` or later needs."""
+        ring = self.windows.ring
+        return ring.capacity - (ring.end - self._rows_needed_by(self.next_chunk)[0])
+
+    def _pcm_rows_ahead(self) -> float:
+        """Feature rows the PCM sent to the encoder makes, past the first row still needed."""
+        rows = self.pcm_frames_sent * self.params.fps / self.params.sample_rate
+        return rows - self._rows_needed_by(self.next_chunk)[0]
 
     # -- 3. DiT -------------------------------------------------------------------------------------
     async def _generate(self) -> None:
         cfg = self.engine.config
         k = 0
         while True:
-            async with self.rows_changed:
-                await self.rows_changed.wait_for(lambda k=k: self._chunk_ready(k) or self._all_done(k))
-            if self._all_done(k):
-                break
-            window = self.windows.window(cfg, k)
+            async with self.progress:
+                await self.progress.wait_for(
+                    lambda k=k: (self._chunk_ready(k) and k < self.delivered + self.chunk_queue) or self._all_done(k)
+                )
+                if self._all_done(k):
+                    break
+                window = self.windows.window(cfg, k)  # a copy: rows only chunk k needed may now be overwritten
+                self.next_chunk = k + 1
+                self.progress.notify_all()
             latent = (await asyncio.to_thread(self.sampler.next_chunk, window)).latent
+            log.debug("chunk generated", extra={"session": self.session_id, "chunk": k})
             start, end = plan_chunk(cfg, k).video_frames
             total = self.windows.total_frames
             keep = end - start if total is None else min(end, total) - start
@@ -206,6 +302,8 @@ class GeneratorSession:
                 self.frames_sent += d.frame_count
         except grpc.aio.AioRpcError as exc:
             raise _peer_error("decoder", exc) from None
+        finally:
+            call.cancel()  # a no-op once the call has ended; otherwise frees the decoder's stream at once
         await self.out.put(
             generator_pb2.AnimateResponse(end=generator_pb2.SessionEnd(frames=self.frames_sent, reason="end_of_audio"))
         )

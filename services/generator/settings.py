@@ -15,8 +15,8 @@ class GeneratorSettings(ServerSettings):
     audio_encoder: str = ""  # host:port of the audio encoder service (required)
     decoder: str = ""  # host:port of the decoder service (required)
     max_sessions: int = 4  # concurrent Animate streams; more are refused with RESOURCE_EXHAUSTED
-    audio_queue: int = 32  # client audio messages buffered ahead of the encoder (then back-pressure)
-    chunk_queue: int = 4  # generated chunks buffered ahead of the decoder / a slow client
+    audio_queue: int = 32  # client audio pieces (<= 64 KiB each) buffered ahead of the encoder, then back-pressure
+    chunk_queue: int = 4  # chunks generated ahead of what the client has taken (decoder + queues), then back-pressure
     max_image_mb: int = 16  # reference image bytes
     seed: int = 0  # used when building fresh weights
 

@@ -1,4 +1,10 @@
-"""Checking a ``SessionConfig``: every problem becomes INVALID_ARGUMENT with what to fix."""
+"""Checking a ``SessionConfig``: every problem becomes INVALID_ARGUMENT with what to fix.
+
+What the audio encoder would refuse about a config (fps outside its tempo range, an unknown
+encoding, a sample rate it cannot resample) is checked here too, before the session starts, so that
+it is answered with INVALID_ARGUMENT naming the client's field rather than a peer's error after the
+SessionHeader.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,11 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from liveact.config import LiveActConfig
+from liveact.audio import AudioConfig
+from liveact.config import ConfigError, LiveActConfig
 from liveact.media import ImageError, load_reference_image
 from liveact.v1 import common_pb2, generator_pb2
+from services.audio_encoder.stream import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 
 DEFAULT_FPS = 20.0
 DEFAULT_JPEG_QUALITY = 90
@@ -51,16 +59,25 @@ class SessionParams:
     output_format: int
     jpeg_quality: int
     audio_format: common_pb2.AudioFormat
+    sample_format: str  # "s16le" or "f32le"
     audio_format_name: str
     frame_bytes: int  # bytes per multi-channel sample frame
+    sample_rate: int  # of the client's PCM (0 in the config resolved to the models' rate)
 
 
-def parse_config(msg: generator_pb2.SessionConfig, config: LiveActConfig, max_image_bytes: int) -> SessionParams:
+def parse_config(
+    msg: generator_pb2.SessionConfig, config: LiveActConfig, audio: AudioConfig, max_image_bytes: int
+) -> SessionParams:
+    """``audio``: the audio encoder's configuration (its sample rate and the fps range its tempo takes)."""
     if msg.HasField("resume") and msg.resume.session_id:
         raise SessionError(grpc.StatusCode.UNIMPLEMENTED, "resuming sessions is not available on this server yet")
     fps = msg.fps or DEFAULT_FPS
     if not 0 < fps <= MAX_FPS:
         raise invalid(f"fps {msg.fps} must be in (0, {MAX_FPS}] (0 means {DEFAULT_FPS})")
+    try:
+        audio.tempo_factor(float(fps))
+    except ConfigError as exc:
+        raise invalid(f"fps {msg.fps}: {exc}") from None
     width, height = msg.width or config.width, msg.height or config.height
     if width % 16 or height % 16 or not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
         raise invalid(
@@ -77,6 +94,13 @@ def parse_config(msg: generator_pb2.SessionConfig, config: LiveActConfig, max_im
         raise invalid(f"audio_format.encoding {fmt.encoding} is unknown: use PCM_S16LE or PCM_F32LE")
     if fmt.channels > 8:
         raise invalid(f"audio_format.channels {fmt.channels} must be 1..8")
+    rate = fmt.sample_rate or audio.sample_rate
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise invalid(
+            f"audio_format.sample_rate {fmt.sample_rate} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz: "
+            f"send {audio.sample_rate} Hz (the models' rate; other rates in that range are resampled), "
+            f"or 0 for {audio.sample_rate}"
+        )
     name, width_bytes = ENCODINGS[fmt.encoding]
     if not msg.reference_image:
         raise invalid("reference_image is empty: send the PNG/JPEG bytes of the person to animate")
@@ -98,6 +122,8 @@ def parse_config(msg: generator_pb2.SessionConfig, config: LiveActConfig, max_im
         output_format=output,
         jpeg_quality=quality,
         audio_format=fmt,
-        audio_format_name=f"{name}, {fmt.channels or 1} channel(s)",
+        sample_format=name,
+        audio_format_name=f"{name}, {fmt.channels or 1} channel(s), {rate} Hz",
         frame_bytes=width_bytes * (fmt.channels or 1),
+        sample_rate=rate,
     )

@@ -1,0 +1,114 @@
+"""Shared by the generator service tests: request builders, raw ``Animate`` streams, probes.
+
+Raw streams whose status matters use grpc's synchronous client: its asyncio client can report
+INTERNAL "Internal error from Core" instead of the server's status when the server ends a stream
+while the client is still writing to it (grpc/grpc#36066), which a refusal invites.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from liveact.v1 import generator_pb2, generator_pb2_grpc
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+FACE = (EXAMPLES / "face.png").read_bytes()
+RATE = 16000
+END = generator_pb2.AnimateRequest(end_of_audio=generator_pb2.EndOfAudio())
+TONE = (np.sin(np.arange(RATE) * 0.05) * 8000).astype("<i2").tobytes()  # 1 s of s16le mono
+
+
+def config(**kw) -> generator_pb2.AnimateRequest:
+    kw.setdefault("reference_image", FACE)
+    return generator_pb2.AnimateRequest(config=generator_pb2.SessionConfig(**kw))
+
+
+def audio(seq: int, data: bytes) -> generator_pb2.AnimateRequest:
+    return generator_pb2.AnimateRequest(audio=generator_pb2.AudioChunk(seq=seq, data=data))
+
+
+def tone(seconds: float) -> np.ndarray:
+    """Float PCM in [-1, 1] at RATE (what ``liveact.client.animate`` takes)."""
+    return (np.sin(np.arange(round(RATE * seconds)) * 0.05) * 0.25).astype(np.float32)
+
+
+def session_sync(
+    gen: str,
+    messages: Iterable[generator_pb2.AnimateRequest],
+    options: list | None = None,
+    admitted: threading.Event | None = None,
+) -> tuple[int, generator_pb2.SessionEnd | None]:
+    """One ``Animate`` with the synchronous client: (frames received, SessionEnd); raises ``grpc.RpcError``.
+
+    ``admitted`` is set when the SessionHeader arrives (and when the call ends, whatever the end).
+    """
+    frames, end = 0, None
+    try:
+        with grpc.insecure_channel(gen, options=options) as ch:
+            for msg in generator_pb2_grpc.GeneratorStub(ch).Animate(iter(messages)):
+                kind = msg.WhichOneof("kind")
+                if kind == "header" and admitted is not None:
+                    admitted.set()
+                elif kind == "frames":
+                    frames += msg.frames.frame_count
+                elif kind == "end":
+                    end = msg.end
+    finally:
+        if admitted is not None:
+            admitted.set()  # a request iterator waiting for it must not wait forever
+    return frames, end
+
+
+def after_header(admitted: threading.Event, messages: Iterable[generator_pb2.AnimateRequest]) -> Iterator:
+    """The config, then the rest of ``messages`` once ``admitted`` is set (a careful client's order)."""
+    it = iter(messages)
+    yield next(it)
+    admitted.wait()
+    yield from it
+
+
+async def stream(
+    gen: str, messages: Iterable[generator_pb2.AnimateRequest], options: list | None = None
+) -> tuple[grpc.StatusCode, str]:
+    """Send ``messages`` (then half-close), read everything; the stream's status code and details."""
+    try:
+        await asyncio.to_thread(session_sync, gen, list(messages), options)
+    except grpc.RpcError as exc:
+        return exc.code(), exc.details()
+    return grpc.StatusCode.OK, ""
+
+
+async def server_info(gen: str) -> generator_pb2.ServerInfo:
+    async with grpc.aio.insecure_channel(gen) as ch:
+        return await generator_pb2_grpc.GeneratorStub(ch).GetServerInfo(generator_pb2.GetServerInfoRequest())
+
+
+async def wait_idle(gen: str, timeout_s: float = 10.0) -> generator_pb2.ServerInfo:
+    """Poll ``GetServerInfo`` until no session is active; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while (info := await server_info(gen)).active_sessions:
+        assert time.monotonic() < deadline, f"{info.active_sessions} session(s) still active after {timeout_s} s"
+        await asyncio.sleep(0.05)
+    return info
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process (VmRSS), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime, in clock ticks
