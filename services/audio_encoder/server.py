@@ -33,8 +33,9 @@ import grpc
 from liveact.audio import AudioError, FeatureBackend, FeatureRows, load_backend
 from liveact.v1 import audio_encoder_pb2, audio_encoder_pb2_grpc
 from services.audio_encoder.settings import EncoderSettings
-from services.audio_encoder.stream import EncodeStream, RequestError, StreamFormat, parse_config, silence
+from services.audio_encoder.stream import EncodeStream, StreamFormat, parse_config, silence
 from services.common import logs, tensors
+from services.common.errors import RequestError
 from services.common.server import run
 
 __all__ = ["SERVICE_NAME", "AudioEncoder", "serve"]

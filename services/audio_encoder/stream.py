@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import grpc
 import numpy as np
 import torch
 
@@ -22,8 +21,9 @@ from liveact.audio.io import PcmFormat
 from liveact.config import ConfigError
 from liveact.v1 import audio_encoder_pb2, common_pb2
 from services.audio_encoder.resample import StreamingResampler
+from services.common.errors import invalid
 
-__all__ = ["EncodeStream", "RequestError", "StreamFormat", "parse_config"]
+__all__ = ["EncodeStream", "StreamFormat", "parse_config"]
 
 _ENCODINGS: dict[int, PcmFormat] = {
     common_pb2.AudioFormat.ENCODING_UNSPECIFIED: "s16le",  # the proto's default
@@ -33,18 +33,6 @@ _ENCODINGS: dict[int, PcmFormat] = {
 _SAMPLE_BYTES = {"s16le": 2, "f32le": 4}
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 192000  # other rates are resampled to the encoder's (16 kHz)
 MAX_AUDIO_CHANNELS = 32
-
-
-class RequestError(Exception):
-    """A request the stream cannot take: ends the RPC with ``code`` and ``message``."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
-def _invalid(message: str) -> RequestError:
-    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 @dataclass(frozen=True)
@@ -63,33 +51,33 @@ class StreamFormat:
 def parse_config(config: audio_encoder_pb2.EncodeConfig, audio: AudioConfig, preset: str) -> StreamFormat:
     """Check ``config`` against this encoder (``audio``: the preset's feature layout)."""
     if (config.layers, config.channels) != (audio.layers, audio.channels):
-        raise _invalid(
+        raise invalid(
             f"config.layers x config.channels = {config.layers} x {config.channels}, but this encoder makes "
             f"{audio.layers} x {audio.channels} rows (preset {preset!r}): set {audio.layers} x {audio.channels} "
             "or use an encoder started with your model's preset"
         )
     fps = float(config.fps) or audio.default_fps
     if not (math.isfinite(fps) and fps > 0):
-        raise _invalid(f"config.fps = {config.fps} must be > 0 (or 0 for the default {audio.default_fps:g})")
+        raise invalid(f"config.fps = {config.fps} must be > 0 (or 0 for the default {audio.default_fps:g})")
     try:
         audio.tempo_factor(fps)
     except ConfigError as exc:
-        raise _invalid(f"config.fps: {exc}") from None
+        raise invalid(f"config.fps: {exc}") from None
     fmt = config.audio_format
     if fmt.encoding not in _ENCODINGS:
-        raise _invalid(
+        raise invalid(
             f"config.audio_format.encoding = {fmt.encoding} is not a known encoding: use PCM_S16LE "
             f"({common_pb2.AudioFormat.PCM_S16LE}) or PCM_F32LE ({common_pb2.AudioFormat.PCM_F32LE})"
         )
     rate = fmt.sample_rate or audio.sample_rate
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
-        raise _invalid(
+        raise invalid(
             f"config.audio_format.sample_rate = {rate} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz: "
             f"send {audio.sample_rate} Hz (the encoder's rate; other rates in range are resampled)"
         )
     channels = fmt.channels or 1
     if channels > MAX_AUDIO_CHANNELS:
-        raise _invalid(
+        raise invalid(
             f"config.audio_format.channels = {channels} is more than {MAX_AUDIO_CHANNELS}: send mono "
             "(or interleaved channels, which are averaged)"
         )
@@ -110,12 +98,12 @@ class EncodeStream:
         """A pcm message of ``size`` bytes: whole sample frames, at most ``limit`` bytes."""
         fmt = self.format
         if size > limit:
-            raise _invalid(
+            raise invalid(
                 f"pcm message of {size} bytes is over this encoder's limit of {limit} bytes per message: "
                 "send the audio in smaller pieces"
             )
         if size % fmt.frame_bytes:
-            raise _invalid(
+            raise invalid(
                 f"pcm message of {size} bytes is not a whole number of sample frames: {fmt.encoding} with "
                 f"{fmt.channels} channel(s) takes {fmt.frame_bytes} bytes per frame; send complete frames"
             )

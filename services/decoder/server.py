@@ -32,9 +32,10 @@ from liveact.pipeline.engine import load_vae
 from liveact.v1 import decoder_pb2, decoder_pb2_grpc
 from liveact.vae import StreamingDecoder, get_vae_preset
 from services.common import logs
+from services.common.errors import RequestError
 from services.common.server import run
 from services.decoder.settings import DecoderSettings
-from services.decoder.stream import DecodeStream, RequestError, parse_config
+from services.decoder.stream import DecodeStream, parse_config
 
 __all__ = ["SERVICE", "Decoder", "serve"]
 

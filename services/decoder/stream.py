@@ -29,7 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
-import grpc
 import numpy as np
 import torch
 from PIL import Image
@@ -37,6 +36,7 @@ from PIL import Image
 from liveact.media import FragmentedMp4Stream, frames_to_uint8
 from liveact.v1 import common_pb2, decoder_pb2
 from liveact.vae import DecoderState, StreamingDecoder, VaeConfig
+from services.common.errors import RequestError, invalid
 from services.common.tensors import from_proto
 
 __all__ = ["DEFAULT_JPEG_QUALITY", "DecodeStream", "RequestError", "StreamFormat", "parse_config"]
@@ -53,18 +53,6 @@ _FORMATS = {
 }
 _FORMAT_NAMES = ", ".join(common_pb2.OutputFormat.Name(f) for f in sorted(_FORMATS))
 _POLL_S = 0.05  # how often the fMP4 pump looks whether the encoder call has returned
-
-
-class RequestError(Exception):
-    """A request the stream cannot take: ends the RPC with ``code`` and ``message``."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
-def _invalid(message: str) -> RequestError:
-    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 @dataclass(frozen=True)
@@ -86,34 +74,34 @@ def parse_config(
 ) -> StreamFormat:
     """Check a ``DecodeConfig`` against this server (its VAE and limits); RequestError says what to change."""
     if msg.vae_preset != vae.name:
-        raise _invalid(
+        raise invalid(
             f"vae_preset {msg.vae_preset!r} does not match this decoder's VAE {vae.name!r}: "
             "latents must be decoded by the VAE preset that made them (route to a decoder serving it)"
         )
     w, h = msg.width, msg.height
     if w <= 0 or h <= 0 or w % SIZE_MULTIPLE or h % SIZE_MULTIPLE:
-        raise _invalid(f"width and height must be positive multiples of {SIZE_MULTIPLE}, got {w}x{h}")
+        raise invalid(f"width and height must be positive multiples of {SIZE_MULTIPLE}, got {w}x{h}")
     cells = vae.z_dim * (w // vae.spatial_stride) * (h // vae.spatial_stride)
     if cells > max_latent_elements:
-        raise _invalid(
+        raise invalid(
             f"{w}x{h} needs {cells} latent elements per latent frame, above this decoder's limit of "
             f"{max_latent_elements} per chunk (--max-latent-elements): use a smaller size"
         )
     if not (math.isfinite(msg.fps) and msg.fps > 0):
-        raise _invalid(f"fps must be a positive number, got {msg.fps}")
+        raise invalid(f"fps must be a positive number, got {msg.fps}")
     if msg.output_format not in _FORMATS:
-        raise _invalid(f"output_format {msg.output_format} is not one of {_FORMAT_NAMES}")
+        raise invalid(f"output_format {msg.output_format} is not one of {_FORMAT_NAMES}")
     output_format = _FORMATS[msg.output_format]
     if msg.jpeg_quality > 100:
-        raise _invalid(f"jpeg_quality must be 1..100 (0 = {DEFAULT_JPEG_QUALITY}), got {msg.jpeg_quality}")
+        raise invalid(f"jpeg_quality must be 1..100 (0 = {DEFAULT_JPEG_QUALITY}), got {msg.jpeg_quality}")
     if output_format == common_pb2.RAW_RGB and w * h * 3 > max_response_bytes:
-        raise _invalid(
+        raise invalid(
             f"one {w}x{h} RAW_RGB frame ({w * h * 3} bytes) does not fit in a response ({max_response_bytes} bytes "
             "under the server's --max-message-mb): use JPEG or FMP4_H264, or a smaller size"
         )
     rate = msg.audio_sample_rate if output_format == common_pb2.FMP4_H264 else 0  # audio goes into fMP4 only
     if rate and not MIN_AUDIO_RATE <= rate <= MAX_AUDIO_RATE:
-        raise _invalid(f"audio_sample_rate must be 0 (no audio) or {MIN_AUDIO_RATE}..{MAX_AUDIO_RATE}, got {rate}")
+        raise invalid(f"audio_sample_rate must be 0 (no audio) or {MIN_AUDIO_RATE}..{MAX_AUDIO_RATE}, got {rate}")
     return StreamFormat(
         width=w,
         height=h,
@@ -164,14 +152,14 @@ class DecodeStream:
         if self.state is None:
             raise RuntimeError("decode after close")
         if self.next_index is not None and chunk.chunk_index != self.next_index:
-            raise _invalid(
+            raise invalid(
                 f"chunk_index {chunk.chunk_index} is out of order: expected {self.next_index} "
                 "(chunks must be sent in order, each index one more than the last)"
             )
         latents = self._latents(chunk)
         decoded = self.decoder.cfg.video_frames(latents.shape[2], first=not self.state.first_decoded)
         if chunk.keep_frames > decoded:
-            raise _invalid(
+            raise invalid(
                 f"chunk {chunk.chunk_index}: keep_frames {chunk.keep_frames} is more than the {decoded} frames "
                 f"its {latents.shape[2]} latent frames decode to"
             )
@@ -187,7 +175,7 @@ class DecodeStream:
             try:
                 data = self._pump(lambda: self.mp4.write(pixels, audio))
             except ValueError as exc:  # the audio runs too far ahead of the frames (ffmpeg errors are MediaError)
-                raise _invalid(f"chunk {chunk.chunk_index}: {exc}") from None
+                raise invalid(f"chunk {chunk.chunk_index}: {exc}") from None
             return self._fmp4_responses(chunk.chunk_index, chunk.first_frame, len(pixels), data)
         if self.fmt.output_format == common_pb2.RAW_RGB:
             payloads = [frame.tobytes() for frame in pixels]
@@ -211,47 +199,47 @@ class DecodeStream:
     def _latents(self, chunk: decoder_pb2.LatentChunk) -> torch.Tensor:
         where = f"chunk {chunk.chunk_index}: latents"
         if not chunk.HasField("latents"):
-            raise _invalid(f"{where} are missing")
+            raise invalid(f"{where} are missing")
         t = chunk.latents
         if t.dtype not in LATENT_DTYPES:
-            raise _invalid(f"{where} dtype {t.dtype!r} must be one of {list(LATENT_DTYPES)}")
+            raise invalid(f"{where} dtype {t.dtype!r} must be one of {list(LATENT_DTYPES)}")
         shape = tuple(t.shape)  # checked before anything is allocated
         n, c, h, w = self._latent_shape
         if len(shape) != 5 or (shape[0], shape[1], shape[3], shape[4]) != (n, c, h, w) or shape[2] < 1:
             stride = self.decoder.cfg.spatial_stride
-            raise _invalid(
+            raise invalid(
                 f"{where} shape {shape} must be ({n}, {c}, F, {h}, {w}) with F >= 1 for "
                 f"{self.fmt.width}x{self.fmt.height} (H/{stride}, W/{stride})"
             )
         if shape[2] * c * h * w > self.max_latent_elements:
-            raise _invalid(
+            raise invalid(
                 f"{where} of {shape[2]} latent frames ({shape[2] * c * h * w} elements) exceed this decoder's limit "
                 f"of {self.max_latent_elements} per chunk: send fewer latent frames per chunk"
             )
         try:
             z = from_proto(t)
         except ValueError as exc:
-            raise _invalid(f"{where}: {exc}") from None
+            raise invalid(f"{where}: {exc}") from None
         if not torch.isfinite(z).all():
-            raise _invalid(f"{where} contain NaN or infinite values")
+            raise invalid(f"{where} contain NaN or infinite values")
         return z.float()
 
     def _audio(self, chunk: decoder_pb2.LatentChunk) -> np.ndarray | None:
         if not chunk.audio_pcm_f32:
             return None
         if not self.fmt.audio_sample_rate:
-            raise _invalid(
+            raise invalid(
                 f"chunk {chunk.chunk_index} carries audio_pcm_f32, but this stream has no audio track: "
                 "use output_format FMP4_H264 with audio_sample_rate > 0"
             )
         if len(chunk.audio_pcm_f32) % 4:
-            raise _invalid(
+            raise invalid(
                 f"chunk {chunk.chunk_index}: audio_pcm_f32 has {len(chunk.audio_pcm_f32)} bytes, "
                 "not whole float32 samples"
             )
         pcm = np.frombuffer(chunk.audio_pcm_f32, dtype="<f4").astype(np.float32)
         if not np.isfinite(pcm).all():
-            raise _invalid(f"chunk {chunk.chunk_index}: audio_pcm_f32 contains NaN or infinite samples")
+            raise invalid(f"chunk {chunk.chunk_index}: audio_pcm_f32 contains NaN or infinite samples")
         return pcm
 
     # -- responses -----------------------------------------------------------------------------------

@@ -23,10 +23,11 @@ import grpc
 from liveact.pipeline import Engine, load_engine
 from liveact.v1 import audio_encoder_pb2_grpc, decoder_pb2_grpc, generator_pb2, generator_pb2_grpc
 from services.common import logs
+from services.common.errors import RequestError
 from services.common.server import run, server_options
 from services.generator.session import GeneratorSession, Peers
 from services.generator.settings import GeneratorSettings
-from services.generator.validate import SessionError, parse_config
+from services.generator.validate import parse_config
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
         for session in list(self.sessions):
             log.info("session cut: draining", extra={"session": session.session_id, "frames": session.frames_sent})
             session.abort(
-                SessionError(
+                RequestError(
                     grpc.StatusCode.UNAVAILABLE,
                     f"this server is shutting down (its {self.settings.grace_s:g} s grace period ended) after "
                     f"{session.frames_sent} frames: start a new session on another replica",
@@ -99,9 +100,9 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
         try:
             first = await anext(aiter(request_iterator), None)
             if first is None:
-                raise SessionError(grpc.StatusCode.INVALID_ARGUMENT, "empty stream: send a SessionConfig first")
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "empty stream: send a SessionConfig first")
             if first.WhichOneof("kind") != "config":
-                raise SessionError(
+                raise RequestError(
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"the first message must be a SessionConfig, got {first.WhichOneof('kind') or 'an empty message'}",
                 )
@@ -114,7 +115,7 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                 GeneratorSession, self.engine, params, self.peers, self.settings.audio_queue, self.settings.chunk_queue
             )
             if self.draining:  # SIGTERM arrived while the session was being prepared
-                raise SessionError(grpc.StatusCode.UNAVAILABLE, "this server is draining: retry on another replica")
+                raise RequestError(grpc.StatusCode.UNAVAILABLE, "this server is draining: retry on another replica")
             self.sessions.add(session)
             log.info("session started", extra={"session": session_id, "size": f"{params.width}x{params.height}"})
             yield generator_pb2.AnimateResponse(
@@ -126,7 +127,7 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
             async for message in session.run(request_iterator):
                 yield message
             log.info("session ended", extra={"session": session_id, "frames": session.frames_sent})
-        except SessionError as exc:
+        except RequestError as exc:
             log.info(
                 "session ended with an error", extra={"session": session_id, "code": exc.code.name, "why": exc.message}
             )

@@ -44,8 +44,9 @@ from liveact.pipeline import Engine, chunks_needed, prepare_sampler
 from liveact.sampling.audio_window import window_index
 from liveact.sampling.chunking import plan_chunk
 from liveact.v1 import audio_encoder_pb2, decoder_pb2, generator_pb2
+from services.common.errors import RequestError
 from services.common.tensors import from_proto, to_proto
-from services.generator.validate import SessionError, SessionParams
+from services.generator.validate import SessionParams
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class GeneratorSession:
 
     # -- the stream -------------------------------------------------------------------------------
     async def run(self, requests: AsyncIterator[generator_pb2.AnimateRequest]) -> AsyncIterator[object]:
-        """Yields response messages; raises SessionError to end the stream with a status."""
+        """Yields response messages; raises RequestError to end the stream with a status."""
         tasks = [
             asyncio.create_task(self._read_client(requests), name="read_client"),
             asyncio.create_task(self._encode(), name="encode"),
@@ -112,7 +113,7 @@ class GeneratorSession:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def abort(self, exc: SessionError) -> None:
+    def abort(self, exc: RequestError) -> None:
         """End the session with ``exc``'s status (from outside: e.g. the server's drain deadline)."""
         self._fail(exc)
 
@@ -120,12 +121,12 @@ class GeneratorSession:
         if task.cancelled() or task.exception() is None:
             return
         exc = task.exception()
-        if not isinstance(exc, SessionError):
+        if not isinstance(exc, RequestError):
             log.error("session task failed", exc_info=exc, extra={"session": self.session_id, "task": task.get_name()})
-            exc = SessionError(grpc.StatusCode.INTERNAL, f"{task.get_name()} failed: {exc}")
+            exc = RequestError(grpc.StatusCode.INTERNAL, f"{task.get_name()} failed: {exc}")
         self._fail(exc)
 
-    def _fail(self, exc: SessionError) -> None:
+    def _fail(self, exc: RequestError) -> None:
         while True:  # make room: the error must reach the stream even if the client stopped reading
             try:
                 self.out.put_nowait(exc)
@@ -141,32 +142,32 @@ class GeneratorSession:
         async for req in requests:
             kind = req.WhichOneof("kind")
             if kind == "config":
-                raise SessionError(grpc.StatusCode.FAILED_PRECONDITION, "a session takes one SessionConfig, first")
+                raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, "a session takes one SessionConfig, first")
             if kind == "end_of_audio":
                 break
             if kind != "audio":
-                raise SessionError(grpc.StatusCode.INVALID_ARGUMENT, "send AudioChunk or EndOfAudio messages")
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "send AudioChunk or EndOfAudio messages")
             chunk = req.audio
             if chunk.seq != expected_seq:
-                raise SessionError(
+                raise RequestError(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"AudioChunk.seq {chunk.seq} out of order: expected {expected_seq} (number chunks 0, 1, 2, ...)",
                 )
             expected_seq += 1
             if not chunk.data:
-                raise SessionError(
+                raise RequestError(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"AudioChunk {chunk.seq} is empty: put at least one whole sample ({frame_bytes} bytes, "
                     f"{self.params.audio_format_name}) in each AudioChunk, and send EndOfAudio to finish",
                 )
             if len(chunk.data) % frame_bytes:
-                raise SessionError(
+                raise RequestError(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"AudioChunk {chunk.seq} has {len(chunk.data)} bytes, not a multiple of {frame_bytes} "
                     f"({self.params.audio_format_name}): send whole samples",
                 )
             if self.params.sample_format == "f32le" and not np.isfinite(np.frombuffer(chunk.data, "<f4")).all():
-                raise SessionError(
+                raise RequestError(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"AudioChunk {chunk.seq} holds NaN or infinite samples: send finite float samples in [-1, 1]",
                 )
@@ -176,7 +177,7 @@ class GeneratorSession:
             # A client that cancels also ends the request iterator; its cancellation reaches the
             # handler at its next await, so a real cancel is not reported as a protocol error.
             await asyncio.sleep(0)
-            raise SessionError(
+            raise RequestError(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"the request stream ended after {expected_seq} AudioChunk(s) without EndOfAudio: send EndOfAudio "
                 "after the last AudioChunk to finish the session, and keep reading until SessionEnd",
@@ -310,8 +311,8 @@ class GeneratorSession:
         await self.out.put(_END)
 
 
-def _peer_error(peer: str, exc: grpc.aio.AioRpcError) -> SessionError:
+def _peer_error(peer: str, exc: grpc.aio.AioRpcError) -> RequestError:
     code = exc.code()
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
-        return SessionError(code, f"{peer}: {exc.details()}")
-    return SessionError(grpc.StatusCode.UNAVAILABLE, f"{peer} unavailable ({code.name}: {exc.details()}): retry")
+        return RequestError(code, f"{peer}: {exc.details()}")
+    return RequestError(grpc.StatusCode.UNAVAILABLE, f"{peer} unavailable ({code.name}: {exc.details()}): retry")

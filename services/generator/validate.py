@@ -20,6 +20,7 @@ from liveact.config import ConfigError, LiveActConfig
 from liveact.media import ImageError, load_reference_image
 from liveact.v1 import common_pb2, generator_pb2
 from services.audio_encoder.stream import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+from services.common.errors import RequestError, invalid
 
 DEFAULT_FPS = 20.0
 DEFAULT_JPEG_QUALITY = 90
@@ -31,19 +32,6 @@ ENCODINGS = {
     common_pb2.AudioFormat.PCM_F32LE: ("f32le", 4),
 }
 FORMATS = (common_pb2.RAW_RGB, common_pb2.JPEG, common_pb2.FMP4_H264)
-
-
-class SessionError(Exception):
-    """Ends one session with a gRPC status; nothing else is affected."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def invalid(message: str) -> SessionError:
-    return SessionError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 @dataclass(frozen=True)
@@ -70,7 +58,7 @@ def parse_config(
 ) -> SessionParams:
     """``audio``: the audio encoder's configuration (its sample rate and the fps range its tempo takes)."""
     if msg.HasField("resume") and msg.resume.session_id:
-        raise SessionError(grpc.StatusCode.UNIMPLEMENTED, "resuming sessions is not available on this server yet")
+        raise RequestError(grpc.StatusCode.UNIMPLEMENTED, "resuming sessions is not available on this server yet")
     fps = msg.fps or DEFAULT_FPS
     if not 0 < fps <= MAX_FPS:
         raise invalid(f"fps {msg.fps} must be in (0, {MAX_FPS}] (0 means {DEFAULT_FPS})")
