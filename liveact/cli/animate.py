@@ -56,9 +56,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def parse_size(size: str | None, preset: str) -> tuple[int, int]:
     """'WxH' (or 'W*H', as the public --size) -> (width, height); None -> the preset's default."""
-    config = get_preset(preset)
     if size is None:
+        config = get_preset(preset)
         return config.width, config.height
+    return parse_wxh(size)
+
+
+def parse_wxh(size: str) -> tuple[int, int]:
+    """'WxH' or 'W*H' -> (width, height), both positive multiples of 16."""
     parts = size.lower().replace("*", "x").split("x")
     try:
         width, height = (int(p) for p in parts)

@@ -37,16 +37,15 @@ def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from liveact.audio import AudioConfig, decode_audio
+    from liveact.cli.animate import parse_wxh
     from liveact.client import animate
     from liveact.media import Mp4Writer
     from liveact.v1 import common_pb2
 
+    width, height = parse_wxh(args.size) if args.size else (0, 0)  # 0 x 0: the server preset's size
     rate = AudioConfig().sample_rate
     pcm = decode_audio(args.audio)
     image = args.image.read_bytes()
-    width = height = 0
-    if args.size:
-        width, height = (int(v) for v in args.size.lower().replace("*", "x").split("x"))
     try:
         result = asyncio.run(
             animate(args.target, image, pcm, rate, fps=args.fps, seed=args.seed, output_format=common_pb2.JPEG,
