@@ -1,0 +1,113 @@
+"""Tensors <-> bytes for checkpoints: safetensors only, split into bounded parts, sha256 digests.
+
+A checkpoint read back from Redis must not be able to run code, so the only decoder is
+``safetensors.torch.load`` (a JSON header plus raw little-endian buffers): never pickle, never
+``torch.load``. Bytes that are not a safetensors file (a pickle, garbage, a truncated blob) raise
+``CodecError``.
+
+``pack`` moves every tensor to the CPU and makes it contiguous (a private copy where it is a view
+sharing storage with another entry), so callers may pass views, GPU tensors or strided slices.
+``split`` cuts one blob into parts of at most ``part_bytes`` (Redis caps a value at 512 MB); the
+parts joined in order are the blob again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+__all__ = ["SUPPORTED_DTYPES", "CodecError", "digest", "join", "pack", "part_views", "split", "unpack"]
+
+# What safetensors stores (torch dtypes that exist in this torch build); anything else is refused
+# up front with a message, instead of failing inside the serializer.
+_DTYPE_NAMES = (
+    "float64",
+    "float32",
+    "float16",
+    "bfloat16",
+    "float8_e4m3fn",
+    "float8_e4m3fnuz",
+    "float8_e5m2",
+    "float8_e5m2fnuz",
+    "int64",
+    "int32",
+    "int16",
+    "int8",
+    "uint64",
+    "uint32",
+    "uint16",
+    "uint8",
+    "bool",
+    "complex64",
+)
+SUPPORTED_DTYPES = frozenset(getattr(torch, n) for n in _DTYPE_NAMES if hasattr(torch, n))
+RESERVED_NAME = "__metadata__"  # safetensors' header key for string metadata
+
+
+class CodecError(ValueError):
+    """Tensors that cannot be encoded, or bytes that are not a valid safetensors blob."""
+
+
+def pack(tensors: Mapping[str, torch.Tensor]) -> bytes:
+    """One safetensors blob holding ``tensors`` (names kept, dtypes and shapes exact)."""
+    flat: dict[str, torch.Tensor] = {}
+    seen_storage: set[int] = set()
+    for name, t in tensors.items():
+        if not isinstance(name, str) or not name or name == RESERVED_NAME:
+            raise CodecError(f"tensor name {name!r} must be a non-empty string other than {RESERVED_NAME!r}")
+        if not isinstance(t, torch.Tensor):
+            raise CodecError(f"{name!r} is a {type(t).__name__}, not a torch.Tensor")
+        if t.dtype not in SUPPORTED_DTYPES:
+            raise CodecError(
+                f"{name!r} has dtype {t.dtype}, which safetensors cannot store; "
+                f"convert it to one of {sorted(str(d) for d in SUPPORTED_DTYPES)}"
+            )
+        if t.is_sparse or t.layout != torch.strided:
+            raise CodecError(f"{name!r} has layout {t.layout}; store a dense (strided) tensor")
+        t = t.detach().to("cpu").contiguous()
+        if t.numel():
+            ptr = t.untyped_storage().data_ptr()
+            if ptr in seen_storage:
+                t = t.clone()  # a view of a tensor already in the blob: give it its own buffer
+            seen_storage.add(t.untyped_storage().data_ptr())
+        flat[name] = t
+    try:
+        return st_save(flat)
+    except Exception as exc:  # the serializer's own refusal, with our context
+        raise CodecError(f"cannot encode tensors with safetensors: {exc}") from exc
+
+
+def unpack(data: bytes | bytearray | memoryview) -> dict[str, torch.Tensor]:
+    """The tensors of one safetensors blob (CPU, writable); ``CodecError`` if it is not one."""
+    try:
+        return st_load(bytes(data))
+    except Exception as exc:  # SafetensorError, a bad header, a truncated buffer
+        raise CodecError(f"not a valid safetensors blob ({len(data)} bytes): {exc}") from exc
+
+
+def part_views(data: bytes, part_bytes: int) -> list[memoryview]:
+    """Zero-copy parts of ``data``, each at most ``part_bytes`` long (one empty part for empty data)."""
+    if part_bytes < 1:
+        raise ValueError(f"part_bytes must be >= 1, got {part_bytes}")
+    view = memoryview(data)
+    if not len(view):
+        return [view]
+    return [view[i : i + part_bytes] for i in range(0, len(view), part_bytes)]
+
+
+def split(data: bytes, part_bytes: int) -> list[bytes]:
+    """``data`` cut into parts of at most ``part_bytes`` bytes, in order (copies; see ``part_views``)."""
+    return [bytes(v) for v in part_views(data, part_bytes)]
+
+
+def join(parts: list[bytes] | list[memoryview]) -> bytes:
+    return b"".join(parts)
+
+
+def digest(data: bytes | memoryview) -> str:
+    """sha256 of ``data`` as 64 lowercase hex characters."""
+    return hashlib.sha256(data).hexdigest()

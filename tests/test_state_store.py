@@ -1,0 +1,577 @@
+"""SessionStore against a real redis-server of its own (tests/redis_server.py): records, fencing,
+checkpoints (parts, GC, corruption fallback, half-written commits), audio log, TTLs, auth, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis
+import torch
+from redis_server import RedisServer, make_tls_files, require_redis_server
+
+from liveact.state import (
+    AudioOrderError,
+    BadSecret,
+    CheckpointCorrupt,
+    CheckpointMissing,
+    FencedError,
+    SessionExists,
+    SessionNotFound,
+    SessionStore,
+    StoreSettings,
+    StoreUnavailable,
+    UnsupportedFormat,
+)
+from liveact.state import store as store_module
+
+KIB = 1024
+SMALL_PART = 4 * KIB
+OP_TIMEOUT_S = 2.0
+SECRET = "s3cr3t-resume-token-5f1e0c2a9b"
+SID = "sess-1"
+
+
+@pytest.fixture(scope="module")
+def module_server() -> Iterator[RedisServer]:
+    require_redis_server()
+    server = RedisServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def server(module_server: RedisServer) -> RedisServer:
+    """The module's server, emptied for each test."""
+    sync(module_server).flushall()
+    return module_server
+
+
+def sync(server: RedisServer, password: str | None = None) -> redis.Redis:
+    return redis.Redis(host="127.0.0.1", port=server.port, password=password or server.password)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@contextlib.asynccontextmanager
+async def open_store(server: RedisServer, **kw) -> AsyncIterator[SessionStore]:
+    kw.setdefault("op_timeout_s", OP_TIMEOUT_S)
+    store = SessionStore(StoreSettings(url=server.url, **kw))
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def tensors(seed: int, numel: int = 64) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "kv": torch.randn(numel, generator=g).to(torch.bfloat16),
+        "kv_fp8": torch.randn(2, numel, generator=g).to(torch.float8_e4m3fn),
+        "scales": torch.rand(4, generator=g),
+        "chunk": torch.tensor([seed], dtype=torch.int64),
+        "mask": torch.tensor([True, False, True]),
+        "empty": torch.zeros(0, 3),
+    }
+
+
+def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    """Same names, dtypes, shapes and bytes."""
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert (a[name].dtype, a[name].shape) == (b[name].dtype, b[name].shape), name
+        assert torch.equal(a[name].reshape(-1).view(torch.uint8), b[name].reshape(-1).view(torch.uint8)), name
+
+
+def all_keys(r: redis.Redis) -> list[str]:
+    return sorted(k.decode() for k in r.scan_iter(count=1000))
+
+
+def part_keys(r: redis.Redis, sid: str = SID, version: int | None = None) -> list[str]:
+    pattern = f"liveact:part:{sid}:" + ("*" if version is None else f"{version}:*")
+    return sorted(k.decode() for k in r.scan_iter(match=pattern, count=1000))
+
+
+async def new_session(store: SessionStore, sid: str = SID, owner: str = "gen-a"):
+    await store.create_session(sid, SECRET, {"image": "face.png", "fps": 25})
+    return await store.acquire(sid, owner)
+
+
+# -- checkpoints -------------------------------------------------------------------------------
+
+
+def test_write_then_read_returns_identical_tensors_and_meta(server):
+    async def main():
+        async with open_store(server) as store:
+            lease = await new_session(store)
+            with pytest.raises(CheckpointMissing):
+                await store.read_checkpoint(SID)
+            meta = {"chunk": 12, "positions": [3, 4], "audio_seq": 0, "format": "v1"}
+            version = await store.write_checkpoint(lease, meta, [tensors(1)])
+            ckpt = await store.read_checkpoint(SID)
+            assert (ckpt.version, ckpt.meta, ckpt.token, ckpt.failed) == (version, meta, lease.token, [])
+            assert len(ckpt.shards) == 1
+            assert_same(ckpt.shards[0], tensors(1))
+            v2 = await store.write_checkpoint(lease, {"chunk": 13}, [tensors(2)])
+            assert v2 > version
+            ckpt = await store.read_checkpoint(SID)
+            assert ckpt.version == v2 and ckpt.meta == {"chunk": 13}
+            assert_same(ckpt.shards[0], tensors(2))
+
+    run(main())
+
+
+def test_multipart_checkpoint_round_trips_and_no_value_exceeds_part_bytes(server):
+    async def main():
+        async with open_store(server, part_bytes=SMALL_PART) as store:
+            lease = await new_session(store)
+            big = tensors(3, numel=20 * KIB)  # ~60 KiB packed
+            await store.write_checkpoint(lease, {"chunk": 1}, [big])
+            ckpt = await store.read_checkpoint(SID)
+            assert_same(ckpt.shards[0], big)
+
+    run(main())
+    r = sync(server)
+    parts = part_keys(r)
+    assert len(parts) > 10
+    for key in all_keys(r):
+        if r.type(key) == b"string":
+            assert r.strlen(key) <= SMALL_PART, key
+
+
+def test_two_ranks_round_trip(server):
+    async def main():
+        async with open_store(server, part_bytes=SMALL_PART) as store:
+            lease = await new_session(store)
+            shards = [tensors(10, numel=3 * KIB), tensors(11, numel=5)]
+            await store.write_checkpoint(lease, {"tp": 2}, shards)
+            ckpt = await store.read_checkpoint(SID)
+            assert len(ckpt.shards) == 2
+            assert_same(ckpt.shards[0], shards[0])
+            assert_same(ckpt.shards[1], shards[1])
+
+    run(main())
+    r = sync(server)
+    assert {k.split(":")[4] for k in part_keys(r)} == {"0", "1"}  # liveact:part:S:V:RANK:I
+
+
+def test_old_versions_are_garbage_collected(server):
+    async def main():
+        async with open_store(server, part_bytes=SMALL_PART, keep_versions=2) as store:
+            lease = await new_session(store)
+            versions = [await store.write_checkpoint(lease, {"n": n}, [tensors(n, numel=3 * KIB)]) for n in range(5)]
+            ckpt = await store.read_checkpoint(SID)
+            assert ckpt.version == versions[-1] and ckpt.meta == {"n": 4}
+            return versions
+
+    versions = run(main())
+    r = sync(server)
+    history = [json.loads(m)["version"] for m in r.lrange("{liveact:sess-1}:history", 0, -1)]
+    assert history == versions[:-3:-1]  # newest first, two kept
+    kept = {str(v) for v in versions[-2:]}
+    parts = part_keys(r)
+    assert parts and {k.split(":")[3] for k in parts} == kept
+    per_version = len(part_keys(r, version=versions[-1]))
+    assert len(parts) == per_version + len(part_keys(r, version=versions[-2]))
+
+
+# -- fencing -----------------------------------------------------------------------------------
+
+
+def test_a_superseded_owner_is_fenced_everywhere(server):
+    async def main():
+        async with open_store(server, part_bytes=SMALL_PART) as store:
+            a = await new_session(store, owner="gen-a")
+            await store.write_checkpoint(a, {"by": "a"}, [tensors(1)])
+            await store.append_audio(a, 0, b"a0")
+            b = await store.acquire(SID, "gen-b")
+            assert b.token > a.token
+            before = part_keys(sync(server))
+            with pytest.raises(FencedError):
+                await store.write_checkpoint(a, {"by": "a-late"}, [tensors(2)])
+            assert part_keys(sync(server)) == before  # refused before any part was written
+            with pytest.raises(FencedError):
+                await store.append_audio(a, 1, b"a1")
+            with pytest.raises(FencedError):
+                await store.renew(a)
+            assert await store.release(a) is False  # not a's lease any more
+            assert (await store.read_checkpoint(SID)).meta == {"by": "a"}
+            await store.append_audio(b, 1, b"b1")
+            await store.renew(b)
+            await store.write_checkpoint(b, {"by": "b"}, [tensors(3)])
+            assert (await store.read_checkpoint(SID)).meta == {"by": "b"}
+            assert await store.read_audio(SID) == [(0, b"a0"), (1, b"b1")]
+
+    run(main())
+
+
+def test_takeover_during_a_write_refuses_the_commit_and_removes_its_parts(server):
+    async def main():
+        async with open_store(server, part_bytes=SMALL_PART) as store:
+            a = await new_session(store, owner="gen-a")
+            await store.write_checkpoint(a, {"by": "a"}, [tensors(1, numel=3 * KIB)])
+            real_write = store._write_parts
+            taken: list = []
+
+            async def write_then_lose_the_lease(parts):
+                await real_write(parts)
+                assert len(part_keys(sync(server))) > len(parts)  # a's new parts are there
+                taken.append(await store.acquire(SID, "gen-b"))
+
+            store._write_parts = write_then_lose_the_lease
+            with pytest.raises(FencedError):
+                await store.write_checkpoint(a, {"by": "a-late"}, [tensors(2, numel=3 * KIB)])
+            store._write_parts = real_write
+            assert taken
+            ckpt = await store.read_checkpoint(SID)
+            assert ckpt.meta == {"by": "a"} and ckpt.version == 1
+            return ckpt.version
+
+    version = run(main())
+    r = sync(server)
+    assert {k.split(":")[3] for k in part_keys(r)} == {str(version)}  # the refused version's parts are gone
+
+
+def test_renew_restores_an_expired_lease_only_if_nobody_took_over(server):
+    async def main():
+        async with open_store(server, lease_ttl_s=0.2) as store:
+            a = await new_session(store)
+            await asyncio.sleep(0.35)
+            with pytest.raises(FencedError, match="expired"):
+                await store.append_audio(a, 0, b"x")  # writes need a live lease
+            await store.renew(a)  # nobody acquired since: restored with the same token
+            await store.append_audio(a, 0, b"x")
+            assert await store.release(a) is True
+            with pytest.raises(FencedError):
+                await store.write_checkpoint(a, {}, [tensors(1)])
+            b = await store.acquire(SID, "gen-b")
+            await asyncio.sleep(0.35)
+            with pytest.raises(FencedError):
+                await store.renew(a)  # b acquired after a: a's token is dead for good
+            await store.renew(b)
+
+    run(main())
+
+
+# -- corruption and half-written checkpoints ---------------------------------------------------
+
+
+def _two_versions(server: RedisServer) -> tuple[int, int]:
+    async def main():
+        async with open_store(server, part_bytes=SMALL_PART) as store:
+            lease = await new_session(store)
+            v1 = await store.write_checkpoint(lease, {"n": 1}, [tensors(1, numel=3 * KIB)])
+            v2 = await store.write_checkpoint(lease, {"n": 2}, [tensors(2, numel=3 * KIB)])
+            return v1, v2
+
+    return run(main())
+
+
+async def _read(server: RedisServer):
+    async with open_store(server, part_bytes=SMALL_PART) as store:
+        return await store.read_checkpoint(SID)
+
+
+def test_a_corrupt_newest_part_falls_back_to_the_previous_version(server, caplog):
+    v1, v2 = _two_versions(server)
+    r = sync(server)
+    victim = part_keys(r, version=v2)[1]
+    r.set(victim, b"\xff" * r.strlen(victim), keepttl=True)  # same size: only the digest tells
+    with caplog.at_level(logging.WARNING, logger="liveact.state.store"):
+        ckpt = run(_read(server))
+    assert ckpt.version == v1 and ckpt.meta == {"n": 1}
+    assert_same(ckpt.shards[0], tensors(1, numel=3 * KIB))
+    assert any(f"version {v2}" in f and "sha256" in f for f in ckpt.failed), ckpt.failed
+    assert any("newer failed" in rec.getMessage() for rec in caplog.records)
+
+    r.set(part_keys(r, version=v1)[0], b"garbage")
+    with pytest.raises(CheckpointCorrupt) as err:
+        run(_read(server))
+    assert f"version {v1}" in str(err.value) and f"version {v2}" in str(err.value)
+
+
+def test_a_missing_part_falls_back(server):
+    v1, v2 = _two_versions(server)
+    r = sync(server)
+    r.delete(part_keys(r, version=v2)[-1])
+    ckpt = run(_read(server))
+    assert ckpt.version == v1 and "missing" in ckpt.failed[0]
+
+
+def test_a_manifest_of_another_format_is_a_clear_error(server):
+    _two_versions(server)
+    r = sync(server)
+    manifest = json.loads(r.lindex("{liveact:sess-1}:history", 0))
+    manifest["format"] = 99
+    r.lset("{liveact:sess-1}:history", 0, json.dumps(manifest))
+    with pytest.raises(UnsupportedFormat, match="format 99"):
+        run(_read(server))
+
+
+def test_a_writer_that_never_committed_is_invisible_and_its_parts_expire(server):
+    async def main():
+        async with open_store(server, part_bytes=SMALL_PART) as store:
+            lease = await new_session(store)
+            v1 = await store.write_checkpoint(lease, {"n": 1}, [tensors(1, numel=3 * KIB)])
+
+            async def crash(*args, **kwargs):  # the writer dies after its parts, before the commit
+                raise redis.exceptions.ConnectionError("connection lost")
+
+            store._commit = crash
+            with pytest.raises(StoreUnavailable):
+                await store.write_checkpoint(lease, {"n": 2}, [tensors(2, numel=3 * KIB)])
+            return v1
+
+    v1 = run(main())
+    r = sync(server)
+    orphans = part_keys(r, version=v1 + 1)
+    assert orphans  # written, never referenced
+    assert all(0 < r.pttl(k) <= 3600 * 1000 for k in orphans)
+    ckpt = run(_read(server))
+    assert ckpt.version == v1 and ckpt.meta == {"n": 1} and ckpt.failed == []
+
+
+# -- audio log ---------------------------------------------------------------------------------
+
+
+def test_audio_log_appends_trims_at_commit_and_refuses_old_seqs(server, monkeypatch):
+    monkeypatch.setattr(store_module, "AUDIO_PAGE", 3)  # exercise paging
+
+    async def main():
+        async with open_store(server) as store:
+            lease = await new_session(store)
+            assert await store.last_audio_seq(SID) is None
+            for seq in range(10):
+                await store.append_audio(lease, seq, bytes([seq]) * 4)
+            assert await store.read_audio(SID) == [(s, bytes([s]) * 4) for s in range(10)]
+            await store.write_checkpoint(lease, {"chunk": 3, "audio_seq": 6}, [tensors(1)])
+            assert [s for s, _ in await store.read_audio(SID)] == [6, 7, 8, 9]
+            assert await store.read_audio(SID, from_seq=7) == [(s, bytes([s]) * 4) for s in (7, 8, 9)]
+            assert await store.read_audio(SID, from_seq=10) == []
+            for bad in (9, 3, 0):
+                with pytest.raises(AudioOrderError, match="not after the last logged seq"):
+                    await store.append_audio(lease, bad, b"dup")
+            assert await store.last_audio_seq(SID) == 9
+            await store.write_checkpoint(lease, {"audio_seq": 10}, [tensors(2)])
+            assert await store.read_audio(SID) == []
+            assert await store.last_audio_seq(SID) == 9  # remembered after the trim
+            await store.append_audio(lease, 10, b"next")
+            assert await store.read_audio(SID) == [(10, b"next")]
+            with pytest.raises(ValueError):
+                await store.append_audio(lease, -1, b"")
+
+    run(main())
+
+
+# -- TTLs --------------------------------------------------------------------------------------
+
+
+def test_an_idle_session_expires(server):
+    async def main():
+        async with open_store(server, session_ttl_s=1.0, lease_ttl_s=0.5, part_bytes=SMALL_PART) as store:
+            lease = await new_session(store)
+            await store.append_audio(lease, 0, b"pcm")
+            await store.write_checkpoint(lease, {"audio_seq": 0}, [tensors(1, numel=3 * KIB)])
+
+    run(main())
+    r = sync(server)
+    assert len(all_keys(r)) > 5
+    deadline = time.monotonic() + 3.0
+    while all_keys(r) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all_keys(r) == []
+
+
+def test_renew_and_append_refresh_ttls(server):
+    ttl_ms = 2000
+
+    async def main():
+        async with open_store(server, session_ttl_s=ttl_ms / 1000, lease_ttl_s=1.0, part_bytes=SMALL_PART) as store:
+            lease = await new_session(store)
+            await store.append_audio(lease, 0, b"pcm")
+            await store.write_checkpoint(lease, {}, [tensors(1, numel=3 * KIB)])
+            r = sync(server)
+            session_keys = [k for k in all_keys(r) if not k.endswith(":lease")]
+            await asyncio.sleep(0.7)
+            assert all(r.pttl(k) < ttl_ms - 500 for k in session_keys)
+            await store.renew(lease)
+            assert all(r.pttl(k) > ttl_ms - 300 for k in session_keys), {k: r.pttl(k) for k in session_keys}
+            assert 0 < r.pttl("{liveact:sess-1}:lease") <= 1000
+            await asyncio.sleep(0.7)
+            await store.append_audio(lease, 1, b"pcm")
+            tagged = [k for k in session_keys if k.startswith("{")]
+            assert all(r.pttl(k) > ttl_ms - 300 for k in tagged)
+
+    run(main())
+
+
+# -- secret, ids, deletion ---------------------------------------------------------------------
+
+
+def test_resume_secret_is_checked_and_never_stored(server):
+    async def main():
+        async with open_store(server) as store:
+            lease = await new_session(store)
+            await store.append_audio(lease, 0, b"pcm")
+            await store.write_checkpoint(lease, {"chunk": 0}, [tensors(1)])
+            assert await store.check_secret(SID, SECRET) == {"image": "face.png", "fps": 25}
+            with pytest.raises(BadSecret):
+                await store.check_secret(SID, SECRET + "x")
+            with pytest.raises(BadSecret):
+                await store.check_secret(SID, "")
+            with pytest.raises(SessionNotFound):
+                await store.check_secret("nobody", SECRET)
+            with pytest.raises(SessionNotFound):
+                await store.acquire("nobody", "gen-a")
+            with pytest.raises(SessionExists):
+                await store.create_session(SID, "other", {})
+            with pytest.raises(ValueError):
+                await store.create_session("x", "", {})
+
+    run(main())
+    r = sync(server)
+    values = b""
+    for key in all_keys(r):
+        kind = r.type(key)
+        if kind == b"string":
+            values += r.get(key)
+        elif kind == b"hash":
+            values += b"".join(k + v for k, v in r.hgetall(key).items())
+        elif kind == b"list":
+            values += b"".join(r.lrange(key, 0, -1))
+        elif kind == b"stream":
+            values += b"".join(b"".join(f) for _, e in r.xrange(key) for f in e.items())
+    assert values and SECRET.encode() not in values
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "a{b}", "a:b", "x" * 129, "é"])
+def test_bad_session_ids_are_refused(server, bad):
+    async def main():
+        async with open_store(server) as store:
+            with pytest.raises(ValueError, match="session id"):
+                await store.create_session(bad, SECRET, {})
+
+    run(main())
+
+
+def test_delete_session_removes_every_key(server):
+    async def main():
+        async with open_store(server, part_bytes=SMALL_PART) as store:
+            lease = await new_session(store)
+            await store.create_session("other", SECRET, {})
+            await store.append_audio(lease, 0, b"pcm")
+            for n in range(2):
+                await store.write_checkpoint(lease, {"n": n}, [tensors(n, numel=3 * KIB)])
+            await store.delete_session(SID)
+            with pytest.raises(SessionNotFound):
+                await store.check_secret(SID, SECRET)
+            with pytest.raises(CheckpointMissing):
+                await store.read_checkpoint(SID)
+
+    run(main())
+    assert all_keys(sync(server)) == ["{liveact:other}:record"]
+
+
+def test_sessions_checkpoint_concurrently_through_one_store(server):
+    async def one(store: SessionStore, sid: str, seed: int):
+        lease = await new_session(store, sid)
+        for n in range(3):
+            await store.write_checkpoint(lease, {"n": n}, [tensors(seed + n, numel=KIB)])
+        return await store.read_checkpoint(sid)
+
+    async def main():
+        async with open_store(server, part_bytes=SMALL_PART) as store:
+            got = await asyncio.gather(*(one(store, f"s{i}", 10 * i) for i in range(4)))
+            for i, ckpt in enumerate(got):
+                assert ckpt.meta == {"n": 2}
+                assert_same(ckpt.shards[0], tensors(10 * i + 2, numel=KIB))
+
+    run(main())
+
+
+# -- authentication and outages ----------------------------------------------------------------
+
+
+def test_password_protected_redis():
+    require_redis_server()
+    server = RedisServer(password="right-pw")
+    try:
+
+        async def main():
+            for password in ("wrong-pw", None):
+                async with open_store(server, password=password) as store:
+                    with pytest.raises(StoreUnavailable, match="credentials"):
+                        await store.create_session(SID, SECRET, {})
+            async with open_store(server, password="right-pw") as store:
+                lease = await new_session(store)
+                await store.write_checkpoint(lease, {"ok": True}, [tensors(1)])
+                assert (await store.read_checkpoint(SID)).meta == {"ok": True}
+
+        run(main())
+    finally:
+        server.close()
+
+
+def test_redis_down_raises_store_unavailable_promptly_and_recovers():
+    require_redis_server()
+    server = RedisServer()
+    try:
+
+        async def main():
+            async with open_store(server) as store:
+                lease = await new_session(store)
+                await store.write_checkpoint(lease, {"n": 1}, [tensors(1)])
+                server.kill()
+                for call in (
+                    store.write_checkpoint(lease, {"n": 2}, [tensors(2)]),
+                    store.read_checkpoint(SID),
+                    store.append_audio(lease, 0, b"x"),
+                    store.renew(lease),
+                    store.ping(),
+                ):
+                    start = time.monotonic()
+                    with pytest.raises(StoreUnavailable, match="unavailable"):
+                        await call
+                    assert time.monotonic() - start < OP_TIMEOUT_S
+                server.restart()  # same port, empty
+                await store.ping()
+                with pytest.raises(SessionNotFound):
+                    await store.acquire(SID, "gen-a")
+                lease = await new_session(store)
+                await store.write_checkpoint(lease, {"n": 3}, [tensors(3)])
+                assert (await store.read_checkpoint(SID)).meta == {"n": 3}
+
+        run(main())
+    finally:
+        server.close()
+
+
+def test_tls_with_a_client_certificate(tmp_path):
+    require_redis_server()
+    files = make_tls_files(tmp_path)
+    server = RedisServer(tls=files)
+    try:
+
+        async def main():
+            mutual = {"tls_ca_file": files.ca, "tls_cert_file": files.client_cert, "tls_key_file": files.client_key}
+            async with open_store(server, tls=True, **mutual) as store:
+                lease = await new_session(store)
+                await store.write_checkpoint(lease, {"tls": True}, [tensors(1)])
+                assert (await store.read_checkpoint(SID)).meta == {"tls": True}
+            for refused in ({}, {"tls": True, "tls_ca_file": files.ca}):  # plain text; TLS without a client cert
+                async with open_store(server, **refused) as store:
+                    with pytest.raises(StoreUnavailable):
+                        await store.ping()
+
+        run(main())
+    finally:
+        server.close()
