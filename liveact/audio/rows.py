@@ -5,6 +5,10 @@ Legend: R capacity (rows kept), L layers, C channels.
 Rows are appended in frame order; only the latest R are held (a fixed (R, L, C) tensor used as a
 ring), but every lookup takes absolute frame indices, so a session can run for hours while the
 sampler keeps asking for "rows 151200 .. 151253".
+
+``restart_at(end)`` empties a ring and positions it at absolute frame ``end``: a stream restored from
+a snapshot goes on appending frames ``end, end + 1, ...`` without the rows before (asking for them
+raises ``RowsUnavailable("dropped")``), so a snapshot needs only the position, not the rows.
 """
 
 from __future__ import annotations
@@ -25,11 +29,19 @@ class FrameRing:
         self.capacity = capacity
         self._data = torch.zeros(capacity, layers, channels)  # (R, L, C)
         self.end = 0  # absolute index one past the newest row
+        self._first = 0  # absolute index of the first row appended since the ring (re)started
 
     @property
     def start(self) -> int:
         """Oldest absolute frame index still held."""
-        return max(0, self.end - self.capacity)
+        return max(self._first, self.end - self.capacity)
+
+    def restart_at(self, end: int) -> None:
+        """Drop every row; the next row appended is frame ``end`` (frames before it read as dropped)."""
+        if end < 0:
+            raise ValueError(f"a ring position must be >= 0, got {end}")
+        self._data.zero_()
+        self.end = self._first = end
 
     def append(self, rows: torch.Tensor) -> None:
         """rows (n, L, C), the frames ``end .. end+n-1``."""

@@ -21,11 +21,20 @@ and a ``FrameRing`` of the latest ``retain_frames`` rows. Rows stay addressable 
 index: ``rows(start, stop)`` and ``chunk_window(config, k)``, the latter the streaming counterpart
 of ``liveact.sampling.audio_window.gather_window`` (rows past the end clamp to the last row once
 the stream is finished, as offline).
+
+State: ``state_dict()`` holds what the rows still to come depend on: the tempo's state, the
+stretched PCM buffer and the counters, plus the settings it must be loaded with (checked). The
+ring's rows are not in it, only its position ``frames_final``: they were already returned, and no
+later row is computed from them. ``load_state_dict`` into a new stream with the same backend
+layout, ``AudioConfig`` and fps continues bit for bit: its pushes and ``finish()`` return exactly
+the rows (and ``total_frames``) the original stream would have; rows before ``frames_final`` are
+not held by it (``rows`` / ``chunk_window`` raise ``RowsUnavailable("dropped")`` for them).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +45,15 @@ from liveact.audio.config import AudioConfig
 from liveact.audio.errors import AudioError
 from liveact.audio.frames import frame_count
 from liveact.audio.rows import ChunkWindows
-from liveact.audio.tempo import tempo_for
+from liveact.audio.tempo import (
+    StateReader,
+    array_tensor,
+    check_state,
+    float_tensor,
+    int_tensor,
+    tempo_for,
+    with_prefix,
+)
 from liveact.config import ConfigError, LiveActConfig
 
 __all__ = ["FeatureRows", "StreamingAudioFeatures"]
@@ -152,6 +169,57 @@ class StreamingAudioFeatures:
             "tempo_input_samples": self._tempo.buffered_samples,
             "stretched_samples": int(self._pcm.size),
             "ring_rows": self._ring.capacity,
+        }
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Named tensors: the settings (checked on load), ``tempo.*``, the PCM buffer and counters."""
+        if self.finished:
+            raise RuntimeError("state_dict() after finish(): a finished stream has nothing to continue")
+        return {
+            **self._settings(),
+            **with_prefix("tempo", self._tempo.state_dict()),
+            "pcm": array_tensor(self._pcm),  # (stretched - pcm_start,) stretched samples x gain
+            "pcm_start": int_tensor(self._pcm_start),
+            "stretched": int_tensor(self._stretched),
+            "received": int_tensor(self._received),
+            "frames_final": int_tensor(self._ring.end),
+        }
+
+    def load_state_dict(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Continue from another stream's ``state_dict()`` (same layout, config and fps; checked)."""
+        r = StateReader(tensors, "audio features state")
+        for name, value in self._settings().items():
+            r.same(name, value.item())
+        pcm, pcm_start, stretched = r.read_array("pcm"), r.read_int("pcm_start"), r.read_int("stretched")
+        received, end = r.read_int("received"), r.read_int("frames_final")
+        tempo = r.sub("tempo")
+        r.close()
+        what, spf = r.what, self._spf
+        check_state(min(pcm_start, received, end) >= 0, what, "negative position")
+        check_state(pcm_start + pcm.size == stretched, what, "PCM buffer does not end at the stretched sample")
+        check_state(pcm_start == max(0, end - self._history) * spf, what, "PCM buffer does not start at the history")
+        check_state(end % self._block == 0, what, f"{end} final rows is not whole blocks of {self._block}")
+        check_state(end <= max(0, stretched // spf - self._lookahead + 1), what, "more final rows than audio")
+        check_state(self._tempo.output_length(received) >= stretched, what, "more stretched samples than input")
+        self._tempo.load_state_dict(tempo)  # checks its part; nothing is changed if it refuses
+        self._pcm, self._pcm_start, self._stretched, self._received = pcm, pcm_start, stretched, received
+        self._ring.restart_at(end)
+
+    def _settings(self) -> dict[str, torch.Tensor]:
+        """What the saved buffers mean: a state loads only into a stream with the same values."""
+        c = self.config
+        return {
+            "sample_rate": int_tensor(c.sample_rate),
+            "samples_per_frame": int_tensor(self._spf),
+            "fps": float_tensor(self.fps),
+            "gain": float_tensor(float(self._gain)),
+            "history_frames": int_tensor(self._history),
+            "lookahead_frames": int_tensor(self._lookahead),
+            "block_frames": int_tensor(self._block),
+            "layers": int_tensor(self.backend.layers),
+            "channels": int_tensor(self.backend.channels),
         }
 
     # -- internals ------------------------------------------------------------------------------

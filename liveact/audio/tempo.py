@@ -20,19 +20,122 @@ unreceived tail read as zeros, so the concatenated output of any sequence of pus
 offline output bit for bit, final flush included. Buffers are bounded: the unconsumed input (about
 ``window + 2 * search`` samples plus the latest push) and one ``window`` of output accumulator.
 Latency: output up to ``(m + 1) * hop`` is final once input reaches ``nominal(m) + search + window``.
+
+State: ``state_dict()`` is the stream's whole position (the unconsumed input, the output
+accumulator and the frame counters) as named tensors; ``load_state_dict`` puts a new stretcher with
+the same factor and sizes there, and it continues bit for bit (the split stream equals the whole
+one). The helpers below (``StateReader`` and the ``*_tensor`` constructors) are shared by the other
+streaming classes that export their state (``StreamingAudioFeatures``, the audio encoder's
+resampler and streams): integers travel as 0-d int64 tensors, PCM as 1-D float32, so a state is
+plain safetensors content.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from fractions import Fraction
 
 import numpy as np
+import torch
 
 from liveact.audio.config import AudioConfig
 
-__all__ = ["StreamingTempo", "tempo_for", "tempo_stretch"]
+__all__ = [
+    "StateReader",
+    "StreamingTempo",
+    "array_tensor",
+    "check_state",
+    "float_tensor",
+    "int_tensor",
+    "tempo_for",
+    "tempo_stretch",
+    "with_prefix",
+]
 
 _SCORE_EPS = 1e-12  # keeps the normalised correlation finite over digital silence
+_PREFIX_SEP = "."  # "features.tempo.buf": a nested state's names carry its owner's prefix
+
+
+# -- state_dict helpers ---------------------------------------------------------------------------
+
+
+def int_tensor(value: int) -> torch.Tensor:
+    """An integer as a 0-d int64 tensor."""
+    return torch.tensor(int(value), dtype=torch.int64)
+
+
+def float_tensor(value: float) -> torch.Tensor:
+    """A float as a 0-d float64 tensor (exact for a Python float)."""
+    return torch.tensor(float(value), dtype=torch.float64)
+
+
+def array_tensor(x: np.ndarray) -> torch.Tensor:
+    """PCM (S,) float32 -> a tensor owning a copy (the stream keeps changing its buffers)."""
+    return torch.from_numpy(np.array(x, dtype=np.float32, copy=True).reshape(-1))
+
+
+def with_prefix(prefix: str, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f"{prefix}{_PREFIX_SEP}{name}": t for name, t in tensors.items()}
+
+
+class StateReader:
+    """Reads a ``state_dict`` strictly: each entry's dtype and shape are checked, and ``close`` refuses
+    entries nobody read, so a state from another class, version or configuration never half-loads.
+    Errors are ``ValueError`` naming ``what`` (e.g. "tempo state") and the entry."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor], what: str) -> None:
+        self.what = what
+        self._tensors = dict(tensors)
+        self._read: set[str] = set()
+
+    def tensor(self, name: str, dtype: torch.dtype, ndim: int) -> torch.Tensor:
+        if name not in self._tensors:
+            raise ValueError(f"{self.what} is missing {name!r}")
+        t = self._tensors[name]
+        if not isinstance(t, torch.Tensor) or t.dtype != dtype or t.dim() != ndim:
+            got = f"{t.dtype} with shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{self.what}: {name!r} must be a {ndim}-d {dtype} tensor, got {got}")
+        self._read.add(name)
+        return t
+
+    def read_int(self, name: str) -> int:
+        return int(self.tensor(name, torch.int64, 0).item())
+
+    def read_float(self, name: str) -> float:
+        return float(self.tensor(name, torch.float64, 0).item())
+
+    def read_array(self, name: str) -> np.ndarray:
+        """A 1-D float32 buffer, as a writable array of its own."""
+        return self.tensor(name, torch.float32, 1).detach().cpu().numpy().copy()
+
+    def has(self, prefix: str) -> bool:
+        return any(n.startswith(prefix + _PREFIX_SEP) for n in self._tensors)
+
+    def sub(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The entries under ``prefix.``, unprefixed, for a nested object's ``load_state_dict`` to check."""
+        head = prefix + _PREFIX_SEP
+        names = [n for n in self._tensors if n.startswith(head)]
+        self._read.update(names)
+        return {n[len(head) :]: self._tensors[n] for n in names}
+
+    def same(self, name: str, current: float | int, unit: str = "") -> None:
+        """The saved setting ``name`` must equal this object's; else say which stream differs how."""
+        saved = self.read_float(name) if isinstance(current, float) else self.read_int(name)
+        if saved != current:
+            raise ValueError(
+                f"{self.what} was saved with {name} = {saved}{unit}, but this stream has {current}{unit}: "
+                "load it into a stream configured like the one it came from"
+            )
+
+    def close(self) -> None:
+        if extra := sorted(set(self._tensors) - self._read):
+            raise ValueError(f"{self.what} has unexpected entries {extra}: it is not a state this version wrote")
+
+
+def check_state(ok: bool, what: str, detail: str) -> None:
+    """An inconsistent saved state (a damaged or hand-made one) is refused before it is used."""
+    if not ok:
+        raise ValueError(f"{what} is inconsistent ({detail}): it was not written by state_dict()")
 
 
 class StreamingTempo:
@@ -92,6 +195,55 @@ class StreamingTempo:
     def buffered_samples(self) -> int:
         """Input samples held (bounded: independent of how much has been pushed)."""
         return int(self._buf.size)
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The stream's position as named tensors (settings included, to be checked on load)."""
+        if self._finished:
+            raise RuntimeError("state_dict() after finish(): a finished stream has nothing to continue")
+        return {
+            "factor_num": int_tensor(self.factor.numerator),
+            "factor_den": int_tensor(self.factor.denominator),
+            "window": int_tensor(self.window),
+            "search": int_tensor(self.search),
+            "buf": array_tensor(self._buf),  # (received - buf_start,) input not yet consumed
+            "buf_start": int_tensor(self._buf_start),
+            "received": int_tensor(self._received),
+            "frame": int_tensor(self._frame),
+            "prev": int_tensor(self._prev),
+            "acc": array_tensor(self._acc),  # (window,) output accumulator
+            "emitted": int_tensor(self._emitted),
+        }
+
+    def load_state_dict(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Continue from ``state_dict()`` of a stretcher with the same factor, window and search."""
+        r = StateReader(tensors, "tempo state")
+        r.same("factor_num", self.factor.numerator)
+        r.same("factor_den", self.factor.denominator)
+        r.same("window", self.window, " samples")
+        r.same("search", self.search, " samples")
+        buf, acc = r.read_array("buf"), r.read_array("acc")
+        start, received, frame = r.read_int("buf_start"), r.read_int("received"), r.read_int("frame")
+        prev, emitted = r.read_int("prev"), r.read_int("emitted")
+        r.close()
+        what = r.what
+        check_state(acc.size == self.window, what, f"acc has {acc.size} samples, the window is {self.window}")
+        check_state(min(start, received, frame, prev) >= 0, what, "negative position")
+        if self.identity:
+            check_state(buf.size == 0 and frame == 0 and emitted == received, what, "identity stretch with a buffer")
+        else:
+            check_state(start + buf.size == received, what, "buffer does not end at the received sample")
+            check_state(emitted == frame * self.hop, what, "emitted samples are not whole hops")
+            first_read = min(prev + self.hop, max(self._nominal(frame) - self.search, 0)) if frame else 0
+            check_state(start <= first_read, what, "buffer starts after the next read")
+        self._buf, self._acc = buf, acc
+        self._buf_start, self._received, self._frame, self._prev, self._emitted = start, received, frame, prev, emitted
+        self._finished = False
 
     # -- internals ------------------------------------------------------------------------------
 

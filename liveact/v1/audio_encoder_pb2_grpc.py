@@ -47,6 +47,10 @@ class AudioEncoderServicer:
     def Encode(self, request_iterator, context):
         """One stream per session: an EncodeConfig first, then PCM in pieces of any size, then end.
         Rows are returned as they become final (a row needs 3 frames of lookahead audio).
+        A SnapshotRequest between them is answered with the stream's state after all PCM before it
+        (and after the rows that PCM made final); EncodeConfig.resume_state continues from such a state.
+        After end_of_audio the call ends when the client half-closes; any further request (a snapshot
+        included) is FAILED_PRECONDITION.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

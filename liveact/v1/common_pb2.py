@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17liveact/v1/common.proto\x12\nliveact.v1\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xac\x01\n\x0b\x41udioFormat\x12\x32\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32 .liveact.v1.AudioFormat.Encoding\x12\x13\n\x0bsample_rate\x18\x02 \x01(\r\x12\x10\n\x08\x63hannels\x18\x03 \x01(\r\"B\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\r\n\tPCM_S16LE\x10\x01\x12\r\n\tPCM_F32LE\x10\x02\"A\n\x0b\x43hunkStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x03 \x01(\x04*S\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x0b\n\x07RAW_RGB\x10\x01\x12\x08\n\x04JPEG\x10\x02\x12\r\n\tFMP4_H264\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17liveact/v1/common.proto\x12\nliveact.v1\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xac\x01\n\x0b\x41udioFormat\x12\x32\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32 .liveact.v1.AudioFormat.Encoding\x12\x13\n\x0bsample_rate\x18\x02 \x01(\r\x12\x10\n\x08\x63hannels\x18\x03 \x01(\r\"B\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\r\n\tPCM_S16LE\x10\x01\x12\r\n\tPCM_F32LE\x10\x02\"A\n\x0b\x43hunkStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x03 \x01(\x04\"\x1d\n\x0fSnapshotRequest\x12\n\n\x02id\x18\x01 \x01(\x04\"?\n\x0eStreamSnapshot\x12\n\n\x02id\x18\x01 \x01(\x04\x12\r\n\x05state\x18\x02 \x01(\x0c\x12\x12\n\nnext_frame\x18\x03 \x01(\x04*S\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x0b\n\x07RAW_RGB\x10\x01\x12\x08\n\x04JPEG\x10\x02\x12\r\n\tFMP4_H264\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'liveact.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTPUTFORMAT']._serialized_start=335
-  _globals['_OUTPUTFORMAT']._serialized_end=418
+  _globals['_OUTPUTFORMAT']._serialized_start=431
+  _globals['_OUTPUTFORMAT']._serialized_end=514
   _globals['_TENSOR']._serialized_start=39
   _globals['_TENSOR']._serialized_end=91
   _globals['_AUDIOFORMAT']._serialized_start=94
@@ -41,4 +41,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUDIOFORMAT_ENCODING']._serialized_end=266
   _globals['_CHUNKSTATUS']._serialized_start=268
   _globals['_CHUNKSTATUS']._serialized_end=333
+  _globals['_SNAPSHOTREQUEST']._serialized_start=335
+  _globals['_SNAPSHOTREQUEST']._serialized_end=364
+  _globals['_STREAMSNAPSHOT']._serialized_start=366
+  _globals['_STREAMSNAPSHOT']._serialized_end=429
 # @@protoc_insertion_point(module_scope)

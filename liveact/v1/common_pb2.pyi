@@ -55,3 +55,19 @@ class ChunkStatus(_message.Message):
     message: str
     chunk_index: int
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., chunk_index: _Optional[int] = ...) -> None: ...
+
+class SnapshotRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
+class StreamSnapshot(_message.Message):
+    __slots__ = ("id", "state", "next_frame")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FRAME_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    state: bytes
+    next_frame: int
+    def __init__(self, id: _Optional[int] = ..., state: _Optional[bytes] = ..., next_frame: _Optional[int] = ...) -> None: ...

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class DecodeConfig(_message.Message):
-    __slots__ = ("vae_preset", "width", "height", "fps", "output_format", "jpeg_quality", "audio_sample_rate")
+    __slots__ = ("vae_preset", "width", "height", "fps", "output_format", "jpeg_quality", "audio_sample_rate", "resume_state", "first_output_frame")
     VAE_PRESET_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,8 @@ class DecodeConfig(_message.Message):
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     JPEG_QUALITY_FIELD_NUMBER: _ClassVar[int]
     AUDIO_SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    RESUME_STATE_FIELD_NUMBER: _ClassVar[int]
+    FIRST_OUTPUT_FRAME_FIELD_NUMBER: _ClassVar[int]
     vae_preset: str
     width: int
     height: int
@@ -23,7 +25,9 @@ class DecodeConfig(_message.Message):
     output_format: _common_pb2.OutputFormat
     jpeg_quality: int
     audio_sample_rate: int
-    def __init__(self, vae_preset: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., output_format: _Optional[_Union[_common_pb2.OutputFormat, str]] = ..., jpeg_quality: _Optional[int] = ..., audio_sample_rate: _Optional[int] = ...) -> None: ...
+    resume_state: bytes
+    first_output_frame: int
+    def __init__(self, vae_preset: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., output_format: _Optional[_Union[_common_pb2.OutputFormat, str]] = ..., jpeg_quality: _Optional[int] = ..., audio_sample_rate: _Optional[int] = ..., resume_state: _Optional[bytes] = ..., first_output_frame: _Optional[int] = ...) -> None: ...
 
 class LatentChunk(_message.Message):
     __slots__ = ("chunk_index", "first_frame", "latents", "keep_frames", "audio_pcm_f32")
@@ -40,14 +44,16 @@ class LatentChunk(_message.Message):
     def __init__(self, chunk_index: _Optional[int] = ..., first_frame: _Optional[int] = ..., latents: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., keep_frames: _Optional[int] = ..., audio_pcm_f32: _Optional[bytes] = ...) -> None: ...
 
 class DecodeRequest(_message.Message):
-    __slots__ = ("config", "chunk", "end")
+    __slots__ = ("config", "chunk", "end", "snapshot")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     config: DecodeConfig
     chunk: LatentChunk
     end: bool
-    def __init__(self, config: _Optional[_Union[DecodeConfig, _Mapping]] = ..., chunk: _Optional[_Union[LatentChunk, _Mapping]] = ..., end: _Optional[bool] = ...) -> None: ...
+    snapshot: _common_pb2.SnapshotRequest
+    def __init__(self, config: _Optional[_Union[DecodeConfig, _Mapping]] = ..., chunk: _Optional[_Union[LatentChunk, _Mapping]] = ..., end: _Optional[bool] = ..., snapshot: _Optional[_Union[_common_pb2.SnapshotRequest, _Mapping]] = ...) -> None: ...
 
 class DecodedFrames(_message.Message):
     __slots__ = ("chunk_index", "first_frame", "frame_count", "frames", "fmp4")
@@ -64,7 +70,9 @@ class DecodedFrames(_message.Message):
     def __init__(self, chunk_index: _Optional[int] = ..., first_frame: _Optional[int] = ..., frame_count: _Optional[int] = ..., frames: _Optional[_Iterable[bytes]] = ..., fmp4: _Optional[bytes] = ...) -> None: ...
 
 class DecodeResponse(_message.Message):
-    __slots__ = ("frames",)
+    __slots__ = ("frames", "snapshot")
     FRAMES_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     frames: DecodedFrames
-    def __init__(self, frames: _Optional[_Union[DecodedFrames, _Mapping]] = ...) -> None: ...
+    snapshot: _common_pb2.StreamSnapshot
+    def __init__(self, frames: _Optional[_Union[DecodedFrames, _Mapping]] = ..., snapshot: _Optional[_Union[_common_pb2.StreamSnapshot, _Mapping]] = ...) -> None: ...

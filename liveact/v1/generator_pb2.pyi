@@ -91,7 +91,7 @@ class AnimateResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[SessionHeader, _Mapping]] = ..., frames: _Optional[_Union[FrameChunk, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointNotice, _Mapping]] = ..., status: _Optional[_Union[_common_pb2.ChunkStatus, _Mapping]] = ..., end: _Optional[_Union[SessionEnd, _Mapping]] = ...) -> None: ...
 
 class SessionHeader(_message.Message):
-    __slots__ = ("session_id", "resume_secret", "width", "height", "fps", "output_format", "first_frame", "skipped_frames")
+    __slots__ = ("session_id", "resume_secret", "width", "height", "fps", "output_format", "first_frame", "skipped_frames", "next_audio_seq")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     RESUME_SECRET_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +100,7 @@ class SessionHeader(_message.Message):
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     FIRST_FRAME_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_AUDIO_SEQ_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     resume_secret: str
     width: int
@@ -108,7 +109,8 @@ class SessionHeader(_message.Message):
     output_format: _common_pb2.OutputFormat
     first_frame: int
     skipped_frames: int
-    def __init__(self, session_id: _Optional[str] = ..., resume_secret: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., output_format: _Optional[_Union[_common_pb2.OutputFormat, str]] = ..., first_frame: _Optional[int] = ..., skipped_frames: _Optional[int] = ...) -> None: ...
+    next_audio_seq: int
+    def __init__(self, session_id: _Optional[str] = ..., resume_secret: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., output_format: _Optional[_Union[_common_pb2.OutputFormat, str]] = ..., first_frame: _Optional[int] = ..., skipped_frames: _Optional[int] = ..., next_audio_seq: _Optional[int] = ...) -> None: ...
 
 class FrameChunk(_message.Message):
     __slots__ = ("seq", "chunk_index", "first_frame", "frame_count", "pts_us", "frames", "fmp4")
@@ -129,14 +131,16 @@ class FrameChunk(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., chunk_index: _Optional[int] = ..., first_frame: _Optional[int] = ..., frame_count: _Optional[int] = ..., pts_us: _Optional[int] = ..., frames: _Optional[_Iterable[bytes]] = ..., fmp4: _Optional[bytes] = ...) -> None: ...
 
 class CheckpointNotice(_message.Message):
-    __slots__ = ("next_frame", "session_id", "resume_secret")
+    __slots__ = ("next_frame", "session_id", "resume_secret", "version")
     NEXT_FRAME_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     RESUME_SECRET_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     next_frame: int
     session_id: str
     resume_secret: str
-    def __init__(self, next_frame: _Optional[int] = ..., session_id: _Optional[str] = ..., resume_secret: _Optional[str] = ...) -> None: ...
+    version: int
+    def __init__(self, next_frame: _Optional[int] = ..., session_id: _Optional[str] = ..., resume_secret: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class SessionEnd(_message.Message):
     __slots__ = ("frames", "reason")

@@ -13,14 +13,22 @@ for bit). ``finish()`` emits the rest, ``ceil(S * U / D)`` outputs in all.
 Memory: the input from the next output's first tap on (2h samples plus one push) and a tap table
 of U phases x 2h taps shared by all streams with the same rates (U = 1 for 48 kHz -> 16 kHz, 160
 for 44.1 kHz -> 16 kHz).
+
+State: ``state_dict()`` is the rates, the held input and the counters (the taps are derived from
+the rates); ``load_state_dict`` puts a new resampler with the same rates there, and its outputs
+continue bit for bit.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from functools import lru_cache
 
 import numpy as np
+import torch
+
+from liveact.audio.tempo import StateReader, array_tensor, check_state, int_tensor
 
 __all__ = ["StreamingResampler"]
 
@@ -86,6 +94,34 @@ class StreamingResampler:
     @property
     def buffered_samples(self) -> int:
         return int(self._buf.size)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Named tensors: the rates (checked on load), the held input and the counters."""
+        if self.finished:
+            raise RuntimeError("state_dict() after finish(): a finished stream has nothing to continue")
+        return {
+            "in_rate": int_tensor(self.in_rate),
+            "out_rate": int_tensor(self.out_rate),
+            "buf": array_tensor(self._buf),  # (received - buf_start,) input from the next output's first tap
+            "buf_start": int_tensor(self._buf_start),
+            "received": int_tensor(self._received),
+            "next": int_tensor(self._next),
+        }
+
+    def load_state_dict(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Continue from the ``state_dict()`` of a resampler with the same rates (checked)."""
+        r = StateReader(tensors, "resampler state")
+        r.same("in_rate", self.in_rate, " Hz")
+        r.same("out_rate", self.out_rate, " Hz")
+        buf, start = r.read_array("buf"), r.read_int("buf_start")
+        received, nxt = r.read_int("received"), r.read_int("next")
+        r.close()
+        what, half = r.what, self._half
+        check_state(received >= 0 and 0 <= nxt <= self.output_length(received), what, "position out of range")
+        check_state(start + buf.size == received, what, "buffer does not end at the received sample")
+        check_state(-(half - 1) <= start <= nxt * self.down // self.up - half + 1, what, "buffer misses taps")
+        self._buf, self._buf_start, self._received, self._next = buf, start, received, nxt
+        self.finished = False
 
     def _emit(self, stop: int) -> np.ndarray:
         parts = []

@@ -15,6 +15,16 @@ PCM at another sample rate than the encoder's (16 kHz) is resampled here (``resa
 clients may send 8..192 kHz. Feature extraction runs on a thread pool (``--threads``), never on
 the event loop, so other streams and health checks stay responsive; a stream's state is freed when
 it ends, fails or is cancelled by the client.
+
+Snapshots (for a generator that checkpoints its sessions): a ``snapshot`` request between ``pcm``
+messages is answered, after the rows of all PCM before it, by a ``StreamSnapshot`` whose ``state`` is
+the stream's whole state (``EncodeStream.snapshot``: safetensors, never pickle) and whose
+``next_frame`` is the first row still to come. A new stream whose ``EncodeConfig.resume_state`` holds
+it continues exactly there (rows from ``next_frame`` on, bitwise equal to the original stream's). Its
+fps and audio format must equal the snapshot's, and ``resume_state`` must be a whole audio encoder
+snapshot: INVALID_ARGUMENT says what differs or is damaged. A state bigger than a message
+(``--max-message-mb``) is RESOURCE_EXHAUSTED. After ``end_of_audio`` the RPC ends once the client
+half-closes; any request after it (a snapshot: nothing is left to resume) is FAILED_PRECONDITION.
 """
 
 from __future__ import annotations
@@ -31,12 +41,13 @@ from typing import TypeVar
 import grpc
 
 from liveact.audio import AudioError, FeatureBackend, FeatureRows, load_backend
-from liveact.v1 import audio_encoder_pb2, audio_encoder_pb2_grpc
+from liveact.v1 import audio_encoder_pb2, audio_encoder_pb2_grpc, common_pb2
 from services.audio_encoder.settings import EncoderSettings
 from services.audio_encoder.stream import EncodeStream, StreamFormat, parse_config, silence
 from services.common import logs, tensors
-from services.common.errors import RequestError
+from services.common.errors import RequestError, invalid
 from services.common.server import run
+from services.common.snapshot import SnapshotError
 
 __all__ = ["SERVICE_NAME", "AudioEncoder", "serve"]
 
@@ -46,6 +57,7 @@ SERVICE_NAME = audio_encoder_pb2.DESCRIPTOR.services_by_name["AudioEncoder"].ful
 _PIECE_SECONDS = 1.0  # a pcm message is encoded (and answered) in pieces of at most this much audio
 _MIN_PIECE_SECONDS = 0.05
 _WARM_UP_SECONDS = 1.0
+_SNAPSHOT_OVERHEAD = 1024  # bytes of a snapshot response besides its state (id, next_frame, framing)
 
 T = TypeVar("T")
 
@@ -136,7 +148,17 @@ class AudioEncoder(audio_encoder_pb2_grpc.AudioEncoderServicer):
                     )
                 fmt = parse_config(request.config, self.audio, self.settings.preset)
                 stream = EncodeStream(self.backend, self.audio, fmt)
-                log.info("stream opened", extra={"stream": stream_id, "peer": peer, **dataclasses.asdict(fmt)})
+                if request.config.resume_state:
+                    await self._resume(stream, request.config.resume_state)
+                log.info(
+                    "stream opened",
+                    extra={
+                        "stream": stream_id,
+                        "peer": peer,
+                        "resumed_at": stream.next_frame if request.config.resume_state else None,
+                        **dataclasses.asdict(fmt),
+                    },
+                )
             elif kind == "pcm":
                 stream.check_pcm(len(request.pcm), self.settings.pcm_limit)
                 piece = self._piece_bytes(stream.format)
@@ -154,7 +176,11 @@ class AudioEncoder(audio_encoder_pb2_grpc.AudioEncoderServicer):
                 audio_s = stream.bytes_received / stream.format.frame_bytes / stream.format.sample_rate
                 log.info("stream finished", extra={"stream": stream_id, "frames": total, "audio_s": round(audio_s, 3)})
                 yield _response(rows, total_frames=total)
+                async for late in requests:  # the RPC ends when the client half-closes
+                    raise _after_end(late.WhichOneof("kind"))
                 return
+            elif kind == "snapshot":
+                yield await self._snapshot(stream, request.snapshot, stream_id)
             elif kind == "config":
                 raise RequestError(
                     grpc.StatusCode.FAILED_PRECONDITION,
@@ -162,7 +188,8 @@ class AudioEncoder(audio_encoder_pb2_grpc.AudioEncoderServicer):
                 )
             else:
                 raise RequestError(
-                    grpc.StatusCode.INVALID_ARGUMENT, "an EncodeRequest must set one of config, pcm or end_of_audio"
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "an EncodeRequest must set one of config, pcm or end_of_audio (or snapshot)",
                 )
         # A client that cancels (or disconnects) also ends the request iterator; its cancellation
         # arrives at the next await, so a real cancel is not reported as a protocol error.
@@ -173,6 +200,31 @@ class AudioEncoder(audio_encoder_pb2_grpc.AudioEncoderServicer):
             if stream is not None
             else "send an EncodeConfig first: the request stream ended without one",
         )
+
+    async def _resume(self, stream: EncodeStream, state: bytes) -> None:
+        """Load ``EncodeConfig.resume_state`` into the new ``stream``; what is wrong is INVALID_ARGUMENT."""
+        try:
+            await self._off_loop(stream.resume, state)
+        except SnapshotError as exc:  # not an audio encoder snapshot of this version: garbage, truncated
+            raise invalid(str(exc)) from None
+        except ValueError as exc:  # a snapshot, but of another format or encoder configuration
+            raise invalid(f"EncodeConfig.resume_state does not fit this stream: {exc}") from None
+
+    async def _snapshot(
+        self, stream: EncodeStream, request: common_pb2.SnapshotRequest, stream_id: int
+    ) -> audio_encoder_pb2.EncodeResponse:
+        """The stream's state now: every PCM message before the request was pushed, its rows sent."""
+        state = await self._off_loop(stream.snapshot)
+        limit = self.settings.max_message_bytes - _SNAPSHOT_OVERHEAD
+        if len(state) > limit:
+            raise RequestError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the stream's snapshot state is {len(state)} bytes, more than fits in a message of this encoder "
+                f"({limit} bytes): raise --max-message-mb (LIVEACT_MAX_MESSAGE_MB) on the encoders and the client",
+            )
+        log.info("snapshot taken", extra={"stream": stream_id, "bytes": len(state), "next_frame": stream.next_frame})
+        snap = common_pb2.StreamSnapshot(id=request.id, state=state, next_frame=stream.next_frame)
+        return audio_encoder_pb2.EncodeResponse(snapshot=snap)
 
     def _piece_bytes(self, fmt: StreamFormat) -> int:
         """PCM bytes encoded per step: at most ``_PIECE_SECONDS``, and few enough rows to fit a response."""
@@ -190,6 +242,14 @@ class AudioEncoder(audio_encoder_pb2_grpc.AudioEncoderServicer):
 
     async def _off_loop(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+
+def _after_end(kind: str | None) -> RequestError:
+    if kind == "snapshot":
+        reason = "snapshot after end_of_audio: the stream has ended, nothing is left to resume; take snapshots before"
+    else:
+        reason = f"{kind or 'an empty request'} after end_of_audio: the stream has ended; half-close the requests"
+    return RequestError(grpc.StatusCode.FAILED_PRECONDITION, reason)
 
 
 def _response(rows: FeatureRows, total_frames: int | None = None) -> audio_encoder_pb2.EncodeResponse:

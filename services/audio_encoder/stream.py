@@ -6,11 +6,20 @@ state: PCM bytes -> mono float32 (``pcm_from_bytes``: channels averaged) -> resa
 encoder's rate when the client sends another one (``StreamingResampler``) ->
 ``StreamingAudioFeatures`` -> the rows that became final. Its methods are CPU work: the servicer
 runs them off the event loop.
+
+Snapshots: ``snapshot()`` packs ``state_dict()`` (the stream's format, the PCM byte count, the
+resampler's and the features' states; see ``services.common.snapshot``) into the bytes of a
+``StreamSnapshot``; ``resume(state)`` puts a new stream, made from the same (checked) format, at that
+point. Pushing the rest of the PCM into it and finishing gives exactly the rows, ``final`` and
+``total_frames`` the original stream would have given, however the PCM was split (the resampler,
+the tempo and the features are each split-invariant and restored bit for bit). The feature rows
+already sent are not part of the state: the resumed stream sends rows from ``next_frame`` on.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,12 +27,16 @@ import torch
 
 from liveact.audio import AudioConfig, FeatureBackend, FeatureRows, StreamingAudioFeatures, pcm_from_bytes
 from liveact.audio.io import PcmFormat
+from liveact.audio.tempo import StateReader, check_state, float_tensor, int_tensor, with_prefix
 from liveact.config import ConfigError
 from liveact.v1 import audio_encoder_pb2, common_pb2
 from services.audio_encoder.resample import StreamingResampler
+from services.common import snapshot
 from services.common.errors import invalid
 
-__all__ = ["EncodeStream", "StreamFormat", "parse_config"]
+__all__ = ["SNAPSHOT_KIND", "EncodeStream", "StreamFormat", "parse_config"]
+
+SNAPSHOT_KIND = "audio_encoder"  # services.common.snapshot's kind for this stream's state
 
 _ENCODINGS: dict[int, PcmFormat] = {
     common_pb2.AudioFormat.ENCODING_UNSPECIFIED: "s16le",  # the proto's default
@@ -31,6 +44,10 @@ _ENCODINGS: dict[int, PcmFormat] = {
     common_pb2.AudioFormat.PCM_F32LE: "f32le",
 }
 _SAMPLE_BYTES = {"s16le": 2, "f32le": 4}
+_ENCODING_CODES: dict[PcmFormat, int] = {  # how a snapshot records the encoding: the proto's enum value
+    "s16le": common_pb2.AudioFormat.PCM_S16LE,
+    "f32le": common_pb2.AudioFormat.PCM_F32LE,
+}
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 192000  # other rates are resampled to the encoder's (16 kHz)
 MAX_AUDIO_CHANNELS = 32
 
@@ -123,6 +140,89 @@ class EncodeStream:
             rows = self.features.push(self.resampler.finish())
         last = self.features.finish()
         return last if rows is None else _join(rows, last)
+
+    # -- snapshots --------------------------------------------------------------------------------
+
+    @property
+    def next_frame(self) -> int:
+        """The absolute index of the next row this stream will send."""
+        return self.features.frames_final
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """``format.*`` (checked on load), the byte count, ``resampler.*`` (if resampling), ``features.*``."""
+        fmt = self.format
+        out = {
+            "format.encoding": int_tensor(_ENCODING_CODES[fmt.encoding]),
+            "format.sample_rate": int_tensor(fmt.sample_rate),
+            "format.channels": int_tensor(fmt.channels),
+            "format.fps": float_tensor(fmt.fps),
+            "bytes_received": int_tensor(self.bytes_received),
+            **with_prefix("features", self.features.state_dict()),
+        }
+        if self.resampler is not None:
+            out |= with_prefix("resampler", self.resampler.state_dict())
+        return out
+
+    def load_state_dict(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Continue from ``state_dict()`` of a stream with this format; ``ValueError`` says what differs.
+
+        Call it on a new stream; after a ``ValueError`` the stream may be half-loaded: discard it.
+        """
+        r = StateReader(tensors, "the snapshot")
+        fmt = self.format
+        saved = {
+            "encoding": r.read_int("format.encoding"),
+            "sample_rate": r.read_int("format.sample_rate"),
+            "channels": r.read_int("format.channels"),
+            "fps": r.read_float("format.fps"),
+        }
+        current = {
+            "encoding": _ENCODING_CODES[fmt.encoding],
+            "sample_rate": fmt.sample_rate,
+            "channels": fmt.channels,
+            "fps": fmt.fps,
+        }
+        if differ := [name for name in saved if saved[name] != current[name]]:
+            raise ValueError(
+                "the snapshot's stream had "
+                + ", ".join(f"{_FORMAT_FIELDS[n]} = {_show(n, saved[n])}" for n in differ)
+                + " but this EncodeConfig has "
+                + ", ".join(f"{_show(n, current[n])}" for n in differ)
+                + ": resume with the EncodeConfig (fps and audio_format) of the stream the snapshot came from"
+            )
+        received = r.read_int("bytes_received")
+        features = r.sub("features")
+        resampler = r.sub("resampler") if r.has("resampler") else None
+        r.close()
+        check_state(received >= 0 and received % fmt.frame_bytes == 0, r.what, "partial sample frames")
+        check_state((resampler is None) == (self.resampler is None), r.what, "resampler state without resampling")
+        self.features.load_state_dict(features)
+        if self.resampler is not None and resampler is not None:
+            self.resampler.load_state_dict(resampler)
+        self.bytes_received = received
+
+    def snapshot(self) -> bytes:
+        """The stream's state as ``StreamSnapshot.state`` bytes (RuntimeError after ``finish``)."""
+        return snapshot.pack(SNAPSHOT_KIND, self.state_dict())
+
+    def resume(self, state: bytes) -> None:
+        """Continue from ``snapshot()`` bytes; ``ValueError`` (``SnapshotError``) says what is wrong with them."""
+        self.load_state_dict(snapshot.unpack(state, SNAPSHOT_KIND, "EncodeConfig.resume_state").tensors)
+
+
+_FORMAT_FIELDS = {
+    "encoding": "audio_format.encoding",
+    "sample_rate": "audio_format.sample_rate",
+    "channels": "audio_format.channels",
+    "fps": "fps",
+}
+
+
+def _show(name: str, value: float) -> str:
+    if name == "encoding":
+        names = {code: common_pb2.AudioFormat.Encoding.Name(code) for code in _ENCODING_CODES.values()}
+        return names.get(int(value), str(value))
+    return f"{value:.7g}" if name == "fps" else str(value)  # fps: a float32 on the wire
 
 
 def _join(a: FeatureRows, b: FeatureRows) -> FeatureRows:

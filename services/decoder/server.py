@@ -5,9 +5,18 @@ as soon as it is decoded, and ``end`` (or the client half-closing) flushes the r
 stream and finishes the call with OK. The VAE is loaded once (in warm-up) and shared; each stream
 owns its causal cache, which is freed when the stream ends, fails or is cancelled.
 
-Status codes: INVALID_ARGUMENT (bad config, latents, audio or chunk order), FAILED_PRECONDITION (a
-chunk before the config, a second config), RESOURCE_EXHAUSTED (all ``--max-streams`` slots busy),
-UNAVAILABLE (still loading the VAE: retry), INTERNAL (the VAE or ffmpeg failed).
+Snapshots: a ``snapshot`` request after chunk k is answered, after chunk k's frames, with the
+stream's state (``DecodeStream.snapshot``: the VAE cache and chunk position, safetensors);
+``DecodeConfig.resume_state`` starts a stream that continues from it with chunk k + 1, and
+``first_output_frame`` lets it skip frames the client already has (see ``stream.py``, also for why a
+resumed FMP4_H264 stream starts a new fragmented MP4). After ``end`` the call ends when the client
+half-closes; a request after ``end`` (a snapshot included) is FAILED_PRECONDITION.
+
+Status codes: INVALID_ARGUMENT (bad config, latents, audio or chunk order; a resume_state that is
+damaged or of another VAE preset or size), FAILED_PRECONDITION (a chunk before the config, a second
+config, a request after end), RESOURCE_EXHAUSTED (all ``--max-streams`` slots busy; a snapshot state
+over ``--max-message-mb``), UNAVAILABLE (still loading the VAE: retry), INTERNAL (the VAE or ffmpeg
+failed).
 
 Decoding and encoding run on a thread pool (one job per stream at a time), never on the event loop.
 The next request is read only after the previous chunk's responses were handed to gRPC, whose flow
@@ -88,6 +97,7 @@ class Decoder(decoder_pb2_grpc.DecoderServicer):
             )
         sid = next(self._ids)
         started = time.monotonic()
+        ended = False  # end was sent (not just a half-close): later requests are refused
         stream: DecodeStream | None = None
         jobs: list[concurrent.futures.Future] = []  # the stream's job in flight, if any
         try:
@@ -100,24 +110,36 @@ class Decoder(decoder_pb2_grpc.DecoderServicer):
                             f"the first message of a Decode stream must be config, got {kind or 'an empty message'}",
                         )
                     stream = self._new_stream(request.config)
+                    if request.config.resume_state:
+                        await self._offload(jobs, stream.resume, request.config.resume_state)
                     await self._offload(jobs, stream.open)
                     log.info("stream started", extra={"stream": sid, "peer": context.peer(), **_describe(stream)})
                 elif kind == "chunk":
                     for response in await self._offload(jobs, stream.decode, request.chunk):
                         yield response
+                elif kind == "snapshot":
+                    response = await self._offload(jobs, stream.snapshot, request.snapshot)
+                    log.info("snapshot taken", extra={"stream": sid, "bytes": len(response.snapshot.state)})
+                    yield response
                 elif kind == "end":
+                    ended = True
                     break
                 elif kind == "config":
                     raise RequestError(
                         grpc.StatusCode.FAILED_PRECONDITION, "config was already sent: a stream has one config"
                     )
                 else:
-                    raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "empty request: set config, chunk or end")
+                    raise RequestError(
+                        grpc.StatusCode.INVALID_ARGUMENT, "empty request: set config, chunk or end (or snapshot)"
+                    )
             if stream is not None:  # end, or the client half-closed: the same
                 for response in await self._offload(jobs, stream.finish):
                     yield response
                 seconds = round(time.monotonic() - started, 3)
                 log.info("stream ended", extra={"stream": sid, "frames": stream.frames_sent, "seconds": seconds})
+            if ended:
+                async for late in request_iterator:  # the call ends when the client half-closes
+                    raise _after_end(late.WhichOneof("kind"))
         except RequestError as exc:
             log.info("stream refused", extra={"stream": sid, "code": exc.code.name, "why": exc.message})
             await context.abort(exc.code, exc.message)
@@ -169,7 +191,21 @@ class Decoder(decoder_pb2_grpc.DecoderServicer):
 
 def _describe(stream: DecodeStream) -> dict[str, object]:
     f = stream.fmt
-    return {"size": f"{f.width}x{f.height}", "fps": str(f.fps), "format": f.format_name}
+    return {
+        "size": f"{f.width}x{f.height}",
+        "fps": str(f.fps),
+        "format": f.format_name,
+        "next_chunk": stream.next_index,
+        "first_output_frame": f.first_output_frame,
+    }
+
+
+def _after_end(kind: str | None) -> RequestError:
+    if kind == "snapshot":
+        reason = "snapshot after end: the stream has ended, nothing is left to resume; take snapshots before end"
+    else:
+        reason = f"{kind or 'an empty request'} after end: the stream has ended; half-close the requests after end"
+    return RequestError(grpc.StatusCode.FAILED_PRECONDITION, reason)
 
 
 def serve(argv: list[str] | None = None) -> None:

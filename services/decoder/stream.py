@@ -17,6 +17,30 @@ numbered for its own frames. FMP4_H264: each chunk's response carries the bytes 
 so far (possibly none), and ``end`` adds one response (``frame_count`` 0, ``first_frame`` = the end
 of the video) with the rest; concatenated in order they are one fragmented MP4. The first chunk may
 have any ``chunk_index``; each later one must be the previous one + 1.
+
+``first_output_frame`` (config): frames whose absolute index (``first_frame`` + position) is below it
+are decoded, since the causal cache needs every latent, but not sent. A chunk that straddles it is
+sent from it on; a chunk entirely before it is still answered, with one response of ``frame_count`` 0
+whose ``first_frame`` is the chunk's end (where the next frame would start), so every chunk gets an
+answer. With FMP4_H264 the dropped frames are not encoded (the video starts at the first frame sent)
+and the leading audio samples that cover them (``samples_before`` of the dropped frames, counted
+from the chunk's ``first_frame``) are dropped with them.
+
+Snapshots: ``state_dict()`` is the VAE cache (``DecoderState.export()``, prefixed ``vae.``), the next
+expected ``chunk_index`` (-1: none yet), the end of the last chunk's frames and the size; ``snapshot``
+packs it (with the VAE preset's name) as ``StreamSnapshot.state`` bytes (``services.common.snapshot``).
+``resume`` puts a new stream of the same VAE preset and size there: the chunks after the snapshot
+decode to exactly the frames of an uninterrupted stream. The output settings are not part of the
+state and may change. An fMP4 muxer (an ffmpeg process) cannot be saved: a resumed FMP4_H264 stream
+starts a new fragmented MP4, init segment included, whose timestamps start at 0 with the first
+frame it sends.
+
+Size: the cache grows with width x height. Measured (fp32 VAE): tiny about 560 bytes per output
+pixel (2.2 MiB at 64x64, 140 MiB at 512x512), wan2.1 about 9.5 KB per pixel (37 MiB at 64x64,
+2.3 GiB at 512x512). A state larger than a response (``--max-message-mb`` less 64 KiB) is
+RESOURCE_EXHAUSTED, refused before it is serialised: raise ``--max-message-mb`` on the decoders and
+the client's message limits. Protobuf caps a message at 2 GiB, so a wan2.1 stream at 512x512 and
+above cannot be snapshotted in-band at all.
 """
 
 from __future__ import annotations
@@ -25,21 +49,31 @@ import io
 import math
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
+import grpc
 import numpy as np
 import torch
 from PIL import Image
 
+from liveact.audio.tempo import StateReader, int_tensor, with_prefix
 from liveact.media import FragmentedMp4Stream, frames_to_uint8
+from liveact.media.timing import samples_before
 from liveact.v1 import common_pb2, decoder_pb2
 from liveact.vae import DecoderState, StreamingDecoder, VaeConfig
+from liveact.vae.streaming import FIRST_KEY, SLOTS_KEY
+from services.common import snapshot
 from services.common.errors import RequestError, invalid
 from services.common.tensors import from_proto
 
-__all__ = ["DEFAULT_JPEG_QUALITY", "DecodeStream", "RequestError", "StreamFormat", "parse_config"]
+__all__ = ["DEFAULT_JPEG_QUALITY", "SNAPSHOT_KIND", "DecodeStream", "RequestError", "StreamFormat", "parse_config"]
+
+SNAPSHOT_KIND = "decoder"  # services.common.snapshot's kind for this stream's state
+_VAE_PRESET_KEY = "vae_preset"  # snapshot metadata: the VAE whose cache it holds
+_NO_CHUNK_YET = -1  # state's next_chunk_index before the first chunk
+_CACHE_DIMS = 5  # a causal conv's cache entry: (1, C, t, h, w)
 
 DEFAULT_JPEG_QUALITY = 90
 SIZE_MULTIPLE = 16  # width and height: whole latent cells (8 px) of an even number of cells
@@ -63,6 +97,7 @@ class StreamFormat:
     output_format: int  # common_pb2.RAW_RGB, JPEG or FMP4_H264 (UNSPECIFIED resolved to JPEG)
     jpeg_quality: int
     audio_sample_rate: int  # 0: no audio track (FMP4_H264 only)
+    first_output_frame: int = 0  # frames before this absolute index are decoded, not sent
 
     @property
     def format_name(self) -> str:
@@ -109,6 +144,7 @@ def parse_config(
         output_format=output_format,
         jpeg_quality=msg.jpeg_quality or DEFAULT_JPEG_QUALITY,
         audio_sample_rate=rate,
+        first_output_frame=msg.first_output_frame,
     )
 
 
@@ -127,6 +163,7 @@ class DecodeStream:
         self.end_frame = 0  # first_frame + frame_count of the last chunk
         self.frames_sent = 0
         self.mp4: FragmentedMp4Stream | None = None
+        self._check_first_decode = False  # set by resume: a cache that does not fit fails the next decode
         cfg = decoder.cfg
         s = cfg.spatial_stride
         self._latent_shape = (1, cfg.z_dim, fmt.height // s, fmt.width // s)  # without F
@@ -164,24 +201,46 @@ class DecodeStream:
                 f"its {latents.shape[2]} latent frames decode to"
             )
         audio = self._audio(chunk)
-        frames, self.state = self.decoder.decode(latents.to(self.decoder.vae.device), self.state)
+        frames = self._decode(chunk.chunk_index, latents.to(self.decoder.vae.device))
         pixels = frames_to_uint8(frames)  # (Tv, H, W, 3) uint8
         if chunk.keep_frames:
             pixels = pixels[: chunk.keep_frames]
         self.next_index = chunk.chunk_index + 1
         self.end_frame = chunk.first_frame + len(pixels)
+        skip = min(max(self.fmt.first_output_frame - chunk.first_frame, 0), len(pixels))  # not sent
+        first, pixels = chunk.first_frame + skip, pixels[skip:]
         self.frames_sent += len(pixels)
         if self.fmt.output_format == common_pb2.FMP4_H264:
+            if not len(pixels):  # nothing encoded: only what ffmpeg has produced meanwhile
+                return self._fmp4_responses(chunk.chunk_index, first, 0, b"".join(self.mp4.drain()))
+            if audio is not None and skip:
+                rate = self.fmt.audio_sample_rate
+                drop = samples_before(first, self.fmt.fps, rate) - samples_before(chunk.first_frame, self.fmt.fps, rate)
+                audio = audio[drop:]
             try:
                 data = self._pump(lambda: self.mp4.write(pixels, audio))
             except ValueError as exc:  # the audio runs too far ahead of the frames (ffmpeg errors are MediaError)
                 raise invalid(f"chunk {chunk.chunk_index}: {exc}") from None
-            return self._fmp4_responses(chunk.chunk_index, chunk.first_frame, len(pixels), data)
+            return self._fmp4_responses(chunk.chunk_index, first, len(pixels), data)
         if self.fmt.output_format == common_pb2.RAW_RGB:
             payloads = [frame.tobytes() for frame in pixels]
         else:
             payloads = [_jpeg(frame, self.fmt.jpeg_quality) for frame in pixels]
-        return self._frame_responses(chunk.chunk_index, chunk.first_frame, payloads)
+        return self._frame_responses(chunk.chunk_index, first, payloads)
+
+    def _decode(self, index: int, latents: torch.Tensor) -> torch.Tensor:
+        """The VAE on the stream's cache; a restored cache that does not fit it is the client's error."""
+        if not self._check_first_decode:
+            frames, self.state = self.decoder.decode(latents, self.state)
+            return frames
+        try:
+            frames, self.state = self.decoder.decode(latents, self.state)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as exc:  # shapes of a hand-made or foreign state (a real failure recurs later)
+            raise invalid(f"chunk {index}: DecodeConfig.resume_state does not fit this VAE and size: {exc}") from None
+        self._check_first_decode = False
+        return frames
 
     def finish(self) -> list[decoder_pb2.DecodeResponse]:
         """End of stream: the rest of the fMP4 bytes (nothing for RAW_RGB / JPEG); the cache is freed."""
@@ -195,6 +254,89 @@ class DecodeStream:
                 out = self._fmp4_responses(last, self.end_frame, 0, data)
         self.close()
         return out
+
+    # -- snapshots -----------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """``vae.*`` (the causal cache, on the VAE's device), the chunk position and the size."""
+        if self.state is None:
+            raise RuntimeError("state_dict after close: a closed stream has nothing to continue")
+        return {
+            **with_prefix("vae", self.state.export()),
+            "next_chunk_index": int_tensor(_NO_CHUNK_YET if self.next_index is None else self.next_index),
+            "end_frame": int_tensor(self.end_frame),
+            "width": int_tensor(self.fmt.width),
+            "height": int_tensor(self.fmt.height),
+        }
+
+    def load_state_dict(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Continue from ``state_dict()`` of a stream of this VAE and size; ``ValueError`` says what is wrong."""
+        r = StateReader(tensors, "the snapshot")
+        r.same("width", self.fmt.width, " px")
+        r.same("height", self.fmt.height, " px")
+        next_index, end_frame = r.read_int("next_chunk_index"), r.read_int("end_frame")
+        vae = r.sub("vae")
+        r.close()
+        if next_index < _NO_CHUNK_YET or end_frame < 0:
+            raise ValueError(f"the snapshot is inconsistent (chunk {next_index}, frame {end_frame})")
+        state = self._load_cache(vae)
+        self.state, self.end_frame = state, end_frame
+        self.next_index = None if next_index == _NO_CHUNK_YET else next_index
+        self._check_first_decode = True
+
+    def snapshot(self, request: common_pb2.SnapshotRequest) -> decoder_pb2.DecodeResponse:
+        """The stream's state now, after every chunk before the request; too big for a message: RESOURCE_EXHAUSTED."""
+        if self.state is not None:
+            self._check_snapshot_size(self.state.nbytes())  # before copying a cache that cannot be sent
+        state = snapshot.pack(SNAPSHOT_KIND, self.state_dict(), {_VAE_PRESET_KEY: self.decoder.cfg.name})
+        self._check_snapshot_size(len(state))
+        snap = common_pb2.StreamSnapshot(id=request.id, state=state, next_frame=self.end_frame)
+        return decoder_pb2.DecodeResponse(snapshot=snap)
+
+    def _check_snapshot_size(self, size: int) -> None:
+        if size > self.max_response_bytes:
+            raise RequestError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the stream's snapshot state is {size} bytes, more than fits in a response of this decoder "
+                f"({self.max_response_bytes} bytes): raise --max-message-mb (LIVEACT_MAX_MESSAGE_MB) on the decoders "
+                "and the client's message limits (protobuf caps a message at 2 GiB), or snapshot a smaller size",
+            )
+
+    def resume(self, state: bytes) -> None:
+        """Continue from ``snapshot()`` bytes (``DecodeConfig.resume_state``); INVALID_ARGUMENT says what is wrong."""
+        try:
+            snap = snapshot.unpack(state, SNAPSHOT_KIND, "DecodeConfig.resume_state")
+            saved = snap.metadata.get(_VAE_PRESET_KEY)
+            if saved != self.decoder.cfg.name:
+                raise ValueError(
+                    f"it holds the cache of VAE preset {saved!r}, this decoder runs {self.decoder.cfg.name!r}: "
+                    "resume on a decoder serving the snapshot's VAE preset"
+                )
+            self.load_state_dict(snap.tensors)
+        except snapshot.SnapshotError as exc:
+            raise invalid(str(exc)) from None
+        except ValueError as exc:
+            raise invalid(f"DecodeConfig.resume_state does not fit this stream: {exc}") from None
+
+    def _load_cache(self, tensors: dict[str, torch.Tensor]) -> DecoderState:
+        """``DecoderState.load`` after the checks it does not make: slot count, dtypes, shapes, finiteness."""
+        slots, first = tensors.get(SLOTS_KEY), tensors.get(FIRST_KEY)
+        if not (isinstance(slots, torch.Tensor) and slots.dtype == torch.int64 and slots.numel() == 1):
+            raise ValueError(f"the VAE cache's {SLOTS_KEY!r} is missing or not one int64")
+        if int(slots.item()) != self.decoder.num_slots:
+            raise ValueError(f"the VAE cache has {int(slots.item())} slots, this VAE has {self.decoder.num_slots}")
+        if not (isinstance(first, torch.Tensor) and first.dtype == torch.bool and first.numel() == 1):
+            raise ValueError(f"the VAE cache's {FIRST_KEY!r} is missing or not one bool")
+        vae = self.decoder.vae
+        for name, t in tensors.items():
+            if name in (SLOTS_KEY, FIRST_KEY) or t.numel() == 0:  # empty: a REPEAT marker
+                continue
+            if t.dtype != vae.dtype or t.dim() != _CACHE_DIMS or t.shape[0] != 1 or not torch.isfinite(t).all():
+                raise ValueError(
+                    f"VAE cache entry {name!r} must be finite {vae.dtype} of shape (1, C, t, h, w), "
+                    f"got {t.dtype} {tuple(t.shape)}"
+                )
+        return DecoderState.load(tensors, device=vae.device)  # ValueError for a name it does not know
 
     def _latents(self, chunk: decoder_pb2.LatentChunk) -> torch.Tensor:
         where = f"chunk {chunk.chunk_index}: latents"
