@@ -7,13 +7,16 @@ One helper for everything that runs the services on this machine: ``liveact up``
 writes its bound port to ``--port-file`` only once it has warmed up and reports SERVING, so the
 address is yielded only when the service takes requests. On exit the process gets SIGTERM and must
 exit by itself (it drains for its ``--grace-s``); one that does not is killed and ``ServiceError``
-is raised. ``local_cluster`` starts audio encoder, decoder and generator the way ``liveact up`` does.
+is raised. ``local_cluster`` starts audio encoder, decoder and generator the way ``liveact up`` does,
+with a throw-away ``redis-server`` (``redis_process``) for durable sessions when one is installed.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -86,6 +89,47 @@ def service_process(
                     raise ServiceError(f"{module} ignored SIGTERM for {stop_timeout_s:.0f} s{output()}") from None
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def redis_process(port: int = 0, start_timeout_s: float = 10.0) -> Iterator[str]:
+    """A private ``redis-server`` on loopback, nothing saved to disk; yields its ``redis://`` URL.
+
+    Raises ``ServiceError`` if ``redis-server`` is not installed or does not answer in time.
+    """
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise ServiceError("redis-server is not installed (apt-get install redis-server)")
+    port = port or free_port()
+    cmd = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise ServiceError(f"redis-server did not start on port {port}")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @contextmanager
 def local_cluster(
     preset: str = "tiny",
@@ -94,9 +138,13 @@ def local_cluster(
     capture: bool = True,
     env: Mapping[str, str] | None = None,
     start_timeout_s: float = START_TIMEOUT_S,
+    redis_url: str | None = None,
+    generator_args: tuple[str, ...] = (),
 ) -> Iterator[tuple[str, list[subprocess.Popen]]]:
     """Audio encoder and decoder on free loopback ports, then the generator on ``port`` wired to them.
 
+    ``redis_url``: where the generator checkpoints sessions; None starts a private redis-server when
+    one is installed (else sessions are not durable); "" turns checkpoints off.
     Yields (generator address, [encoder, decoder, generator] processes). On exit the generator is
     stopped first (its streams drain while its peers still serve), then the decoder and the encoder.
     """
@@ -104,6 +152,9 @@ def local_cluster(
 
     common = {"capture": capture, "env": env, "start_timeout_s": start_timeout_s}
     with ExitStack() as stack:
+        if redis_url is None:
+            redis_url = stack.enter_context(redis_process()) if shutil.which("redis-server") else ""
+        durable = ("--redis-url", redis_url) if redis_url else ()
         enc, enc_proc = stack.enter_context(service_process("audio-encoder", "--preset", preset, **common))
         dec, dec_proc = stack.enter_context(
             service_process("decoder", "--vae-preset", get_preset(preset).vae, **common)
@@ -111,7 +162,7 @@ def local_cluster(
         gen, gen_proc = stack.enter_context(
             service_process(
                 "generator", "--preset", preset, "--max-sessions", str(max_sessions),
-                "--audio-encoder", enc, "--decoder", dec, port=port, **common,
+                "--audio-encoder", enc, "--decoder", dec, *durable, *generator_args, port=port, **common,
             )
         )  # fmt: skip
         yield gen, [enc_proc, dec_proc, gen_proc]

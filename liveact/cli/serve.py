@@ -27,11 +27,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "up",
         help="start the three services on this machine and print the client endpoint",
         description="Start audio-encoder, decoder and generator as separate processes on loopback, wait until "
-        "each is serving, print the generator's address, and stop them all cleanly on Ctrl-C.",
+        "each is serving, print the generator's address, and stop them all cleanly on Ctrl-C. Sessions are "
+        "checkpointed to a private redis-server started alongside when one is installed (resumable with "
+        "`liveact client --resume`), or to --redis-url.",
     )
     up.add_argument("--port", type=int, default=50051, help="generator port (default: 50051)")
     up.add_argument("--preset", default="tiny")
     up.add_argument("--max-sessions", type=int, default=4)
+    up.add_argument(
+        "--redis-url",
+        default=None,
+        help="Redis for session checkpoints (default: start a private redis-server if installed; '' = none)",
+    )
     up.set_defaults(func=run_up)
 
 
@@ -46,7 +53,10 @@ def run_up(args: argparse.Namespace) -> int:
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     try:
-        with local_cluster(args.preset, args.port, args.max_sessions, capture=False) as (address, procs):
+        with local_cluster(args.preset, args.port, args.max_sessions, capture=False, redis_url=args.redis_url) as (
+            address,
+            procs,
+        ):
             log.info("LiveAct is up: generator at %s (Ctrl-C stops)", address)
             print(address, flush=True)
             while not stop["now"] and all(p.poll() is None for p in procs):

@@ -26,6 +26,7 @@ class AnimateResult:
     header: generator_pb2.SessionHeader | None = None
     chunks: list[generator_pb2.FrameChunk] = field(default_factory=list)
     end: generator_pb2.SessionEnd | None = None
+    checkpoints: list[generator_pb2.CheckpointNotice] = field(default_factory=list)
     first_frame_s: float | None = None  # seconds from the first audio sent to the first frame received
     seconds: float = 0.0
 
@@ -67,8 +68,14 @@ async def animate(
     realtime: bool = False,
     on_chunk: Callable[[generator_pb2.FrameChunk], None] | None = None,
     timeout_s: float | None = None,
+    resume: generator_pb2.ResumeRequest | None = None,
+    result: AnimateResult | None = None,
 ) -> AnimateResult:
-    result = AnimateResult()
+    """One Animate stream. ``resume``: continue an earlier session (its id, secret and the first
+    frame not received); the audio is then sent from ``SessionHeader.next_audio_seq`` on, so pass
+    the same ``pcm`` and ``chunk_ms`` as the first stream. Frames already received are not sent.
+    ``result``: filled as messages arrive (pass one to keep what came before an error)."""
+    result = AnimateResult() if result is None else result
     t_first_audio: list[float] = []
     # Audio waits for the SessionHeader: a refused session then surfaces as the server's status
     # (grpc aio otherwise may report INTERNAL when the server ends a stream the client still writes).
@@ -82,7 +89,7 @@ async def animate(
     )
     config = generator_pb2.SessionConfig(
         reference_image=image, prompt=prompt, fps=fps, width=width, height=height, seed=seed,
-        output_format=output_format, audio_format=audio_format,
+        output_format=output_format, audio_format=audio_format, resume=resume,
     )  # fmt: skip
 
     async def requests() -> AsyncIterator[generator_pb2.AnimateRequest]:
@@ -90,7 +97,12 @@ async def animate(
         await header_seen.wait()
         start = time.perf_counter()
         sent_s = 0.0
+        skip = result.header.next_audio_seq if result.header is not None else 0
         for seq, data in enumerate(pcm_chunks(pcm, sample_rate, chunk_ms)):
+            if seq < skip:  # stored by the server before a resume: paced as if sent just now
+                sent_s += len(data) / 2 / sample_rate
+                start -= len(data) / 2 / sample_rate
+                continue
             if realtime and (ahead := sent_s - (time.perf_counter() - start)) > 0:
                 await asyncio.sleep(ahead)
             if not t_first_audio:
@@ -115,6 +127,8 @@ async def animate(
                 result.chunks.append(resp.frames)
                 if on_chunk is not None:
                     on_chunk(resp.frames)
+            elif kind == "checkpoint":
+                result.checkpoints.append(resp.checkpoint)
             elif kind == "end":
                 result.end = resp.end
     result.seconds = time.perf_counter() - t0

@@ -3,7 +3,14 @@
 Status codes: INVALID_ARGUMENT (bad config or audio), FAILED_PRECONDITION (audio before config,
 or the request stream ended without EndOfAudio), RESOURCE_EXHAUSTED (all ``--max-sessions`` slots
 busy; gRPC itself for a message over ``--max-message-mb``), UNAVAILABLE (warming up, draining, or a
-peer service down: retry), UNIMPLEMENTED (resume, until durable sessions land).
+peer service down: retry), ABORTED (another generator took the session over), and for a resume
+the codes in ``services.generator.resume`` (NOT_FOUND, PERMISSION_DENIED, OUT_OF_RANGE, DATA_LOSS).
+
+Durable sessions (``--redis-url``): each new session is recorded in Redis with the hash of its
+resume secret and a lease; ``CheckpointWriter`` checkpoints it every ``--checkpoint-every-chunks``;
+a ``ResumeRequest`` continues a session on any replica (``services.generator.resume``). Without a
+Redis URL sessions work as before and a resume is FAILED_PRECONDITION. If Redis is unreachable when
+a session starts, the session runs without checkpoints (logged) rather than failing.
 
 SIGTERM (``services.common.server.run``): health turns NOT_SERVING and new sessions are refused
 with UNAVAILABLE at once; running sessions go on until they end, but those still running shortly
@@ -21,13 +28,16 @@ from collections.abc import AsyncIterator
 import grpc
 
 from liveact.pipeline import Engine, load_engine
+from liveact.state.store import SessionStore, StoreError
 from liveact.v1 import audio_encoder_pb2_grpc, decoder_pb2_grpc, generator_pb2, generator_pb2_grpc
 from services.common import logs
 from services.common.errors import RequestError
 from services.common.server import run, server_options
+from services.generator.checkpoint import CheckpointWriter
+from services.generator.resume import Restored, resume
 from services.generator.session import GeneratorSession, Peers
 from services.generator.settings import GeneratorSettings
-from services.generator.validate import parse_config
+from services.generator.validate import SessionParams, parse_config, session_info
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +55,7 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
         self.sessions: set[GeneratorSession] = set()  # the running ones
         self.draining = False
         self._cut: asyncio.TimerHandle | None = None
+        self.store: SessionStore | None = None
 
     async def warm_up(self) -> None:
         s = self.settings
@@ -55,6 +66,8 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
             encoder=audio_encoder_pb2_grpc.AudioEncoderStub(self._channels[0]),
             decoder=decoder_pb2_grpc.DecoderStub(self._channels[1]),
         )
+        if s.redis_url:
+            self.store = SessionStore(s.store_settings())
 
     async def drain(self) -> None:
         """SIGTERM: refuse new sessions; end those still running just before the grace deadline."""
@@ -74,6 +87,34 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                     f"{session.frames_sent} frames: start a new session on another replica",
                 )
             )
+
+    async def _make_durable(self, params: SessionParams) -> CheckpointWriter | None:
+        """Record a new session in Redis and take its lease; None (and a warning) if Redis is away."""
+        if self.store is None:
+            return None
+        try:
+            await self.store.create_session(
+                params.session_id, params.resume_secret, session_info(params, self.engine.config.name)
+            )
+            lease = await self.store.acquire(params.session_id, self.settings.owner)
+        except StoreError as exc:
+            log.warning(
+                "session runs without checkpoints: the session store failed",
+                extra={"session": params.session_id, "error": str(exc)},
+            )
+            return None
+        return CheckpointWriter(self.store, lease, self.settings.checkpoint_policy(), self.settings.backoff())
+
+    async def _resume(self, request) -> tuple[SessionParams, Restored, CheckpointWriter]:
+        if self.store is None:
+            raise RequestError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this generator keeps no session state (started without --redis-url): it cannot resume sessions",
+            )
+        params, restored, lease = await resume(self.store, self.engine, request, self.settings.owner)
+        writer = CheckpointWriter(self.store, lease, self.settings.checkpoint_policy(), self.settings.backoff())
+        writer.last_chunk = restored.chunk_index
+        return params, restored, writer
 
     async def GetServerInfo(self, request, context) -> generator_pb2.ServerInfo:
         if self.engine is None:
@@ -106,14 +147,19 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"the first message must be a SessionConfig, got {first.WhichOneof('kind') or 'an empty message'}",
                 )
-            limit = self.settings.max_image_mb * 1024 * 1024
-            params = await asyncio.to_thread(
-                parse_config, first.config, self.engine.config, self.engine.audio_config, limit
-            )
+            if first.config.HasField("resume") and first.config.resume.session_id:
+                params, restored, checkpoints = await self._resume(first.config.resume)
+            else:
+                limit = self.settings.max_image_mb * 1024 * 1024
+                params = await asyncio.to_thread(
+                    parse_config, first.config, self.engine.config, self.engine.audio_config, limit
+                )
+                restored, checkpoints = None, await self._make_durable(params)
             session_id = params.session_id
             session = await asyncio.to_thread(
-                GeneratorSession, self.engine, params, self.peers, self.settings.audio_queue, self.settings.chunk_queue
-            )
+                GeneratorSession, self.engine, params, self.peers, self.settings.audio_queue,
+                self.settings.chunk_queue, checkpoints, restored,
+            )  # fmt: skip
             if self.draining:  # SIGTERM arrived while the session was being prepared
                 raise RequestError(grpc.StatusCode.UNAVAILABLE, "this server is draining: retry on another replica")
             self.sessions.add(session)
@@ -122,6 +168,8 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                 header=generator_pb2.SessionHeader(
                     session_id=params.session_id, resume_secret=params.resume_secret, width=params.width,
                     height=params.height, fps=params.fps, output_format=params.output_format,
+                    first_frame=restored.first_output_frame if restored else 0,
+                    next_audio_seq=restored.next_audio_seq if restored else 0,
                 )
             )  # fmt: skip
             async for message in session.run(request_iterator):

@@ -22,6 +22,12 @@ stop a peer from working far ahead; the session bounds what is in flight itself:
   to gRPC for the client, so at most ``chunk_queue`` chunks are between the DiT and the client
   (``to_decoder``, the decoder, ``out``): a slow reader slows its own session, nothing piles up.
 
+Checkpoints (``--redis-url``; ``checkpoint.py``): every AudioChunk is written to the session's
+Redis audio log before it goes on; after a due chunk the DiT state is copied in the DiT thread,
+snapshot markers travel in order through the encoder and decoder streams, and ``CheckpointWriter``
+writes the result in the background. A resumed session (``resume.py``) starts from a ``Restored``:
+the sampler, ring rows and stream states of the checkpoint, and the stored audio to replay first.
+
 Client protocol errors: an AudioChunk out of order, empty, not whole samples, or (PCM_F32LE) not
 finite is INVALID_ARGUMENT (checked here rather than left to the encoder, whose refusal mid-stream
 can reach gRPC's asyncio client as INTERNAL while the generator is still writing to it); a request
@@ -43,9 +49,13 @@ from liveact.audio.rows import ChunkWindows
 from liveact.pipeline import Engine, chunks_needed, prepare_sampler
 from liveact.sampling.audio_window import window_index
 from liveact.sampling.chunking import plan_chunk
-from liveact.v1 import audio_encoder_pb2, decoder_pb2, generator_pb2
+from liveact.state.sampler_state import export_sampler
+from liveact.state.store import FencedError, StoreError
+from liveact.v1 import audio_encoder_pb2, common_pb2, decoder_pb2, generator_pb2
 from services.common.errors import RequestError
 from services.common.tensors import from_proto, to_proto
+from services.generator.checkpoint import AudioPosition, CheckpointWriter, PendingCheckpoint
+from services.generator.resume import Restored
 from services.generator.validate import SessionParams
 
 log = logging.getLogger(__name__)
@@ -62,28 +72,70 @@ class Peers:
     decoder: object  # DecoderStub
 
 
+@dataclass(frozen=True)
+class PcmPiece:
+    """Client PCM on its way to the encoder, and the audio position right after it."""
+
+    data: bytes
+    after: AudioPosition
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A snapshot request travelling in order with the PCM or latents of a stream."""
+
+    id: int
+
+
 class GeneratorSession:
-    def __init__(self, engine: Engine, params: SessionParams, peers: Peers, audio_queue: int, chunk_queue: int):
+    def __init__(
+        self,
+        engine: Engine,
+        params: SessionParams,
+        peers: Peers,
+        audio_queue: int,
+        chunk_queue: int,
+        checkpoints: CheckpointWriter | None = None,
+        restored: Restored | None = None,
+    ):
         self.engine, self.params, self.peers = engine, params, peers
         self.session_id = params.session_id
-        self.sampler = prepare_sampler(engine, params.image, params.prompt, params.seed)
         m = engine.config.model
         self.windows = ChunkWindows(ROWS_KEPT, m.audio_layers, m.audio_channels)
         self._windows_rows: dict[int, tuple[int, int]] = {}
-        first, last = self._rows_needed_by(0)
-        if last - first + 1 >= ROWS_KEPT:
-            raise ValueError(f"ROWS_KEPT={ROWS_KEPT} cannot hold one audio window (rows {first}..{last})")
         self.chunk_queue = chunk_queue
+        self.checkpoints = checkpoints
+        self.restored = restored
+        self.pending: PendingCheckpoint | None = None
         # progress, guarded by ``progress``: the chunk whose window _generate takes next, the chunks
         # handed to gRPC for the client, and the PCM sample frames sent to the encoder
         self.progress = asyncio.Condition()
-        self.next_chunk = 0
-        self.delivered = 0
-        self.pcm_frames_sent = 0
-        self.to_encoder: asyncio.Queue = asyncio.Queue(audio_queue)
+        if restored is None:
+            self.sampler = prepare_sampler(engine, params.image, params.prompt, params.seed)
+            self.next_chunk = 0
+            self.audio_position = AudioPosition()
+        else:
+            self.sampler = restored.sampler
+            self.next_chunk = restored.chunk_index
+            self.audio_position = restored.audio_position
+            self.windows.ring.end = restored.rows_first  # the ring continues at the stored rows
+            if restored.rows.dim() == 3 and restored.rows.shape[0]:
+                self.windows.append(restored.rows)
+            if restored.audio_total is not None:
+                self.windows.finish(restored.audio_total)
+        first, last = self._rows_needed_by(self.next_chunk)
+        if last - first + 1 >= ROWS_KEPT:
+            raise ValueError(f"ROWS_KEPT={ROWS_KEPT} cannot hold one audio window (rows {first}..{last})")
+        self.first_chunk = self.next_chunk
+        self.delivered = self.next_chunk
+        self.pcm_frames_sent = self.audio_position.frames
+        self.audio_queue = audio_queue
+        self.audio_slots = asyncio.Semaphore(audio_queue)  # client PCM pieces queued for the encoder
+        self.to_encoder: asyncio.Queue = asyncio.Queue()  # PcmPiece (<= audio_queue, see audio_slots) | Marker | _END
         self.to_decoder: asyncio.Queue = asyncio.Queue(chunk_queue)
         self.out: asyncio.Queue = asyncio.Queue(chunk_queue)
         self.frames_sent = 0
+        self.encoder_ended = False  # EndOfAudio queued for the encoder: no more checkpoints
 
     # -- the stream -------------------------------------------------------------------------------
     async def run(self, requests: AsyncIterator[generator_pb2.AnimateRequest]) -> AsyncIterator[object]:
@@ -105,13 +157,13 @@ class GeneratorSession:
                     raise item
                 yield item  # returns once gRPC has taken the message for the client
                 if item.WhichOneof("kind") == "frames":
-                    async with self.progress:
-                        self.delivered = max(self.delivered, item.frames.chunk_index + 1)
-                        self.progress.notify_all()
+                    await self._delivered(item.frames.chunk_index)
         finally:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self.checkpoints is not None:
+                await self.checkpoints.close()
 
     def abort(self, exc: RequestError) -> None:
         """End the session with ``exc``'s status (from outside: e.g. the server's drain deadline)."""
@@ -135,10 +187,38 @@ class GeneratorSession:
                 self.out.get_nowait()
 
     # -- 1. client audio ----------------------------------------------------------------------------
-    async def _read_client(self, requests: AsyncIterator[generator_pb2.AnimateRequest]) -> None:
-        expected_seq = 0
+    async def _queue_pcm(self, seq: int, data: bytes, offset: int = 0) -> None:
+        """AudioChunk ``seq``'s bytes from ``offset`` on -> bounded pieces for the encoder."""
         frame_bytes = self.params.frame_bytes
         piece = PCM_PIECE_BYTES - PCM_PIECE_BYTES % frame_bytes
+        for start in range(offset, len(data), piece):  # bounded pieces, whatever the message size
+            stop = min(start + piece, len(data))
+            await self.audio_slots.acquire()
+            # position and queue change together: a Marker queued meanwhile sees both before this piece
+            frames = self.audio_position.frames + (stop - start) // frame_bytes
+            whole = stop == len(data)
+            self.audio_position = AudioPosition(seq + 1, 0, frames) if whole else AudioPosition(seq, stop, frames)
+            self.to_encoder.put_nowait(PcmPiece(data[start:stop], self.audio_position))
+
+    async def _log_audio(self, seq: int, data: bytes) -> None:
+        """Store the AudioChunk for an exact resume before it goes anywhere (write-ahead)."""
+        cp = self.checkpoints
+        if cp is None or cp.disabled:
+            return
+        try:
+            await cp.store.append_audio(cp.lease, seq, data)
+        except FencedError:
+            raise _fenced() from None
+        except StoreError as exc:
+            cp.disable(f"the audio log failed at AudioChunk {seq}: {exc}")
+
+    async def _read_client(self, requests: AsyncIterator[generator_pb2.AnimateRequest]) -> None:
+        r = self.restored
+        if r is not None:  # exact resume: the stored audio since the checkpoint first
+            for seq, data in r.replay:
+                await self._queue_pcm(seq, data, r.audio_position.offset if seq == r.audio_position.seq else 0)
+        expected_seq = self.restored.next_audio_seq if self.restored is not None else 0
+        frame_bytes = self.params.frame_bytes
         async for req in requests:
             kind = req.WhichOneof("kind")
             if kind == "config":
@@ -151,7 +231,8 @@ class GeneratorSession:
             if chunk.seq != expected_seq:
                 raise RequestError(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"AudioChunk.seq {chunk.seq} out of order: expected {expected_seq} (number chunks 0, 1, 2, ...)",
+                    f"AudioChunk.seq {chunk.seq} out of order: expected {expected_seq} (number chunks 0, 1, 2, ...; "
+                    "after a resume, continue at SessionHeader.next_audio_seq)",
                 )
             expected_seq += 1
             if not chunk.data:
@@ -171,8 +252,13 @@ class GeneratorSession:
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"AudioChunk {chunk.seq} holds NaN or infinite samples: send finite float samples in [-1, 1]",
                 )
-            for offset in range(0, len(chunk.data), piece):  # bounded pieces, whatever the message size
-                await self.to_encoder.put(chunk.data[offset : offset + piece])
+            if r is not None and r.audio_total is not None:
+                raise RequestError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"this session's audio ended before AudioChunk {chunk.seq}: send only EndOfAudio after resuming",
+                )
+            await self._log_audio(chunk.seq, chunk.data)
+            await self._queue_pcm(chunk.seq, chunk.data)
         else:
             # A client that cancels also ends the request iterator; its cancellation reaches the
             # handler at its next await, so a real cancel is not reported as a protocol error.
@@ -182,7 +268,9 @@ class GeneratorSession:
                 f"the request stream ended after {expected_seq} AudioChunk(s) without EndOfAudio: send EndOfAudio "
                 "after the last AudioChunk to finish the session, and keep reading until SessionEnd",
             )
-        await self.to_encoder.put(_END)
+        self.encoder_ended = True
+        if r is None or r.audio_total is None:
+            self.to_encoder.put_nowait(_END)
 
     # -- 2. audio encoder ---------------------------------------------------------------------------
     async def _encoder_requests(self) -> AsyncIterator[audio_encoder_pb2.EncodeRequest]:
@@ -191,19 +279,29 @@ class GeneratorSession:
             config=audio_encoder_pb2.EncodeConfig(
                 fps=self.params.fps, audio_format=self.params.audio_format, layers=m.audio_layers,
                 channels=m.audio_channels,
+                resume_state=self.restored.encoder_state if self.restored is not None else b"",
             )
         )  # fmt: skip
-        while (data := await self.to_encoder.get()) is not _END:
+        while (item := await self.to_encoder.get()) is not _END:
+            if isinstance(item, Marker):
+                yield audio_encoder_pb2.EncodeRequest(snapshot=common_pb2.SnapshotRequest(id=item.id))
+                continue
+            self.audio_slots.release()
             async with self.progress:  # keep the encoder at most ROWS_KEPT rows ahead of the DiT
                 await self.progress.wait_for(lambda: self._pcm_rows_ahead() < ROWS_KEPT)
-                self.pcm_frames_sent += len(data) // self.params.frame_bytes
-            yield audio_encoder_pb2.EncodeRequest(pcm=data)
+                self.pcm_frames_sent = item.after.frames
+            yield audio_encoder_pb2.EncodeRequest(pcm=item.data)
         yield audio_encoder_pb2.EncodeRequest(end_of_audio=True)
 
     async def _encode(self) -> None:
+        if self.restored is not None and self.restored.audio_total is not None:
+            return  # resumed after the audio ended: every row came with the checkpoint
         call = self.peers.encoder.Encode(self._encoder_requests())
         try:
             async for resp in call:
+                if resp.HasField("snapshot"):
+                    self._snapshot_arrived(resp.snapshot, "encoder")
+                    continue
                 rows = resp.rows
                 block = from_proto(rows.rows) if rows.rows.shape and rows.rows.shape[0] else None
                 done = 0
@@ -211,7 +309,10 @@ class GeneratorSession:
                     async with self.progress:  # never overwrite a row that a chunk still to be generated needs
                         await self.progress.wait_for(lambda: self._ring_room() > 0)
                         n = min(self._ring_room(), block.shape[0] - done)
-                        self.windows.append(block[done : done + n])
+                        part = block[done : done + n]
+                        self.windows.append(part)
+                        if self.pending is not None and self.pending.collecting_rows:
+                            self.pending.rows.append(part.clone())
                         done += n
                         self.progress.notify_all()
                 if rows.final:
@@ -222,6 +323,19 @@ class GeneratorSession:
             raise _peer_error("audio encoder", exc) from None
         finally:
             call.cancel()  # a no-op once the call has ended; otherwise frees the encoder's stream at once
+
+    def _snapshot_arrived(self, snap: common_pb2.StreamSnapshot, peer: str) -> None:
+        p = self.pending
+        if p is None or snap.id != p.id:
+            log.warning("stale snapshot ignored", extra={"session": self.session_id, "peer": peer, "id": snap.id})
+            return
+        if peer == "encoder":
+            if snap.next_frame != self.windows.ring.end:
+                raise RuntimeError(f"encoder snapshot at row {snap.next_frame}; {self.windows.ring.end} rows arrived")
+            p.collecting_rows = False
+            p.encoder_state.set_result(snap.state)
+        else:
+            p.decoder_state.set_result(snap.state)
 
     def _rows_needed_by(self, k: int) -> tuple[int, int]:
         """The first and last feature row (absolute video frame) of chunk k's audio window."""
@@ -243,7 +357,7 @@ class GeneratorSession:
     # -- 3. DiT -------------------------------------------------------------------------------------
     async def _generate(self) -> None:
         cfg = self.engine.config
-        k = 0
+        k = self.next_chunk
         while True:
             async with self.progress:
                 await self.progress.wait_for(
@@ -254,7 +368,8 @@ class GeneratorSession:
                 window = self.windows.window(cfg, k)  # a copy: rows only chunk k needed may now be overwritten
                 self.next_chunk = k + 1
                 self.progress.notify_all()
-            latent = (await asyncio.to_thread(self.sampler.next_chunk, window)).latent
+            snapshot = self._checkpoint_due(k + 1)
+            latent, dit_state = await asyncio.to_thread(self._step, window, snapshot)
             log.debug("chunk generated", extra={"session": self.session_id, "chunk": k})
             start, end = plan_chunk(cfg, k).video_frames
             total = self.windows.total_frames
@@ -262,8 +377,60 @@ class GeneratorSession:
             await self.to_decoder.put(
                 decoder_pb2.LatentChunk(chunk_index=k, first_frame=start, latents=to_proto(latent), keep_frames=keep)
             )
+            if dit_state is not None:
+                await self._start_checkpoint(k + 1, dit_state)
             k += 1
         await self.to_decoder.put(_END)
+
+    def _step(self, window, snapshot: bool):
+        """DiT thread: chunk k's latents, and the sampler's state after it when a checkpoint is due."""
+        latent = self.sampler.next_chunk(window).latent
+        return latent, (export_sampler(self.sampler) if snapshot else None)
+
+    def _checkpoint_due(self, chunks_done: int) -> bool:
+        cp = self.checkpoints
+        if cp is None or (self.encoder_ended and self.windows.total_frames is None):
+            return False  # audio ended but its last rows are still on their way: wait for them
+        return cp.due(chunks_done)
+
+    async def _start_checkpoint(self, next_chunk: int, dit_state: dict) -> None:
+        """Fix the audio rows held now, send both snapshot markers, write in the background."""
+        cp = self.checkpoints
+        async with self.progress:
+            total = self.windows.total_frames
+            if self.encoder_ended and total is None:  # EndOfAudio went to the encoder meanwhile: too late
+                return
+            first = self._rows_needed_by(next_chunk)[0]
+            end = self.windows.ring.end
+            rows = [self.windows.ring.get(first, end)] if end > first else []
+            pending = PendingCheckpoint(
+                id=cp.next_id(), chunk_index=next_chunk, dit=dit_state, rows=rows, audio=self.audio_position,
+                next_frame=plan_chunk(self.engine.config, next_chunk).video_frames[0],
+                rows_first=first if end > first else end, audio_total=total,
+            )  # fmt: skip
+            self.pending = pending
+            if total is None:
+                self.to_encoder.put_nowait(Marker(pending.id))  # after all PCM queued so far: audio_position
+            else:  # every row is held: no encoder state needed
+                pending.collecting_rows = False
+                pending.encoder_state.set_result(b"")
+        await self.to_decoder.put(Marker(pending.id))  # right after chunk next_chunk - 1
+        cp.start(pending, self._checkpoint_written, self._fenced)
+
+    async def _checkpoint_written(self, version: int, pending: PendingCheckpoint) -> None:
+        if self.pending is pending:
+            self.pending = None
+        await self.out.put(
+            generator_pb2.AnimateResponse(
+                checkpoint=generator_pb2.CheckpointNotice(
+                    next_frame=pending.next_frame, session_id=self.session_id,
+                    resume_secret=self.params.resume_secret, version=version,
+                )
+            )
+        )  # fmt: skip
+
+    async def _fenced(self, exc: Exception) -> None:
+        self._fail(_fenced())
 
     def _chunk_ready(self, k: int) -> bool:
         return self.windows.ready(self.engine.config, k)
@@ -275,14 +442,20 @@ class GeneratorSession:
     # -- 4. decoder -> client -------------------------------------------------------------------------
     async def _decoder_requests(self) -> AsyncIterator[decoder_pb2.DecodeRequest]:
         p = self.params
+        r = self.restored
         yield decoder_pb2.DecodeRequest(
             config=decoder_pb2.DecodeConfig(
                 vae_preset=self.engine.config.vae, width=p.width, height=p.height, fps=p.fps,
                 output_format=p.output_format, jpeg_quality=p.jpeg_quality,
+                resume_state=r.decoder_state if r is not None else b"",
+                first_output_frame=r.first_output_frame if r is not None else 0,
             )
         )  # fmt: skip
-        while (chunk := await self.to_decoder.get()) is not _END:
-            yield decoder_pb2.DecodeRequest(chunk=chunk)
+        while (item := await self.to_decoder.get()) is not _END:
+            if isinstance(item, Marker):
+                yield decoder_pb2.DecodeRequest(snapshot=common_pb2.SnapshotRequest(id=item.id))
+            else:
+                yield decoder_pb2.DecodeRequest(chunk=item)
         yield decoder_pb2.DecodeRequest(end=True)
 
     async def _decode(self) -> None:
@@ -290,7 +463,13 @@ class GeneratorSession:
         seq = 0
         try:
             async for resp in call:
+                if resp.HasField("snapshot"):
+                    self._snapshot_arrived(resp.snapshot, "decoder")
+                    continue
                 d = resp.frames
+                if d.frame_count == 0 and not d.fmp4:  # a resumed chunk wholly before the client's next frame
+                    await self._delivered(d.chunk_index)
+                    continue
                 await self.out.put(
                     generator_pb2.AnimateResponse(
                         frames=generator_pb2.FrameChunk(
@@ -309,6 +488,19 @@ class GeneratorSession:
             generator_pb2.AnimateResponse(end=generator_pb2.SessionEnd(frames=self.frames_sent, reason="end_of_audio"))
         )
         await self.out.put(_END)
+
+    async def _delivered(self, chunk_index: int) -> None:
+        async with self.progress:
+            self.delivered = max(self.delivered, chunk_index + 1)
+            self.progress.notify_all()
+
+
+def _fenced() -> RequestError:
+    return RequestError(
+        grpc.StatusCode.ABORTED,
+        "another generator took this session over (its lease has a newer fencing token): continue on the stream "
+        "that resumed it",
+    )
 
 
 def _peer_error(peer: str, exc: grpc.aio.AioRpcError) -> RequestError:

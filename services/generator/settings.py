@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 
 from liveact.config import preset_names
+from liveact.state.backoff import Backoff
+from liveact.state.settings import StoreSettings
 from services.common.settings import ServerSettings
+from services.generator.checkpoint import CheckpointPolicy
 
 
 @dataclass(frozen=True)
@@ -19,6 +24,21 @@ class GeneratorSettings(ServerSettings):
     chunk_queue: int = 4  # chunks generated ahead of what the client has taken (decoder + queues), then back-pressure
     max_image_mb: int = 16  # reference image bytes
     seed: int = 0  # used when building fresh weights
+    # durable sessions (checkpoints in Redis); an empty --redis-url turns them off
+    redis_url: str = ""  # e.g. redis://host:6379/0 or rediss://host:6380/0 (TLS)
+    redis_password: str = ""  # better given as LIVEACT_REDIS_PASSWORD than as a flag
+    redis_username: str = ""
+    redis_tls: bool = False
+    redis_tls_ca_file: str = ""
+    redis_tls_cert_file: str = ""
+    redis_tls_key_file: str = ""
+    redis_key_prefix: str = "liveact"
+    checkpoint_every_chunks: int = 4  # checkpoint after every N chunks (0 = not by count)
+    checkpoint_every_s: float = 0.0  # and/or every S seconds (0 = not by time)
+    checkpoint_part_mb: int = 64  # largest Redis value a checkpoint is split into
+    session_ttl_s: float = 3600.0  # a session not written for this long expires from Redis
+    lease_ttl_s: float = 30.0
+    replica_id: str = ""  # this generator's name in session leases (default: hostname-pid)
 
     def validate(self) -> None:
         super().validate()
@@ -30,5 +50,36 @@ class GeneratorSettings(ServerSettings):
                 problems.append(f"{flag} must be host:port of the service (got {addr!r})")
         if min(self.max_sessions, self.audio_queue, self.chunk_queue, self.max_image_mb) < 1:
             problems.append("--max-sessions, --audio-queue, --chunk-queue and --max-image-mb must be >= 1")
+        if self.redis_url:
+            problems += [f"--redis-*: {p}" for p in self.store_settings().validate()]
+            if self.checkpoint_every_chunks < 0 or self.checkpoint_every_s < 0:
+                problems.append("--checkpoint-every-chunks and --checkpoint-every-s must be >= 0")
+            elif not (self.checkpoint_every_chunks or self.checkpoint_every_s):
+                problems.append("set --checkpoint-every-chunks or --checkpoint-every-s (or leave --redis-url empty)")
         if problems:
             raise ValueError("; ".join(problems))
+
+    def store_settings(self) -> StoreSettings:
+        return StoreSettings(
+            url=self.redis_url,
+            password=self.redis_password or None,
+            username=self.redis_username or None,
+            tls=self.redis_tls,
+            tls_ca_file=self.redis_tls_ca_file or None,
+            tls_cert_file=self.redis_tls_cert_file or None,
+            tls_key_file=self.redis_tls_key_file or None,
+            key_prefix=self.redis_key_prefix,
+            part_bytes=self.checkpoint_part_mb * 1024 * 1024,
+            session_ttl_s=self.session_ttl_s,
+            lease_ttl_s=self.lease_ttl_s,
+        )
+
+    def checkpoint_policy(self) -> CheckpointPolicy:
+        return CheckpointPolicy(every_chunks=self.checkpoint_every_chunks, every_s=self.checkpoint_every_s)
+
+    def backoff(self) -> Backoff:
+        return Backoff()
+
+    @property
+    def owner(self) -> str:
+        return self.replica_id or f"{socket.gethostname()}-{os.getpid()}"

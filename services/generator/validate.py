@@ -12,7 +12,6 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-import grpc
 import numpy as np
 
 from liveact.audio import AudioConfig
@@ -20,7 +19,7 @@ from liveact.config import ConfigError, LiveActConfig
 from liveact.media import ImageError, load_reference_image
 from liveact.v1 import common_pb2, generator_pb2
 from services.audio_encoder.stream import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
-from services.common.errors import RequestError, invalid
+from services.common.errors import invalid
 
 DEFAULT_FPS = 20.0
 DEFAULT_JPEG_QUALITY = 90
@@ -38,7 +37,7 @@ FORMATS = (common_pb2.RAW_RGB, common_pb2.JPEG, common_pb2.FMP4_H264)
 class SessionParams:
     session_id: str
     resume_secret: str
-    image: np.ndarray  # (H, W, 3) uint8
+    image: np.ndarray | None  # (H, W, 3) uint8; None for a resumed session (its conditioning is stored)
     prompt: str
     fps: float
     width: int
@@ -57,8 +56,6 @@ def parse_config(
     msg: generator_pb2.SessionConfig, config: LiveActConfig, audio: AudioConfig, max_image_bytes: int
 ) -> SessionParams:
     """``audio``: the audio encoder's configuration (its sample rate and the fps range its tempo takes)."""
-    if msg.HasField("resume") and msg.resume.session_id:
-        raise RequestError(grpc.StatusCode.UNIMPLEMENTED, "resuming sessions is not available on this server yet")
     fps = msg.fps or DEFAULT_FPS
     if not 0 < fps <= MAX_FPS:
         raise invalid(f"fps {msg.fps} must be in (0, {MAX_FPS}] (0 means {DEFAULT_FPS})")
@@ -109,6 +106,43 @@ def parse_config(
         seed=int(msg.seed),
         output_format=output,
         jpeg_quality=quality,
+        audio_format=fmt,
+        sample_format=name,
+        audio_format_name=f"{name}, {fmt.channels or 1} channel(s), {rate} Hz",
+        frame_bytes=width_bytes * (fmt.channels or 1),
+        sample_rate=rate,
+    )
+
+
+def session_info(p: SessionParams, preset: str) -> dict:
+    """What a resume needs to rebuild ``SessionParams`` (JSON; stored with the session in Redis)."""
+    fmt = p.audio_format
+    return {
+        "preset": preset, "fps": p.fps, "width": p.width, "height": p.height, "seed": p.seed,
+        "output_format": p.output_format, "jpeg_quality": p.jpeg_quality, "prompt": p.prompt,
+        "audio_encoding": int(fmt.encoding), "audio_sample_rate": int(fmt.sample_rate),
+        "audio_channels": int(fmt.channels),
+    }  # fmt: skip
+
+
+def params_from_info(info: dict, session_id: str, resume_secret: str, audio: AudioConfig) -> SessionParams:
+    """The inverse of ``session_info`` (the image is not needed: the conditioning is in the checkpoint)."""
+    fmt = common_pb2.AudioFormat(
+        encoding=info["audio_encoding"], sample_rate=info["audio_sample_rate"], channels=info["audio_channels"]
+    )
+    name, width_bytes = ENCODINGS[fmt.encoding]
+    rate = fmt.sample_rate or audio.sample_rate
+    return SessionParams(
+        session_id=session_id,
+        resume_secret=resume_secret,
+        image=None,
+        prompt=info["prompt"],
+        fps=float(info["fps"]),
+        width=int(info["width"]),
+        height=int(info["height"]),
+        seed=int(info["seed"]),
+        output_format=int(info["output_format"]),
+        jpeg_quality=int(info["jpeg_quality"]),
         audio_format=fmt,
         sample_format=name,
         audio_format_name=f"{name}, {fmt.channels or 1} channel(s), {rate} Hz",

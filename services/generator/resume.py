@@ -1,0 +1,150 @@
+"""Where a session is resumed: a ``ResumeRequest`` checked, its checkpoint loaded, the replay planned.
+
+EXACT mode (the default): the newest valid checkpoint describes the session before chunk k+1
+(``services.generator.checkpoint``). The sampler is rebuilt from it, the audio ring refilled with
+the stored rows, the encoder and decoder streams restarted from their stored states, and the
+AudioChunks stored since the checkpoint are replayed through the encoder before the client's new
+audio (``SessionHeader.next_audio_seq`` tells the client where to continue). Generation from chunk
+k+1 on is then the same computation as in the uninterrupted run, so the frames are bit-identical;
+the decoder drops the frames before the client's ``next_frame``, so none is sent twice.
+
+Refusals: NOT_FOUND (no such session, or it expired), PERMISSION_DENIED (wrong resume secret),
+FAILED_PRECONDITION (no checkpoint yet, or one made by another preset or an incompatible version),
+DATA_LOSS (every stored version is damaged), OUT_OF_RANGE (``next_frame`` before the checkpoint or
+past the frames the stored audio makes), UNIMPLEMENTED (LIVE mode, not yet), ABORTED (the session
+was taken over while this resume was being prepared).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import grpc
+import torch
+
+from liveact.audio.frames import frame_count
+from liveact.pipeline import Engine
+from liveact.sampling.stream import StreamingSampler
+from liveact.state.sampler_state import SamplerStateError, restore_sampler
+from liveact.state.store import (
+    BadSecret,
+    CheckpointCorrupt,
+    CheckpointMissing,
+    Lease,
+    SessionNotFound,
+    SessionStore,
+    StoreUnavailable,
+)
+from liveact.v1 import generator_pb2
+from services.common.errors import RequestError
+from services.generator.checkpoint import (
+    AUDIO_ROWS,
+    CHECKPOINT_FORMAT,
+    DECODER_STATE,
+    DIT_PREFIX,
+    ENCODER_STATE,
+    AudioPosition,
+    tensor_bytes,
+)
+from services.generator.validate import SessionParams, params_from_info
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Restored:
+    """Everything a ``GeneratorSession`` needs to continue a checkpointed session."""
+
+    sampler: StreamingSampler
+    chunk_index: int  # the next chunk to generate
+    rows_first: int  # absolute row index of rows[0]
+    rows: torch.Tensor  # (n, L, C) feature rows chunk_index and later need
+    audio_position: AudioPosition  # where the encoder state stands in the client's audio
+    encoder_state: bytes
+    decoder_state: bytes
+    replay: list[tuple[int, bytes]]  # stored AudioChunks from audio_position.seq on
+    next_audio_seq: int  # the AudioChunk seq the client sends next
+    first_output_frame: int  # the client's next_frame: earlier frames are not sent again
+    audio_total: int | None  # the audio had ended at the checkpoint: rows holds all that is left
+    version: int
+
+
+async def resume(
+    store: SessionStore, engine: Engine, request: generator_pb2.ResumeRequest, owner: str
+) -> tuple[SessionParams, Restored, Lease]:
+    sid = request.session_id
+    if request.mode == generator_pb2.ResumeRequest.LIVE:
+        raise RequestError(grpc.StatusCode.UNIMPLEMENTED, "LIVE resume is not available yet: resume with mode EXACT")
+    try:
+        info = await store.check_secret(sid, request.resume_secret)
+        checkpoint = await store.read_checkpoint(sid)
+    except SessionNotFound:
+        raise RequestError(
+            grpc.StatusCode.NOT_FOUND, f"session {sid!r} is unknown or expired: start a new session"
+        ) from None
+    except BadSecret:
+        raise RequestError(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"wrong resume_secret for session {sid!r}: send the one from its SessionHeader",
+        ) from None
+    except CheckpointMissing:
+        raise RequestError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"session {sid!r} has no checkpoint yet (the first comes after a few chunks): start a new session",
+        ) from None
+    except CheckpointCorrupt as exc:
+        raise RequestError(grpc.StatusCode.DATA_LOSS, f"session {sid!r} cannot be resumed: {exc}") from None
+    except StoreUnavailable as exc:
+        raise RequestError(grpc.StatusCode.UNAVAILABLE, f"the session store is unreachable ({exc}): retry") from None
+
+    meta = checkpoint.meta
+    if info.get("preset") != engine.config.name or meta.get("format") != CHECKPOINT_FORMAT:
+        raise RequestError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"session {sid!r} was made by preset {info.get('preset')!r} (checkpoint format {meta.get('format')}); "
+            f"this generator runs {engine.config.name!r} (format {CHECKPOINT_FORMAT}): resume on a matching replica",
+        )
+    params = params_from_info(info, sid, request.resume_secret, engine.audio_config)
+    replay = await store.read_audio(sid, int(meta["audio_seq"]))
+    replay = [(seq, data) for seq, data in replay if data]  # an entry may only mark the end of audio
+    position = AudioPosition(int(meta["audio_seq"]), int(meta["audio_offset"]), int(meta["pcm_frames"]))
+    stored_frames = position.frames + sum(len(d) for _, d in replay) // params.frame_bytes
+    stored_frames -= position.offset // params.frame_bytes if replay and replay[0][0] == position.seq else 0
+    audio_total = meta.get("audio_total")
+    available = audio_total if audio_total is not None else frame_count(stored_frames, params.sample_rate, params.fps)
+    first = int(meta["next_frame"])
+    wanted = int(request.next_frame)
+    if not first <= wanted <= available:
+        raise RequestError(
+            grpc.StatusCode.OUT_OF_RANGE,
+            f"next_frame {wanted} is outside what session {sid!r} can resume: frames {first}..{available} "
+            f"(its checkpoint starts at frame {first}, and the stored audio makes {available} frames)",
+        )
+    shard = checkpoint.shards[0]
+    dit = {name[len(DIT_PREFIX) :]: t for name, t in shard.items() if name.startswith(DIT_PREFIX)}
+    try:
+        sampler = restore_sampler(engine.model, dit, engine.device)
+    except SamplerStateError as exc:
+        raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"session {sid!r}: {exc}") from None
+    lease = await store.acquire(sid, owner)
+    next_audio_seq = replay[-1][0] + 1 if replay else position.seq
+    restored = Restored(
+        sampler=sampler,
+        chunk_index=int(meta["chunk_index"]),
+        rows_first=int(meta["rows_first"]),
+        rows=shard[AUDIO_ROWS],
+        audio_position=position,
+        encoder_state=tensor_bytes(shard[ENCODER_STATE]),
+        decoder_state=tensor_bytes(shard[DECODER_STATE]),
+        replay=replay,
+        next_audio_seq=next_audio_seq,
+        first_output_frame=wanted,
+        audio_total=audio_total,
+        version=checkpoint.version,
+    )
+    log.info(
+        "session resumed",
+        extra={"session": sid, "version": checkpoint.version, "chunk": restored.chunk_index, "next_frame": wanted},
+    )
+    return params, restored, lease

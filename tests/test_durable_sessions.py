@@ -1,0 +1,180 @@
+"""Durable sessions with real processes: a real redis-server, two generators, kill -9, exact resume."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import grpc
+import numpy as np
+import pytest
+from generator_helpers import EXAMPLES, RATE
+from redis_server import RedisServer
+from servers import service_process
+
+from liveact.audio import decode_audio
+from liveact.client import animate
+from liveact.client.animate import AnimateResult, to_s16
+from liveact.v1 import common_pb2, generator_pb2
+
+SECONDS = 8  # 160 frames: chunks of 21, 32, 32, 32, 32, 32 frames
+EVERY = 1  # checkpoint after every chunk
+
+
+@pytest.fixture(scope="module")
+def redis():
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def peers():
+    with service_process("audio_encoder") as (enc, _), service_process("decoder") as (dec, _):
+        yield enc, dec
+
+
+def generator(peers, redis, *extra):
+    enc, dec = peers
+    return service_process(
+        "generator", "--audio-encoder", enc, "--decoder", dec, "--redis-url", redis.url,
+        "--checkpoint-every-chunks", str(EVERY), *extra,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    pcm = decode_audio(EXAMPLES / "speech.wav")
+    pcm = np.tile(pcm, 2)[: RATE * SECONDS]
+    return to_s16(pcm).astype(np.float32) / 32768.0
+
+
+@pytest.fixture(scope="module")
+def image() -> bytes:
+    return (EXAMPLES / "face.png").read_bytes()
+
+
+def frames_of(chunks, height=64, width=64) -> list[tuple[int, np.ndarray]]:
+    """[(absolute frame index, (H, W, 3) uint8)] from RAW_RGB FrameChunks."""
+    out = []
+    for c in chunks:
+        for i, f in enumerate(c.frames):
+            out.append((c.first_frame + i, np.frombuffer(f, dtype=np.uint8).reshape(height, width, 3)))
+    return out
+
+
+def raw(target, image, speech, **kw):
+    return animate(target, image, speech, RATE, output_format=common_pb2.RAW_RGB, seed=3, **kw)
+
+
+def test_kill_9_then_exact_resume_on_another_generator_is_bitwise(peers, redis, speech, image):
+    with generator(peers, redis) as (gen_a, _):
+        reference = asyncio.run(raw(gen_a, image, speech))
+    assert reference.end.frames == SECONDS * 20
+    assert reference.checkpoints and reference.checkpoints[0].version == 1  # notices come in-band
+    assert reference.checkpoints[0].session_id == reference.header.session_id
+    expected = frames_of(reference.chunks)
+
+    with generator(peers, redis) as (gen_a, proc_a), generator(peers, redis) as (gen_b, _):
+        first = AnimateResult()
+
+        def on_chunk(chunk):
+            if first.checkpoints and len(first.chunks) >= 3:  # mid-session, after a checkpoint
+                os.kill(proc_a.pid, signal.SIGKILL)
+
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            asyncio.run(raw(gen_a, image, speech, on_chunk=on_chunk, result=first))
+        assert err.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL), err.value
+        assert proc_a.wait(timeout=10) == -signal.SIGKILL
+        got = frames_of(first.chunks)
+        assert 0 < len(got) < len(expected)
+
+        resume = generator_pb2.ResumeRequest(
+            session_id=first.header.session_id, resume_secret=first.header.resume_secret, next_frame=len(got),
+            mode=generator_pb2.ResumeRequest.EXACT,
+        )  # fmt: skip
+        second = asyncio.run(raw(gen_b, image, speech, resume=resume))
+
+    assert second.header.first_frame == len(got)
+    assert second.header.session_id == first.header.session_id
+    assert second.chunks[0].first_frame == len(got)  # no frame repeated
+    got += frames_of(second.chunks)
+    assert [i for i, _ in got] == list(range(SECONDS * 20))  # none missing, none twice
+    for (i, frame), (_, want) in zip(got, expected, strict=True):
+        assert np.array_equal(frame, want), f"frame {i} differs from the uninterrupted run"
+
+
+def test_a_second_owner_fences_the_first(peers, redis, speech, image):
+    """Resume a live session elsewhere: the old owner's next write is refused and its stream ABORTED."""
+    with generator(peers, redis) as (gen_a, proc_a), generator(peers, redis) as (gen_b, _):
+
+        async def both():
+            first = AnimateResult()
+            old = asyncio.ensure_future(raw(gen_a, image, speech, realtime=True, result=first))
+            while not (first.checkpoints and first.chunks):
+                await asyncio.sleep(0.02)
+            resume = generator_pb2.ResumeRequest(
+                session_id=first.header.session_id, resume_secret=first.header.resume_secret,
+                next_frame=first.checkpoints[0].next_frame,
+            )  # fmt: skip
+            new = asyncio.ensure_future(raw(gen_b, image, speech, resume=resume))
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await old
+            return err.value, await new
+
+        err, second = asyncio.run(both())
+        assert proc_a.poll() is None  # the fenced session ended; generator A itself keeps serving
+    assert err.code() == grpc.StatusCode.ABORTED, err
+    assert "took this session over" in err.details()
+    assert second.end is not None and second.end.frames == SECONDS * 20 - second.header.first_frame
+
+
+def test_resume_refusals(peers, redis, speech, image):
+    with generator(peers, redis) as (gen, _):
+        done = asyncio.run(raw(gen, image, speech[: RATE * 3]))
+        sid, secret = done.header.session_id, done.header.resume_secret
+        first = done.checkpoints[0].next_frame
+
+        def attempt(**kw):
+            request = generator_pb2.ResumeRequest(**{"session_id": sid, "resume_secret": secret, **kw})
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                asyncio.run(raw(gen, image, speech, resume=request))
+            return err.value.code(), err.value.details()
+
+        assert attempt(session_id="nosuchsession")[0] == grpc.StatusCode.NOT_FOUND
+        assert attempt(resume_secret="wrong")[0] == grpc.StatusCode.PERMISSION_DENIED
+        code, details = attempt(next_frame=10_000)
+        assert code == grpc.StatusCode.OUT_OF_RANGE and f"frames {first}..60" in details
+        code, details = attempt(next_frame=first - 1)
+        assert code == grpc.StatusCode.OUT_OF_RANGE
+        assert attempt(next_frame=first, mode=generator_pb2.ResumeRequest.LIVE)[0] == grpc.StatusCode.UNIMPLEMENTED
+
+        # a resume of the finished session from its checkpoint sends exactly the frames after it
+        again = asyncio.run(
+            raw(gen, image, speech[: RATE * 3], resume=generator_pb2.ResumeRequest(
+                session_id=sid, resume_secret=secret, next_frame=first + 5))
+        )  # fmt: skip
+        want = frames_of(done.chunks)[first + 5 :]
+        got = frames_of(again.chunks)
+        assert [i for i, _ in got] == [i for i, _ in want]
+        assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, want, strict=True))
+
+
+def test_damaged_checkpoints_are_data_loss(peers, redis, speech, image):
+    import redis as redis_client
+
+    with generator(peers, redis) as (gen, _):
+        done = asyncio.run(raw(gen, image, speech[: RATE * 3]))
+        sid = done.header.session_id
+        r = redis_client.Redis.from_url(redis.url)
+        parts = [k for k in r.scan_iter(match=f"liveact:part:{sid}:*")]
+        assert parts
+        for key in parts:
+            r.setrange(key, 100, b"\x00garbage\x00")
+        request = generator_pb2.ResumeRequest(
+            session_id=sid, resume_secret=done.header.resume_secret, next_frame=done.checkpoints[0].next_frame
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            asyncio.run(raw(gen, image, speech, resume=request))
+    assert err.value.code() == grpc.StatusCode.DATA_LOSS
+    assert "no intact checkpoint" in err.value.details()

@@ -1,0 +1,62 @@
+"""A sampler exported after chunk k and restored in a fresh sampler continues bit for bit."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from liveact.sampling.noise import SeededNoise
+from liveact.sampling.stream import StreamingSampler
+from liveact.state.sampler_state import SamplerStateError, export_sampler, restore_sampler
+from tests.helpers import make_model, make_session, micro_config
+
+TOTAL = 6
+
+
+def _sampler(cfg, seed=7):
+    model = make_model(cfg)
+    cond, feats = make_session(model, chunks=TOTAL)
+    return StreamingSampler(model, cond, SeededNoise(seed)), feats
+
+
+def _with_cfg(cfg):
+    return dataclasses.replace(cfg, sampler=dataclasses.replace(cfg.sampler, audio_cfg=2.0))
+
+
+@pytest.mark.parametrize("variant", ["plain", "fp8", "audio_cfg"])
+@pytest.mark.parametrize("split_at", [1, 3])
+def test_restored_sampler_continues_bitwise(variant, split_at):
+    cfg = micro_config(fp8=True) if variant == "fp8" else micro_config()
+    if variant == "audio_cfg":
+        cfg = _with_cfg(cfg)
+    ref, feats = _sampler(cfg)
+    expected = [ref.next_chunk(feats).latent for _ in range(TOTAL)]
+
+    first, _ = _sampler(cfg)
+    for _ in range(split_at):
+        first.next_chunk(feats)
+    state = export_sampler(first)
+    assert all(t.device.type == "cpu" for t in state.values())
+    assert ("cond.null_audio" in state) == (variant == "audio_cfg")
+    first.next_chunk(feats)  # the exporter goes on: the exported copies must not change
+    again = restore_sampler(first.model, state, torch.device("cpu"))
+    assert again.chunk_index == split_at
+    rest = [again.next_chunk(feats).latent for _ in range(TOTAL - split_at)]
+    for i, got in enumerate(rest):
+        assert torch.equal(got, expected[split_at + i]), f"chunk {split_at + i} differs after restore"
+
+
+def test_restore_refuses_foreign_state():
+    cfg = micro_config()
+    sampler, feats = _sampler(cfg)
+    sampler.next_chunk(feats)
+    state = export_sampler(sampler)
+    with pytest.raises(SamplerStateError, match=r"no 'noise\.state'"):
+        restore_sampler(sampler.model, {k: v for k, v in state.items() if k != "noise.state"}, torch.device("cpu"))
+    with pytest.raises(SamplerStateError, match="unknown tensors"):
+        restore_sampler(sampler.model, {**state, "surprise": torch.zeros(1)}, torch.device("cpu"))
+    bigger = make_model(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, dim=64, ffn_dim=128)))
+    with pytest.raises(SamplerStateError, match="does not fit"):
+        restore_sampler(bigger, state, torch.device("cpu"))
