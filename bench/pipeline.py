@@ -281,7 +281,7 @@ def run(
         pcm = load_speech(seconds, rate)
         warm = pcm[: round(min(seconds, WARMUP_SECONDS) * rate)]
 
-        with local_cluster(preset, max_sessions=1, env=env) as (target, procs):
+        with local_cluster(preset, max_sessions=1, env=env, redis_url="") as (target, procs):
             pids = [p.pid for p in procs]
 
             def services(audio: np.ndarray, paced: bool) -> Run:

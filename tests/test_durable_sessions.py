@@ -178,3 +178,36 @@ def test_damaged_checkpoints_are_data_loss(peers, redis, speech, image):
             asyncio.run(raw(gen, image, speech, resume=request))
     assert err.value.code() == grpc.StatusCode.DATA_LOSS
     assert "no intact checkpoint" in err.value.details()
+
+
+def test_redis_killed_and_restarted_mid_session(peers, speech, image):
+    """The session never stops; checkpoints come back once Redis does, and one resumes exactly."""
+    with RedisServer() as own_redis, generator(peers, own_redis) as (gen, proc):
+
+        async def session():
+            result = AnimateResult()
+            task = asyncio.ensure_future(raw(gen, image, speech, realtime=True, result=result))
+            while not result.checkpoints:
+                await asyncio.sleep(0.02)
+            own_redis.kill()
+            outage_at = len(result.checkpoints)
+            await asyncio.sleep(1.0)
+            own_redis.restart()  # empty: the session's record, lease and log are gone
+            await task
+            return result, outage_at
+
+        result, outage_at = asyncio.run(session())
+        assert proc.poll() is None
+        assert result.end is not None and result.end.frames == SECONDS * 20  # never stopped
+        after = result.checkpoints[outage_at:]
+        assert after, "no checkpoint after Redis came back"
+        assert after[0].version == 1  # a fresh Redis: the session was put back, versions start again
+        latest = after[-1]
+        resume = generator_pb2.ResumeRequest(
+            session_id=latest.session_id, resume_secret=latest.resume_secret, next_frame=latest.next_frame
+        )
+        again = asyncio.run(raw(gen, image, speech, resume=resume))
+    want = frames_of(result.chunks)[latest.next_frame :]
+    got = frames_of(again.chunks)
+    assert [i for i, _ in got] == [i for i, _ in want]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, want, strict=True))

@@ -89,6 +89,27 @@ return redis.call('LRANGE', KEYS[5], 0, -1)
 """
 )
 
+# ARGV: token, owner, lease_ttl_ms, session_ttl_ms, record JSON -> 1
+# After Redis lost the session (a restart without persistence, or expiry while cut off): the
+# owner puts its record, fence and lease back, unless a newer token exists (then FENCED). Tokens
+# stay monotonic: of two owners that both reinstate, the one with the newer token wins.
+REINSTATE = (
+    _PRELUDE
+    + """
+local fence = tonumber(redis.call('GET', KEYS[3]) or '0')
+if fence > tonumber(ARGV[1]) then
+  return fenced(ARGV[1])
+end
+redis.call('SET', KEYS[3], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[5], 'NX')
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'token', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+refresh(ARGV[4])
+return 1
+"""
+)
+
 # ARGV: token -> 1 if the lease was deleted, 0 if it was not this token's
 RELEASE = """
 if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then

@@ -202,6 +202,7 @@ class SessionStore:
         self._acquire = register(scripts.ACQUIRE)
         self._renew = register(scripts.RENEW)
         self._release = register(scripts.RELEASE)
+        self._reinstate = register(scripts.REINSTATE)
         self._begin = register(scripts.BEGIN_CHECKPOINT)
         self._commit = register(scripts.COMMIT_CHECKPOINT)
         self._append = register(scripts.APPEND_AUDIO)
@@ -282,6 +283,21 @@ class SessionStore:
                 args=[lease.token, lease.owner, self._lease_ttl_ms, self._session_ttl_ms],
             )
             await self._touch_parts(self._manifest_parts(lease.session_id, history))
+
+    async def reinstate(self, lease: Lease, secret: str, info: Mapping[str, Any]) -> None:
+        """Put back a session Redis lost (restart without persistence, or expiry): record, fence, lease.
+
+        ``FencedError`` if a newer owner exists. The owner calls it when a write was fenced with no
+        current token at all; checkpoint versions then start again at 1.
+        """
+        k = self.keys(lease.session_id)
+        record = _to_json({"secret_sha256": _secret_digest(secret), "info": dict(info), "created": time.time()}, "info")
+        with _redis_errors("reinstate", lease.session_id):
+            await self._reinstate(
+                keys=self._script_keys(k),
+                args=[lease.token, lease.owner, self._lease_ttl_ms, self._session_ttl_ms, record],
+            )
+        log.warning("session %s: reinstated in Redis with token %d", lease.session_id, lease.token)
 
     async def release(self, lease: Lease) -> bool:
         """Give the lease up; False (and nothing deleted) if it is no longer this token's."""

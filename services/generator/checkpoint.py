@@ -122,8 +122,22 @@ class CheckpointWriter:
     ends the session with ABORTED through ``on_fenced``.
     """
 
-    def __init__(self, store: SessionStore, lease: Lease, policy: CheckpointPolicy, backoff: Backoff) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        lease: Lease,
+        policy: CheckpointPolicy,
+        backoff: Backoff,
+        secret: str,
+        info: dict,
+        log_from: int = 0,
+    ) -> None:
         self.store, self.lease, self.policy, self.backoff = store, lease, policy, backoff
+        self.secret, self.info = secret, info  # to put the session back if Redis lost it
+        # the audio log holds every AudioChunk from this seq on (None: a gap is open after a failure)
+        self.log_from: int | None = log_from
+        self.log_retry_at = 0.0
+        self.log_failures = 0
         self.task: asyncio.Task | None = None
         self.last_chunk = 0
         self.last_time = time.monotonic()
@@ -138,6 +152,40 @@ class CheckpointWriter:
             return False
         now = time.monotonic()
         return now >= self.retry_at and self.policy.due(chunks_done - self.last_chunk, now - self.last_time)
+
+    async def guarded(self, op):
+        """``await op()``; if fenced, put the session back when Redis merely lost it, then retry once.
+
+        ``FencedError`` stays only when another owner holds a newer token.
+        """
+        try:
+            return await op()
+        except FencedError:
+            await self.store.reinstate(self.lease, self.secret, self.info)
+            return await op()
+
+    def log_open(self) -> bool:
+        """Whether to try logging audio now (not while backing off after a failure)."""
+        return not self.disabled and time.monotonic() >= self.log_retry_at
+
+    def audio_logged(self, seq: int) -> None:
+        self.log_failures = 0
+        if self.log_from is None:
+            self.log_from = seq
+            log.info("audio log continuous again", extra={"session": self.lease.session_id, "from_seq": seq})
+
+    def audio_not_logged(self, seq: int, error: str | None = None) -> None:
+        """AudioChunk ``seq`` is missing from the log: checkpoints wait for audio past the gap."""
+        if self.log_from is not None:
+            log.warning("audio log gap", extra={"session": self.lease.session_id, "seq": seq, "error": error})
+        self.log_from = None
+        if error is not None:
+            self.log_failures += 1
+            self.log_retry_at = time.monotonic() + self.backoff.delay(self.log_failures - 1)
+
+    def exact_from(self, audio_seq: int) -> bool:
+        """Whether a checkpoint at ``audio_seq`` can be replayed exactly from the log."""
+        return self.log_from is not None and audio_seq >= self.log_from
 
     def disable(self, reason: str) -> None:
         if not self.disabled:
@@ -157,7 +205,7 @@ class CheckpointWriter:
         await asyncio.gather(pending.encoder_state, pending.decoder_state)
         meta, tensors = await asyncio.to_thread(pending.shard)
         try:
-            version = await self.store.write_checkpoint(self.lease, meta, [tensors])
+            version = await self.guarded(lambda: self.store.write_checkpoint(self.lease, meta, [tensors]))
         except FencedError as exc:
             await on_fenced(exc)
             return

@@ -103,7 +103,14 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                 extra={"session": params.session_id, "error": str(exc)},
             )
             return None
-        return CheckpointWriter(self.store, lease, self.settings.checkpoint_policy(), self.settings.backoff())
+        return self._writer(lease, params)
+
+    def _writer(self, lease, params: SessionParams, log_from: int = 0) -> CheckpointWriter:
+        s = self.settings
+        info = session_info(params, self.engine.config.name)
+        return CheckpointWriter(
+            self.store, lease, s.checkpoint_policy(), s.backoff(), params.resume_secret, info, log_from
+        )
 
     async def _resume(self, request) -> tuple[SessionParams, Restored, CheckpointWriter]:
         if self.store is None:
@@ -112,7 +119,7 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                 "this generator keeps no session state (started without --redis-url): it cannot resume sessions",
             )
         params, restored, lease = await resume(self.store, self.engine, request, self.settings.owner)
-        writer = CheckpointWriter(self.store, lease, self.settings.checkpoint_policy(), self.settings.backoff())
+        writer = self._writer(lease, params, restored.audio_position.seq)
         writer.last_chunk = restored.chunk_index
         return params, restored, writer
 

@@ -50,7 +50,7 @@ from liveact.pipeline import Engine, chunks_needed, prepare_sampler
 from liveact.sampling.audio_window import window_index
 from liveact.sampling.chunking import plan_chunk
 from liveact.state.sampler_state import export_sampler
-from liveact.state.store import FencedError, StoreError
+from liveact.state.store import FencedError, StoreError, StoreUnavailable
 from liveact.v1 import audio_encoder_pb2, common_pb2, decoder_pb2, generator_pb2
 from services.common.errors import RequestError
 from services.common.tensors import from_proto, to_proto
@@ -201,16 +201,27 @@ class GeneratorSession:
             self.to_encoder.put_nowait(PcmPiece(data[start:stop], self.audio_position))
 
     async def _log_audio(self, seq: int, data: bytes) -> None:
-        """Store the AudioChunk for an exact resume before it goes anywhere (write-ahead)."""
+        """Store the AudioChunk for an exact resume before it goes anywhere (write-ahead).
+
+        Redis trouble never stops the session: the chunk is then not logged (nor are those that
+        arrive while the writer backs off), and checkpoints wait until the encoder is past the gap.
+        """
         cp = self.checkpoints
-        if cp is None or cp.disabled:
+        if cp is None:
+            return
+        if not cp.log_open():
+            cp.audio_not_logged(seq)
             return
         try:
-            await cp.store.append_audio(cp.lease, seq, data)
+            await cp.guarded(lambda: cp.store.append_audio(cp.lease, seq, data))
         except FencedError:
             raise _fenced() from None
+        except StoreUnavailable as exc:
+            cp.audio_not_logged(seq, str(exc))
         except StoreError as exc:
-            cp.disable(f"the audio log failed at AudioChunk {seq}: {exc}")
+            cp.disable(f"the audio log refused AudioChunk {seq}: {exc}")
+        else:
+            cp.audio_logged(seq)
 
     async def _read_client(self, requests: AsyncIterator[generator_pb2.AnimateRequest]) -> None:
         r = self.restored
@@ -400,6 +411,8 @@ class GeneratorSession:
             total = self.windows.total_frames
             if self.encoder_ended and total is None:  # EndOfAudio went to the encoder meanwhile: too late
                 return
+            if total is None and not cp.exact_from(self.audio_position.seq):
+                return  # the audio log has a gap after this point: the checkpoint could not be replayed
             first = self._rows_needed_by(next_chunk)[0]
             end = self.windows.ring.end
             rows = [self.windows.ring.get(first, end)] if end > first else []
