@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 
 import grpc
 import numpy as np
 import pytest
 from generator_helpers import EXAMPLES, RATE
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis_server import RedisServer
 from servers import service_process
 
 from liveact.audio import decode_audio
-from liveact.client import animate
+from liveact.client import animate, animate_resumable
 from liveact.client.animate import AnimateResult, to_s16
 from liveact.v1 import common_pb2, generator_pb2
 
@@ -180,9 +182,25 @@ def test_damaged_checkpoints_are_data_loss(peers, redis, speech, image):
     assert "no intact checkpoint" in err.value.details()
 
 
+def health(target: str, name: str) -> int:
+    with grpc.insecure_channel(target) as channel:
+        request = health_pb2.HealthCheckRequest(service=name)
+        return health_pb2_grpc.HealthStub(channel).Check(request, timeout=5).status
+
+
+def wait_health(target: str, name: str, status: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while health(target, name) != status:
+        assert time.monotonic() < deadline, f"{name} did not become {status} in {timeout_s} s"
+        time.sleep(0.05)
+
+
 def test_redis_killed_and_restarted_mid_session(peers, speech, image):
-    """The session never stops; checkpoints come back once Redis does, and one resumes exactly."""
-    with RedisServer() as own_redis, generator(peers, own_redis) as (gen, proc):
+    """The session never stops, health says degraded, checkpoints come back with Redis, one resumes exactly."""
+    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    store_health = "liveact.v1.Generator.checkpoints"
+    with RedisServer() as own_redis, generator(peers, own_redis, "--store-check-s", "0.1") as (gen, proc):
+        wait_health(gen, store_health, serving)
 
         async def session():
             result = AnimateResult()
@@ -191,12 +209,16 @@ def test_redis_killed_and_restarted_mid_session(peers, speech, image):
                 await asyncio.sleep(0.02)
             own_redis.kill()
             outage_at = len(result.checkpoints)
-            await asyncio.sleep(1.0)
+            await asyncio.to_thread(wait_health, gen, store_health, not_serving)
+            overall = await asyncio.to_thread(health, gen, "")
+            await asyncio.sleep(0.5)
             own_redis.restart()  # empty: the session's record, lease and log are gone
+            await asyncio.to_thread(wait_health, gen, store_health, serving)
             await task
-            return result, outage_at
+            return result, outage_at, overall
 
-        result, outage_at = asyncio.run(session())
+        result, outage_at, overall = asyncio.run(session())
+        assert overall == serving  # degraded, not down: the generator still takes sessions
         assert proc.poll() is None
         assert result.end is not None and result.end.frames == SECONDS * 20  # never stopped
         after = result.checkpoints[outage_at:]
@@ -210,4 +232,55 @@ def test_redis_killed_and_restarted_mid_session(peers, speech, image):
     want = frames_of(result.chunks)[latest.next_frame :]
     got = frames_of(again.chunks)
     assert [i for i, _ in got] == [i for i, _ in want]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, want, strict=True))
+
+
+def test_sigterm_hands_sessions_off_and_the_client_resumes_elsewhere(peers, redis, speech, image):
+    with generator(peers, redis) as (gen, _):
+        reference = asyncio.run(raw(gen, image, speech))
+    expected = frames_of(reference.chunks)
+    with generator(peers, redis, "--grace-s", "10") as (gen_a, proc_a), generator(peers, redis) as (gen_b, _):
+
+        async def drained():
+            first = AnimateResult()
+            task = asyncio.ensure_future(raw(gen_a, image, speech, realtime=True, result=first))
+            while len(first.chunks) < 2:
+                await asyncio.sleep(0.02)
+            t_term = time.monotonic()
+            proc_a.send_signal(signal.SIGTERM)
+            await task
+            return first, t_term
+
+        first, t_term = asyncio.run(drained())
+        assert proc_a.wait(timeout=15) == 0
+        exit_s = time.monotonic() - t_term
+        end = first.end
+        assert end.reason.startswith("draining") and end.HasField("resume")
+        got = frames_of(first.chunks)
+        assert end.resume.next_frame == len(got) < SECONDS * 20  # everything generated so far was delivered
+        second = asyncio.run(raw(gen_b, image, speech, resume=end.resume))
+    assert exit_s < 10  # within the grace period
+    got += frames_of(second.chunks)
+    assert [i for i, _ in got] == list(range(SECONDS * 20))
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, expected, strict=True))
+
+
+def test_resumable_client_follows_a_crash_to_another_generator(peers, redis, speech, image):
+    with generator(peers, redis) as (gen, _):
+        reference = asyncio.run(raw(gen, image, speech))
+    with generator(peers, redis) as (gen_a, proc_a), generator(peers, redis) as (gen_b, _):
+        seen = []
+
+        def on_chunk(chunk):
+            seen.append(chunk)
+            if len(seen) == 3:
+                os.kill(proc_a.pid, signal.SIGKILL)
+
+        result = asyncio.run(
+            animate_resumable([gen_a, gen_b], image, speech, sample_rate=RATE, output_format=common_pb2.RAW_RGB,
+                              seed=3, on_chunk=on_chunk)
+        )  # fmt: skip
+    assert proc_a.poll() == -signal.SIGKILL
+    got, want = frames_of(result.chunks), frames_of(reference.chunks)
+    assert [i for i, _ in got] == list(range(SECONDS * 20))
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, want, strict=True))

@@ -18,7 +18,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="stream an image and speech to a generator service and write the returned video as MP4",
         description="Open one Animate stream to TARGET: send the reference image, then the speech as 16 kHz s16le "
         "PCM in 100 ms pieces (at real-time pace with --realtime, else as fast as the server takes them), receive "
-        "JPEG frames and write them with the speech as H.264 MP4. Prints time to first frame and fps.",
+        "JPEG frames and write them with the speech as H.264 MP4. Prints time to first frame and fps. When the "
+        "generator hands the session off (draining) or the stream breaks after a checkpoint, the client resumes "
+        "it (EXACT) through TARGET, up to --max-resumes times: the video has every frame once.",
     )
     p.add_argument("--target", default="127.0.0.1:50051", help="generator address host:port (default: 127.0.0.1:50051)")
     p.add_argument("--image", required=True, type=Path)
@@ -28,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", default=None, help="WxH (default: the server preset's)")
     p.add_argument("--realtime", action="store_true", help="send audio at real-time pace, as a live source would")
+    p.add_argument("--max-resumes", type=int, default=3, help="resume a handed-off or broken session this often")
     p.set_defaults(func=run)
 
 
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     from liveact.audio import AudioConfig, decode_audio
     from liveact.cli.animate import parse_wxh
-    from liveact.client import animate
+    from liveact.client import animate_resumable
     from liveact.media import Mp4Writer
     from liveact.v1 import common_pb2
 
@@ -48,8 +51,9 @@ def run(args: argparse.Namespace) -> int:
     image = args.image.read_bytes()
     try:
         result = asyncio.run(
-            animate(args.target, image, pcm, rate, fps=args.fps, seed=args.seed, output_format=common_pb2.JPEG,
-                    width=width, height=height, realtime=args.realtime)
+            animate_resumable(args.target, image, pcm, max_resumes=args.max_resumes, sample_rate=rate, fps=args.fps,
+                              seed=args.seed, output_format=common_pb2.JPEG, width=width, height=height,
+                              realtime=args.realtime)
         )  # fmt: skip
     except grpc.aio.AioRpcError as exc:
         why = f"{exc.code().name}: {exc.details()}"
@@ -66,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         "time_to_first_frame_s": round(result.first_frame_s or 0.0, 3),
         "seconds": round(result.seconds, 3),
         "fps": round(result.frame_count / result.seconds, 2) if result.seconds else 0.0,
+        "checkpoints": len(result.checkpoints),
     }
     print(json.dumps(summary, indent=2))
     return 0

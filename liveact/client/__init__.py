@@ -1,5 +1,5 @@
 """Python client of the LiveAct ``Generator`` service (``liveact client`` uses it)."""
 
-from liveact.client.animate import AnimateResult, animate, pcm_chunks
+from liveact.client.animate import AnimateResult, animate, animate_resumable, pcm_chunks
 
-__all__ = ["AnimateResult", "animate", "pcm_chunks"]
+__all__ = ["AnimateResult", "animate", "animate_resumable", "pcm_chunks"]

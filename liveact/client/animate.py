@@ -133,3 +133,63 @@ async def animate(
                 result.end = resp.end
     result.seconds = time.perf_counter() - t0
     return result
+
+
+RESUMABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.CANCELLED)
+RESUME_DELAY_S = 0.5  # before reconnecting after a lost stream (a replacement generator may be starting)
+
+
+async def animate_resumable(
+    target: str | list[str], image: bytes, pcm: np.ndarray, max_resumes: int = 3, **kwargs
+) -> AnimateResult:
+    """``animate`` that follows a session across generators: one result for the whole session.
+
+    It resumes (EXACT, from the first frame not received) when the server hands the session off
+    (``SessionEnd.resume``, a draining replica) or when the stream breaks (UNAVAILABLE / INTERNAL /
+    CANCELLED, e.g. a crashed generator) after a checkpoint was announced; at most ``max_resumes``
+    times. Frames arrive in order without gaps or repeats; ``result.end`` is the final SessionEnd.
+    ``target``: one address (a load-balanced Service) or several, tried in turn by the resumes.
+    """
+    targets = [target] if isinstance(target, str) else list(target)
+    total = AnimateResult()
+    resume: generator_pb2.ResumeRequest | None = None
+    t0 = time.perf_counter()
+    for attempt in range(max_resumes + 1):
+        part = AnimateResult()
+        try:
+            await animate(targets[attempt % len(targets)], image, pcm, resume=resume, result=part, **kwargs)
+        except grpc.aio.AioRpcError as exc:
+            resumable = exc.code() in RESUMABLE_CODES and (part.checkpoints or total.checkpoints)
+            if not resumable or attempt == max_resumes:
+                raise
+            _merge(total, part)
+            resume = generator_pb2.ResumeRequest(
+                session_id=total.header.session_id, resume_secret=total.header.resume_secret,
+                next_frame=_next_frame(total), mode=generator_pb2.ResumeRequest.EXACT,
+            )  # fmt: skip
+            await asyncio.sleep(RESUME_DELAY_S)
+            continue
+        _merge(total, part)
+        if part.end is None or not part.end.HasField("resume") or attempt == max_resumes:
+            break
+        resume = part.end.resume
+        resume.next_frame = _next_frame(total)
+    total.seconds = time.perf_counter() - t0
+    return total
+
+
+def _merge(total: AnimateResult, part: AnimateResult) -> None:
+    if total.header is None:
+        total.header = part.header
+    if total.first_frame_s is None:
+        total.first_frame_s = part.first_frame_s
+    total.chunks += part.chunks
+    total.checkpoints += part.checkpoints
+    total.end = part.end
+
+
+def _next_frame(result: AnimateResult) -> int:
+    if not result.chunks:
+        return result.header.first_frame if result.header is not None else 0
+    last = result.chunks[-1]
+    return last.first_frame + last.frame_count

@@ -110,6 +110,40 @@ return 1
 """
 )
 
+# ARGV: token, first entry id to drop -> entries dropped
+# The audio log after a gap is useless for replay: the new owner drops it and moves the stream's
+# last id back, so the client's resent chunks from the gap on can be logged again.
+TRUNCATE_AUDIO = (
+    _PRELUDE
+    + """
+local err = fenced(ARGV[1])
+if err then
+  return err
+end
+if redis.call('EXISTS', KEYS[6]) == 0 then
+  return 0
+end
+local dropped = 0
+while true do
+  local entries = redis.call('XRANGE', KEYS[6], ARGV[2], '+', 'COUNT', 1000)
+  if #entries == 0 then
+    break
+  end
+  for _, entry in ipairs(entries) do
+    redis.call('XDEL', KEYS[6], entry[1])
+    dropped = dropped + 1
+  end
+end
+local top = redis.call('XREVRANGE', KEYS[6], '+', '-', 'COUNT', 1)
+local floor = '0-1'
+if #top > 0 then
+  floor = top[1][1]
+end
+redis.call('XSETID', KEYS[6], floor)
+return dropped
+"""
+)
+
 # ARGV: token -> 1 if the lease was deleted, 0 if it was not this token's
 RELEASE = """
 if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then

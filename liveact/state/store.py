@@ -203,6 +203,7 @@ class SessionStore:
         self._renew = register(scripts.RENEW)
         self._release = register(scripts.RELEASE)
         self._reinstate = register(scripts.REINSTATE)
+        self._truncate_audio = register(scripts.TRUNCATE_AUDIO)
         self._begin = register(scripts.BEGIN_CHECKPOINT)
         self._commit = register(scripts.COMMIT_CHECKPOINT)
         self._append = register(scripts.APPEND_AUDIO)
@@ -473,6 +474,12 @@ class SessionStore:
                 if len(entries) < AUDIO_PAGE:
                     return out
                 start = f"{out[-1][0] + 2}-0"  # the id after the last seq read
+
+    async def truncate_audio(self, lease: Lease, from_seq: int) -> int:
+        """Drop logged chunks with seq >= ``from_seq`` so they can be logged again; returns how many."""
+        k = self.keys(lease.session_id)
+        with _redis_errors("truncate_audio", lease.session_id):
+            return int(await self._truncate_audio(keys=self._script_keys(k), args=[lease.token, f"{from_seq + 1}-0"]))
 
     async def last_audio_seq(self, session_id: str) -> int | None:
         """The highest seq ever logged (even if a commit trimmed it since); None if none was."""

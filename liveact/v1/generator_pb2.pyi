@@ -143,12 +143,14 @@ class CheckpointNotice(_message.Message):
     def __init__(self, next_frame: _Optional[int] = ..., session_id: _Optional[str] = ..., resume_secret: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class SessionEnd(_message.Message):
-    __slots__ = ("frames", "reason")
+    __slots__ = ("frames", "reason", "resume")
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
     frames: int
     reason: str
-    def __init__(self, frames: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    resume: ResumeRequest
+    def __init__(self, frames: _Optional[int] = ..., reason: _Optional[str] = ..., resume: _Optional[_Union[ResumeRequest, _Mapping]] = ...) -> None: ...
 
 class GetServerInfoRequest(_message.Message):
     __slots__ = ()

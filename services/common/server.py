@@ -6,7 +6,10 @@
 3. reflection when ``--reflection``;
 4. on SIGTERM/SIGINT: NOT_SERVING at once, then ``stop(grace)`` lets in-flight streams finish for
    ``--grace-s`` seconds before cancelling them; ``on_drain`` lets a service hand sessions off first;
-5. if ``warm_up`` raises, the error is logged and the process exits with status 1 (never NOT_SERVING forever).
+5. if ``warm_up`` raises, the error is logged and the process exits with status 1 (never NOT_SERVING forever);
+6. ``monitor(health)``, if given, runs once warm: a service reports a dependency under its own health
+   name (e.g. the generator's ``liveact.v1.Generator.checkpoints``: degraded, not down, while Redis is
+   away), stopped at drain.
 """
 
 from __future__ import annotations
@@ -53,6 +56,12 @@ class Health:
         for name in self.services:
             await self.servicer.set(name, status)
 
+    async def set_one(self, name: str, status: int) -> None:
+        """One extra name (a dependency), also turned NOT_SERVING by ``set`` from then on."""
+        if name not in self.services:
+            self.services.append(name)
+        await self.servicer.set(name, status)
+
 
 async def run(
     settings: ServerSettings,
@@ -60,6 +69,7 @@ async def run(
     add_servicers: Callable[[grpc.aio.Server], None],
     warm_up: Callable[[], Awaitable[None]],
     on_drain: Callable[[], Awaitable[None]] | None = None,
+    monitor: Callable[[Health], Awaitable[None]] | None = None,
 ) -> None:
     server = grpc.aio.server(options=server_options(settings))
     add_servicers(server)
@@ -80,9 +90,13 @@ async def run(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    monitoring: list[asyncio.Task] = []
+
     async def serve_when_warm() -> None:
         await warm_up()
         await status.set(SERVING)
+        if monitor is not None:
+            monitoring.append(asyncio.create_task(monitor(status), name="monitor"))
         if settings.port_file:
             Path(settings.port_file).write_text(f"{port}\n")
         log.info("serving", extra={"port": port})
@@ -96,6 +110,8 @@ async def run(
         await server.stop(0)
         raise SystemExit(1)
     log.info("draining", extra={"grace_s": settings.grace_s})
+    for task in monitoring:
+        task.cancel()
     await status.set(NOT_SERVING)
     warm.cancel()
     if on_drain is not None:

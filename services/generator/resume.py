@@ -4,7 +4,9 @@ EXACT mode (the default): the newest valid checkpoint describes the session befo
 (``services.generator.checkpoint``). The sampler is rebuilt from it, the audio ring refilled with
 the stored rows, the encoder and decoder streams restarted from their stored states, and the
 AudioChunks stored since the checkpoint are replayed through the encoder before the client's new
-audio (``SessionHeader.next_audio_seq`` tells the client where to continue). Generation from chunk
+audio (``SessionHeader.next_audio_seq`` tells the client where to continue). If the log has a gap
+(an append failed while Redis was unreachable), only the chunks before it are replayed, the rest
+of the log is dropped, and the client resends from the gap on. Generation from chunk
 k+1 on is then the same computation as in the uninterrupted run, so the frames are bit-identical;
 the decoder drops the frames before the client's ``next_frame``, so none is sent twice.
 
@@ -63,11 +65,21 @@ class Restored:
     audio_position: AudioPosition  # where the encoder state stands in the client's audio
     encoder_state: bytes
     decoder_state: bytes
-    replay: list[tuple[int, bytes]]  # stored AudioChunks from audio_position.seq on
+    replay: list[tuple[int, bytes]]  # stored AudioChunks audio_position.seq, +1, ... (no gap)
     next_audio_seq: int  # the AudioChunk seq the client sends next
     first_output_frame: int  # the client's next_frame: earlier frames are not sent again
     audio_total: int | None  # the audio had ended at the checkpoint: rows holds all that is left
     version: int
+
+
+def contiguous(entries: list[tuple[int, bytes]], first: int) -> list[tuple[int, bytes]]:
+    """The logged chunks ``first, first + 1, ...`` up to the first missing one."""
+    out = []
+    for seq, data in entries:
+        if seq != first + len(out):
+            break
+        out.append((seq, data))
+    return out
 
 
 async def resume(
@@ -106,11 +118,10 @@ async def resume(
             f"this generator runs {engine.config.name!r} (format {CHECKPOINT_FORMAT}): resume on a matching replica",
         )
     params = params_from_info(info, sid, request.resume_secret, engine.audio_config)
-    replay = await store.read_audio(sid, int(meta["audio_seq"]))
-    replay = [(seq, data) for seq, data in replay if data]  # an entry may only mark the end of audio
     position = AudioPosition(int(meta["audio_seq"]), int(meta["audio_offset"]), int(meta["pcm_frames"]))
+    replay = contiguous(await store.read_audio(sid, position.seq), position.seq)
     stored_frames = position.frames + sum(len(d) for _, d in replay) // params.frame_bytes
-    stored_frames -= position.offset // params.frame_bytes if replay and replay[0][0] == position.seq else 0
+    stored_frames -= position.offset // params.frame_bytes if replay else 0
     audio_total = meta.get("audio_total")
     available = audio_total if audio_total is not None else frame_count(stored_frames, params.sample_rate, params.fps)
     first = int(meta["next_frame"])
@@ -129,6 +140,9 @@ async def resume(
         raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"session {sid!r}: {exc}") from None
     lease = await store.acquire(sid, owner)
     next_audio_seq = replay[-1][0] + 1 if replay else position.seq
+    if dropped := await store.truncate_audio(lease, next_audio_seq):  # chunks after a gap: resent by the client
+        gap = {"session": sid, "from_seq": next_audio_seq, "dropped": dropped}
+        log.warning("audio log gap: the client resends", extra=gap)
     restored = Restored(
         sampler=sampler,
         chunk_index=int(meta["chunk_index"]),

@@ -13,8 +13,9 @@ Redis URL sessions work as before and a resume is FAILED_PRECONDITION. If Redis 
 a session starts, the session runs without checkpoints (logged) rather than failing.
 
 SIGTERM (``services.common.server.run``): health turns NOT_SERVING and new sessions are refused
-with UNAVAILABLE at once; running sessions go on until they end, but those still running shortly
-before the ``--grace-s`` deadline (``DRAIN_MARGIN_S``, or a quarter of the grace if that is less)
+with UNAVAILABLE at once; durable sessions are checkpointed and handed off (``Generator.drain``);
+other running sessions go on until they end, but those still running shortly before the
+``--grace-s`` deadline (``DRAIN_MARGIN_S``, or a quarter of the grace if that is less)
 are ended with UNAVAILABLE by the generator itself, so that their in-flight DiT work is over and
 the process exits within the grace period.
 """
@@ -32,7 +33,7 @@ from liveact.state.store import SessionStore, StoreError
 from liveact.v1 import audio_encoder_pb2_grpc, decoder_pb2_grpc, generator_pb2, generator_pb2_grpc
 from services.common import logs
 from services.common.errors import RequestError
-from services.common.server import run, server_options
+from services.common.server import NOT_SERVING, SERVING, Health, run, server_options
 from services.generator.checkpoint import CheckpointWriter
 from services.generator.resume import Restored, resume
 from services.generator.session import GeneratorSession, Peers
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 DRAIN_MARGIN_S = 1.0  # running sessions are ended this long before the --grace-s deadline
 
 SERVICE = generator_pb2.DESCRIPTOR.services_by_name["Generator"].full_name
+CHECKPOINTS_HEALTH = SERVICE + ".checkpoints"  # health name: SERVING while the session store answers
 
 
 class Generator(generator_pb2_grpc.GeneratorServicer):
@@ -70,12 +72,40 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
             self.store = SessionStore(s.store_settings())
 
     async def drain(self) -> None:
-        """SIGTERM: refuse new sessions; end those still running just before the grace deadline."""
+        """SIGTERM: refuse new sessions; hand durable ones off; end the rest just before the grace deadline.
+
+        A session with checkpoints finishes the chunk in progress, is checkpointed, and ends with a
+        SessionEnd whose ``resume`` the client sends to another replica; its frames so far are all sent.
+        """
         self.draining = True
         grace = self.settings.grace_s
         cut_after = max(0.0, grace - min(DRAIN_MARGIN_S, grace / 4))
         log.info("draining sessions", extra={"active": self.active, "cut_after_s": round(cut_after, 3)})
+        for session in list(self.sessions):
+            if session.checkpoints is not None:
+                session.hand_off()
         self._cut = asyncio.get_running_loop().call_later(cut_after, self._end_sessions)
+
+    async def monitor(self, health: Health) -> None:
+        """Report the session store under ``CHECKPOINTS_HEALTH``: NOT_SERVING there means degraded
+        (sessions run, checkpoints wait for Redis), while the Generator itself stays SERVING."""
+        if self.store is None:
+            return
+        up: bool | None = None
+        while True:
+            try:
+                await self.store.ping()
+                now = True
+            except StoreError as exc:
+                now, why = False, str(exc)
+            if now != up:
+                await health.set_one(CHECKPOINTS_HEALTH, SERVING if now else NOT_SERVING)
+                if now:
+                    log.info("session store reachable", extra={"health": CHECKPOINTS_HEALTH})
+                else:
+                    log.warning("session store unreachable: degraded", extra={"error": why})
+                up = now
+            await asyncio.sleep(self.settings.store_check_s)
 
     def _end_sessions(self) -> None:
         for session in list(self.sessions):
@@ -204,4 +234,4 @@ def serve(argv: list[str] | None = None) -> None:
     def add(server: grpc.aio.Server) -> None:
         generator_pb2_grpc.add_GeneratorServicer_to_server(servicer, server)
 
-    asyncio.run(run(settings, [SERVICE], add, servicer.warm_up, servicer.drain))
+    asyncio.run(run(settings, [SERVICE], add, servicer.warm_up, servicer.drain, servicer.monitor))

@@ -136,6 +136,10 @@ class GeneratorSession:
         self.out: asyncio.Queue = asyncio.Queue(chunk_queue)
         self.frames_sent = 0
         self.encoder_ended = False  # EndOfAudio queued for the encoder: no more checkpoints
+        self.handing_off = False  # draining: checkpoint now, then end with a ResumeRequest
+        self.end_reason = "end_of_audio"
+        self.hand_off_to: generator_pb2.ResumeRequest | None = None
+        self.next_frame_out = restored.first_output_frame if restored is not None else 0  # after the last one sent
 
     # -- the stream -------------------------------------------------------------------------------
     async def run(self, requests: AsyncIterator[generator_pb2.AnimateRequest]) -> AsyncIterator[object]:
@@ -164,6 +168,15 @@ class GeneratorSession:
             await asyncio.gather(*tasks, return_exceptions=True)
             if self.checkpoints is not None:
                 await self.checkpoints.close()
+
+    def hand_off(self) -> None:
+        """Draining: stop after the chunk in progress, checkpoint, and end telling the client to resume."""
+        self.handing_off = True
+        asyncio.get_running_loop().create_task(self._wake(), name="hand_off")
+
+    async def _wake(self) -> None:
+        async with self.progress:
+            self.progress.notify_all()
 
     def abort(self, exc: RequestError) -> None:
         """End the session with ``exc``'s status (from outside: e.g. the server's drain deadline)."""
@@ -269,7 +282,10 @@ class GeneratorSession:
                     f"this session's audio ended before AudioChunk {chunk.seq}: send only EndOfAudio after resuming",
                 )
             await self._log_audio(chunk.seq, chunk.data)
-            await self._queue_pcm(chunk.seq, chunk.data)
+            # after a resume with nothing to replay, the encoder state may already hold part of it
+            partial = r is not None and not r.replay and chunk.seq == r.audio_position.seq
+            skip = r.audio_position.offset if partial else 0
+            await self._queue_pcm(chunk.seq, chunk.data, skip)
         else:
             # A client that cancels also ends the request iterator; its cancellation reaches the
             # handler at its next await, so a real cancel is not reported as a protocol error.
@@ -372,9 +388,13 @@ class GeneratorSession:
         while True:
             async with self.progress:
                 await self.progress.wait_for(
-                    lambda k=k: (self._chunk_ready(k) and k < self.delivered + self.chunk_queue) or self._all_done(k)
+                    lambda k=k: (
+                        (self._chunk_ready(k) and k < self.delivered + self.chunk_queue)
+                        or self._all_done(k)
+                        or self.handing_off
+                    )
                 )
-                if self._all_done(k):
+                if self._all_done(k) or self.handing_off:
                     break
                 window = self.windows.window(cfg, k)  # a copy: rows only chunk k needed may now be overwritten
                 self.next_chunk = k + 1
@@ -391,7 +411,33 @@ class GeneratorSession:
             if dit_state is not None:
                 await self._start_checkpoint(k + 1, dit_state)
             k += 1
+        if self.handing_off and not self._all_done(k):
+            await self._checkpoint_for_hand_off(k)
         await self.to_decoder.put(_END)
+
+    async def _checkpoint_for_hand_off(self, k: int) -> None:
+        """A checkpoint before chunk k (after the one in flight); then the session may end with a resume."""
+        cp = self.checkpoints
+        if cp is None:
+            raise RequestError(
+                grpc.StatusCode.UNAVAILABLE,
+                "this server is draining and keeps no session state (no --redis-url): start a new session elsewhere",
+            )
+        if cp.task is not None:
+            await asyncio.gather(cp.task, return_exceptions=True)  # the checkpoint already being written
+        if not cp.disabled:
+            await self._start_checkpoint(k, await asyncio.to_thread(export_sampler, self.sampler))
+            if cp.task is not None:
+                await asyncio.gather(cp.task, return_exceptions=True)
+        if not cp.written and self.restored is None:
+            raise RequestError(
+                grpc.StatusCode.UNAVAILABLE,
+                "this server is draining and could not checkpoint the session: start a new session elsewhere",
+            )
+        self.end_reason = "draining: resume elsewhere"
+        self.hand_off_to = generator_pb2.ResumeRequest(
+            session_id=self.session_id, resume_secret=self.params.resume_secret, mode=generator_pb2.ResumeRequest.EXACT
+        )
 
     def _step(self, window, snapshot: bool):
         """DiT thread: chunk k's latents, and the sampler's state after it when a checkpoint is due."""
@@ -493,13 +539,16 @@ class GeneratorSession:
                 )  # fmt: skip
                 seq += 1
                 self.frames_sent += d.frame_count
+                self.next_frame_out = d.first_frame + d.frame_count
         except grpc.aio.AioRpcError as exc:
             raise _peer_error("decoder", exc) from None
         finally:
             call.cancel()  # a no-op once the call has ended; otherwise frees the decoder's stream at once
-        await self.out.put(
-            generator_pb2.AnimateResponse(end=generator_pb2.SessionEnd(frames=self.frames_sent, reason="end_of_audio"))
-        )
+        end = generator_pb2.SessionEnd(frames=self.frames_sent, reason=self.end_reason)
+        if self.hand_off_to is not None:
+            end.resume.CopyFrom(self.hand_off_to)
+            end.resume.next_frame = self.next_frame_out
+        await self.out.put(generator_pb2.AnimateResponse(end=end))
         await self.out.put(_END)
 
     async def _delivered(self, chunk_index: int) -> None:

@@ -39,6 +39,7 @@ class GeneratorSettings(ServerSettings):
     session_ttl_s: float = 3600.0  # a session not written for this long expires from Redis
     lease_ttl_s: float = 30.0
     replica_id: str = ""  # this generator's name in session leases (default: hostname-pid)
+    store_check_s: float = 2.0  # how often health checks the session store (degraded while it is away)
 
     def validate(self) -> None:
         super().validate()
@@ -52,6 +53,8 @@ class GeneratorSettings(ServerSettings):
             problems.append("--max-sessions, --audio-queue, --chunk-queue and --max-image-mb must be >= 1")
         if self.redis_url:
             problems += [f"--redis-*: {p}" for p in self.store_settings().validate()]
+            if self.store_check_s <= 0:
+                problems.append(f"--store-check-s {self.store_check_s} must be > 0")
             if self.checkpoint_every_chunks < 0 or self.checkpoint_every_s < 0:
                 problems.append("--checkpoint-every-chunks and --checkpoint-every-s must be >= 0")
             elif not (self.checkpoint_every_chunks or self.checkpoint_every_s):
