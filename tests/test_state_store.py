@@ -575,3 +575,45 @@ def test_tls_with_a_client_certificate(tmp_path):
         run(main())
     finally:
         server.close()
+
+
+def test_reinstate_after_redis_lost_the_session_keeps_tokens_monotonic(server):
+    async def main():
+        async with open_store(server, part_bytes=SMALL_PART) as store:
+            a = await new_session(store, owner="gen-a")
+            b = await store.acquire(SID, "gen-b")
+            sync(server).flushall()  # a restart without persistence
+            with pytest.raises(FencedError):
+                await store.write_checkpoint(b, {"by": "b"}, [tensors(1)])
+            await store.reinstate(a, SECRET, {"k": 1})  # the stale owner comes first: allowed (fence empty)
+            await store.reinstate(b, SECRET, {"k": 1})  # the newer token wins
+            with pytest.raises(FencedError):
+                await store.reinstate(a, SECRET, {"k": 1})  # now older than the fence
+            with pytest.raises(FencedError):
+                await store.append_audio(a, 0, b"a0")
+            await store.append_audio(b, 0, b"b0")
+            assert await store.write_checkpoint(b, {"by": "b"}, [tensors(2)]) == 1  # versions start again
+            assert (await store.read_checkpoint(SID)).meta == {"by": "b"}
+            assert await store.check_secret(SID, SECRET) == {"k": 1}
+
+    run(main())
+
+
+def test_truncate_audio_drops_the_tail_so_it_can_be_logged_again(server):
+    async def main():
+        async with open_store(server) as store:
+            lease = await new_session(store)
+            for seq in (0, 1, 2, 4, 5):  # 3 never made it
+                await store.append_audio(lease, seq, b"x%d" % seq)
+            assert await store.truncate_audio(lease, 3) == 2
+            assert [s for s, _ in await store.read_audio(SID)] == [0, 1, 2]
+            await store.append_audio(lease, 3, b"again")
+            with pytest.raises(AudioOrderError):
+                await store.append_audio(lease, 3, b"twice")
+            assert await store.read_audio(SID, 3) == [(3, b"again")]
+            other = await store.acquire(SID, "gen-b")
+            with pytest.raises(FencedError):
+                await store.truncate_audio(lease, 0)
+            assert await store.truncate_audio(other, 0) == 4
+
+    run(main())
