@@ -18,6 +18,8 @@ from servers import service_process
 from liveact.audio import decode_audio
 from liveact.client import animate, animate_resumable
 from liveact.client.animate import AnimateResult, to_s16
+from liveact.config import get_preset
+from liveact.sampling.chunking import plan_chunk
 from liveact.v1 import common_pb2, generator_pb2
 
 SECONDS = 8  # 160 frames: chunks of 21, 32, 32, 32, 32, 32 frames
@@ -149,7 +151,6 @@ def test_resume_refusals(peers, redis, speech, image):
         assert code == grpc.StatusCode.OUT_OF_RANGE and f"frames {first}..60" in details
         code, details = attempt(next_frame=first - 1)
         assert code == grpc.StatusCode.OUT_OF_RANGE
-        assert attempt(next_frame=first, mode=generator_pb2.ResumeRequest.LIVE)[0] == grpc.StatusCode.UNIMPLEMENTED
 
         # a resume of the finished session from its checkpoint sends exactly the frames after it
         again = asyncio.run(
@@ -284,3 +285,47 @@ def test_resumable_client_follows_a_crash_to_another_generator(peers, redis, spe
     got, want = frames_of(result.chunks), frames_of(reference.chunks)
     assert [i for i, _ in got] == list(range(SECONDS * 20))
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, want, strict=True))
+
+
+def test_live_resume_goes_on_from_the_restored_memory_within_two_chunk_periods(peers, redis, speech, image):
+    cfg = get_preset("tiny")
+    chunk_s = (plan_chunk(cfg, 1).video_frames[1] - plan_chunk(cfg, 1).video_frames[0]) / 20
+    with generator(peers, redis) as (gen_a, proc_a), generator(peers, redis) as (gen_b, _):
+        first = AnimateResult()
+
+        def on_chunk(chunk):
+            if first.checkpoints and len(first.chunks) >= 2:
+                os.kill(proc_a.pid, signal.SIGKILL)
+
+        with pytest.raises(grpc.aio.AioRpcError):
+            asyncio.run(raw(gen_a, image, speech, realtime=True, on_chunk=on_chunk, result=first))
+        received = frames_of(first.chunks)
+        next_frame = len(received)
+        live_frame = next_frame + 20  # the live source went on for 1 s meanwhile: those frames are skipped
+        checkpoint_chunk = next(
+            k for k in range(50) if plan_chunk(cfg, k).video_frames[0] == first.checkpoints[-1].next_frame
+        )
+        resume = generator_pb2.ResumeRequest(
+            session_id=first.header.session_id, resume_secret=first.header.resume_secret, next_frame=next_frame,
+            mode=generator_pb2.ResumeRequest.LIVE, audio_pts_us=live_frame * 50_000,
+        )  # fmt: skip
+        early = generator_pb2.ResumeRequest()
+        early.CopyFrom(resume)
+        early.audio_pts_us = (next_frame - 1) * 50_000  # live audio before the first frame not received
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            asyncio.run(raw(gen_b, image, speech, resume=early))
+        assert err.value.code() == grpc.StatusCode.OUT_OF_RANGE and "before next_frame" in err.value.details()
+        live_pcm = speech[live_frame * (RATE // 20) :]
+        arrivals = []
+        t0 = time.monotonic()
+        stamp = lambda _chunk: arrivals.append(time.monotonic())  # noqa: E731
+        second = asyncio.run(raw(gen_b, image, live_pcm, resume=resume, realtime=True, on_chunk=stamp))
+    h = second.header
+    assert (h.first_frame, h.skipped_frames) == (live_frame, 20)
+    assert arrivals[0] - t0 < 2 * chunk_s  # the first new frames within two chunk periods
+    c0 = second.chunks[0]
+    assert c0.first_frame == live_frame and c0.pts_us == live_frame * 50_000
+    assert c0.chunk_index >= checkpoint_chunk > 0  # the restored memory's next chunk, not a restart at chunk 0
+    got = [i for i, _ in frames_of(second.chunks)]
+    assert got == list(range(live_frame, SECONDS * 20))  # contiguous to the end of the live audio, none twice
+    assert second.end.frames == len(got)

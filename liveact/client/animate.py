@@ -72,8 +72,9 @@ async def animate(
     result: AnimateResult | None = None,
 ) -> AnimateResult:
     """One Animate stream. ``resume``: continue an earlier session (its id, secret and the first
-    frame not received); the audio is then sent from ``SessionHeader.next_audio_seq`` on, so pass
-    the same ``pcm`` and ``chunk_ms`` as the first stream. Frames already received are not sent.
+    frame not received). EXACT: the audio is sent from ``SessionHeader.next_audio_seq`` on, so pass
+    the same ``pcm`` and ``chunk_ms`` as the first stream; frames already received are not sent.
+    LIVE: ``pcm`` is the audio from ``resume.audio_pts_us`` on, numbered from ``next_audio_seq``.
     ``result``: filled as messages arrive (pass one to keep what came before an error)."""
     result = AnimateResult() if result is None else result
     t_first_audio: list[float] = []
@@ -97,9 +98,12 @@ async def animate(
         await header_seen.wait()
         start = time.perf_counter()
         sent_s = 0.0
-        skip = result.header.next_audio_seq if result.header is not None else 0
-        for seq, data in enumerate(pcm_chunks(pcm, sample_rate, chunk_ms)):
-            if seq < skip:  # stored by the server before a resume: paced as if sent just now
+        next_seq = result.header.next_audio_seq if result.header is not None else 0
+        live = resume is not None and resume.mode == generator_pb2.ResumeRequest.LIVE
+        pts0 = resume.audio_pts_us / 1e6 if live else 0.0
+        for i, data in enumerate(pcm_chunks(pcm, sample_rate, chunk_ms)):
+            seq = next_seq + i if live else i  # LIVE: pcm is the audio from audio_pts_us on
+            if seq < next_seq:  # stored by the server before a resume: paced as if sent just now
                 sent_s += len(data) / 2 / sample_rate
                 start -= len(data) / 2 / sample_rate
                 continue
@@ -108,7 +112,7 @@ async def animate(
             if not t_first_audio:
                 t_first_audio.append(time.perf_counter())
             yield generator_pb2.AnimateRequest(
-                audio=generator_pb2.AudioChunk(seq=seq, pts_us=round(sent_s * 1e6), data=data)
+                audio=generator_pb2.AudioChunk(seq=seq, pts_us=round((pts0 + sent_s) * 1e6), data=data)
             )
             sent_s += len(data) / 2 / sample_rate
         yield generator_pb2.AnimateRequest(end_of_audio=generator_pb2.EndOfAudio())

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from liveact.v1 import common_pb2 as liveact_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aliveact/v1/generator.proto\x12\nliveact.v1\x1a\x17liveact/v1/common.proto\"\x9e\x01\n\x0e\x41nimateRequest\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x19.liveact.v1.SessionConfigH\x00\x12\'\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x16.liveact.v1.AudioChunkH\x00\x12.\n\x0c\x65nd_of_audio\x18\x03 \x01(\x0b\x32\x16.liveact.v1.EndOfAudioH\x00\x42\x06\n\x04kind\"\x93\x02\n\rSessionConfig\x12\x17\n\x0freference_image\x18\x01 \x01(\x0c\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x0b\n\x03\x66ps\x18\x03 \x01(\x02\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12\x0c\n\x04seed\x18\x06 \x01(\x03\x12/\n\routput_format\x18\x07 \x01(\x0e\x32\x18.liveact.v1.OutputFormat\x12-\n\x0c\x61udio_format\x18\x08 \x01(\x0b\x32\x17.liveact.v1.AudioFormat\x12\x14\n\x0cjpeg_quality\x18\t \x01(\r\x12)\n\x06resume\x18\n \x01(\x0b\x32\x19.liveact.v1.ResumeRequest\"\xaf\x01\n\rResumeRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rresume_secret\x18\x02 \x01(\t\x12\x12\n\nnext_frame\x18\x03 \x01(\x04\x12,\n\x04mode\x18\x04 \x01(\x0e\x32\x1e.liveact.v1.ResumeRequest.Mode\"1\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\t\n\x05\x45XACT\x10\x01\x12\x08\n\x04LIVE\x10\x02\"7\n\nAudioChunk\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06pts_us\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x0c\n\nEndOfAudio\"\xf6\x01\n\x0f\x41nimateResponse\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.liveact.v1.SessionHeaderH\x00\x12(\n\x06\x66rames\x18\x02 \x01(\x0b\x32\x16.liveact.v1.FrameChunkH\x00\x12\x32\n\ncheckpoint\x18\x03 \x01(\x0b\x32\x1c.liveact.v1.CheckpointNoticeH\x00\x12)\n\x06status\x18\x04 \x01(\x0b\x32\x17.liveact.v1.ChunkStatusH\x00\x12%\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x16.liveact.v1.SessionEndH\x00\x42\x06\n\x04kind\"\xdc\x01\n\rSessionHeader\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rresume_secret\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\x0b\n\x03\x66ps\x18\x05 \x01(\x02\x12/\n\routput_format\x18\x06 \x01(\x0e\x32\x18.liveact.v1.OutputFormat\x12\x13\n\x0b\x66irst_frame\x18\x07 \x01(\x04\x12\x16\n\x0eskipped_frames\x18\x08 \x01(\x04\x12\x16\n\x0enext_audio_seq\x18\t \x01(\x04\"\x86\x01\n\nFrameChunk\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x13\n\x0b\x63hunk_index\x18\x02 \x01(\x04\x12\x13\n\x0b\x66irst_frame\x18\x03 \x01(\x04\x12\x13\n\x0b\x66rame_count\x18\x04 \x01(\r\x12\x0e\n\x06pts_us\x18\x05 \x01(\x03\x12\x0e\n\x06\x66rames\x18\x06 \x03(\x0c\x12\x0c\n\x04\x66mp4\x18\x07 \x01(\x0c\"b\n\x10\x43heckpointNotice\x12\x12\n\nnext_frame\x18\x01 \x01(\x04\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x15\n\rresume_secret\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x04\"W\n\nSessionEnd\x12\x0e\n\x06\x66rames\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12)\n\x06resume\x18\x03 \x01(\x0b\x32\x19.liveact.v1.ResumeRequest\"\x16\n\x14GetServerInfoRequest\"\xc5\x01\n\nServerInfo\x12\x0e\n\x06preset\x18\x01 \x01(\t\x12\x15\n\rdefault_width\x18\x02 \x01(\r\x12\x16\n\x0e\x64\x65\x66\x61ult_height\x18\x03 \x01(\r\x12\x13\n\x0b\x64\x65\x66\x61ult_fps\x18\x04 \x01(\x02\x12\x14\n\x0cmax_sessions\x18\x05 \x01(\r\x12\x17\n\x0f\x61\x63tive_sessions\x18\x06 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x07 \x01(\r\x12\x19\n\x11\x61udio_sample_rate\x18\x08 \x01(\r2\x9e\x01\n\tGenerator\x12\x46\n\x07\x41nimate\x12\x1a.liveact.v1.AnimateRequest\x1a\x1b.liveact.v1.AnimateResponse(\x01\x30\x01\x12I\n\rGetServerInfo\x12 .liveact.v1.GetServerInfoRequest\x1a\x16.liveact.v1.ServerInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aliveact/v1/generator.proto\x12\nliveact.v1\x1a\x17liveact/v1/common.proto\"\x9e\x01\n\x0e\x41nimateRequest\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x19.liveact.v1.SessionConfigH\x00\x12\'\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x16.liveact.v1.AudioChunkH\x00\x12.\n\x0c\x65nd_of_audio\x18\x03 \x01(\x0b\x32\x16.liveact.v1.EndOfAudioH\x00\x42\x06\n\x04kind\"\x93\x02\n\rSessionConfig\x12\x17\n\x0freference_image\x18\x01 \x01(\x0c\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x0b\n\x03\x66ps\x18\x03 \x01(\x02\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12\x0c\n\x04seed\x18\x06 \x01(\x03\x12/\n\routput_format\x18\x07 \x01(\x0e\x32\x18.liveact.v1.OutputFormat\x12-\n\x0c\x61udio_format\x18\x08 \x01(\x0b\x32\x17.liveact.v1.AudioFormat\x12\x14\n\x0cjpeg_quality\x18\t \x01(\r\x12)\n\x06resume\x18\n \x01(\x0b\x32\x19.liveact.v1.ResumeRequest\"\xc5\x01\n\rResumeRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rresume_secret\x18\x02 \x01(\t\x12\x12\n\nnext_frame\x18\x03 \x01(\x04\x12,\n\x04mode\x18\x04 \x01(\x0e\x32\x1e.liveact.v1.ResumeRequest.Mode\x12\x14\n\x0c\x61udio_pts_us\x18\x05 \x01(\x03\"1\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\t\n\x05\x45XACT\x10\x01\x12\x08\n\x04LIVE\x10\x02\"7\n\nAudioChunk\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06pts_us\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x0c\n\nEndOfAudio\"\xf6\x01\n\x0f\x41nimateResponse\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.liveact.v1.SessionHeaderH\x00\x12(\n\x06\x66rames\x18\x02 \x01(\x0b\x32\x16.liveact.v1.FrameChunkH\x00\x12\x32\n\ncheckpoint\x18\x03 \x01(\x0b\x32\x1c.liveact.v1.CheckpointNoticeH\x00\x12)\n\x06status\x18\x04 \x01(\x0b\x32\x17.liveact.v1.ChunkStatusH\x00\x12%\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x16.liveact.v1.SessionEndH\x00\x42\x06\n\x04kind\"\xdc\x01\n\rSessionHeader\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rresume_secret\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\x0b\n\x03\x66ps\x18\x05 \x01(\x02\x12/\n\routput_format\x18\x06 \x01(\x0e\x32\x18.liveact.v1.OutputFormat\x12\x13\n\x0b\x66irst_frame\x18\x07 \x01(\x04\x12\x16\n\x0eskipped_frames\x18\x08 \x01(\x04\x12\x16\n\x0enext_audio_seq\x18\t \x01(\x04\"\x86\x01\n\nFrameChunk\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x13\n\x0b\x63hunk_index\x18\x02 \x01(\x04\x12\x13\n\x0b\x66irst_frame\x18\x03 \x01(\x04\x12\x13\n\x0b\x66rame_count\x18\x04 \x01(\r\x12\x0e\n\x06pts_us\x18\x05 \x01(\x03\x12\x0e\n\x06\x66rames\x18\x06 \x03(\x0c\x12\x0c\n\x04\x66mp4\x18\x07 \x01(\x0c\"b\n\x10\x43heckpointNotice\x12\x12\n\nnext_frame\x18\x01 \x01(\x04\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x15\n\rresume_secret\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x04\"W\n\nSessionEnd\x12\x0e\n\x06\x66rames\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12)\n\x06resume\x18\x03 \x01(\x0b\x32\x19.liveact.v1.ResumeRequest\"\x16\n\x14GetServerInfoRequest\"\xc5\x01\n\nServerInfo\x12\x0e\n\x06preset\x18\x01 \x01(\t\x12\x15\n\rdefault_width\x18\x02 \x01(\r\x12\x16\n\x0e\x64\x65\x66\x61ult_height\x18\x03 \x01(\r\x12\x13\n\x0b\x64\x65\x66\x61ult_fps\x18\x04 \x01(\x02\x12\x14\n\x0cmax_sessions\x18\x05 \x01(\r\x12\x17\n\x0f\x61\x63tive_sessions\x18\x06 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x07 \x01(\r\x12\x19\n\x11\x61udio_sample_rate\x18\x08 \x01(\r2\x9e\x01\n\tGenerator\x12\x46\n\x07\x41nimate\x12\x1a.liveact.v1.AnimateRequest\x1a\x1b.liveact.v1.AnimateResponse(\x01\x30\x01\x12I\n\rGetServerInfo\x12 .liveact.v1.GetServerInfoRequest\x1a\x16.liveact.v1.ServerInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,27 +37,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSIONCONFIG']._serialized_start=229
   _globals['_SESSIONCONFIG']._serialized_end=504
   _globals['_RESUMEREQUEST']._serialized_start=507
-  _globals['_RESUMEREQUEST']._serialized_end=682
-  _globals['_RESUMEREQUEST_MODE']._serialized_start=633
-  _globals['_RESUMEREQUEST_MODE']._serialized_end=682
-  _globals['_AUDIOCHUNK']._serialized_start=684
-  _globals['_AUDIOCHUNK']._serialized_end=739
-  _globals['_ENDOFAUDIO']._serialized_start=741
-  _globals['_ENDOFAUDIO']._serialized_end=753
-  _globals['_ANIMATERESPONSE']._serialized_start=756
-  _globals['_ANIMATERESPONSE']._serialized_end=1002
-  _globals['_SESSIONHEADER']._serialized_start=1005
-  _globals['_SESSIONHEADER']._serialized_end=1225
-  _globals['_FRAMECHUNK']._serialized_start=1228
-  _globals['_FRAMECHUNK']._serialized_end=1362
-  _globals['_CHECKPOINTNOTICE']._serialized_start=1364
-  _globals['_CHECKPOINTNOTICE']._serialized_end=1462
-  _globals['_SESSIONEND']._serialized_start=1464
-  _globals['_SESSIONEND']._serialized_end=1551
-  _globals['_GETSERVERINFOREQUEST']._serialized_start=1553
-  _globals['_GETSERVERINFOREQUEST']._serialized_end=1575
-  _globals['_SERVERINFO']._serialized_start=1578
-  _globals['_SERVERINFO']._serialized_end=1775
-  _globals['_GENERATOR']._serialized_start=1778
-  _globals['_GENERATOR']._serialized_end=1936
+  _globals['_RESUMEREQUEST']._serialized_end=704
+  _globals['_RESUMEREQUEST_MODE']._serialized_start=655
+  _globals['_RESUMEREQUEST_MODE']._serialized_end=704
+  _globals['_AUDIOCHUNK']._serialized_start=706
+  _globals['_AUDIOCHUNK']._serialized_end=761
+  _globals['_ENDOFAUDIO']._serialized_start=763
+  _globals['_ENDOFAUDIO']._serialized_end=775
+  _globals['_ANIMATERESPONSE']._serialized_start=778
+  _globals['_ANIMATERESPONSE']._serialized_end=1024
+  _globals['_SESSIONHEADER']._serialized_start=1027
+  _globals['_SESSIONHEADER']._serialized_end=1247
+  _globals['_FRAMECHUNK']._serialized_start=1250
+  _globals['_FRAMECHUNK']._serialized_end=1384
+  _globals['_CHECKPOINTNOTICE']._serialized_start=1386
+  _globals['_CHECKPOINTNOTICE']._serialized_end=1484
+  _globals['_SESSIONEND']._serialized_start=1486
+  _globals['_SESSIONEND']._serialized_end=1573
+  _globals['_GETSERVERINFOREQUEST']._serialized_start=1575
+  _globals['_GETSERVERINFOREQUEST']._serialized_end=1597
+  _globals['_SERVERINFO']._serialized_start=1600
+  _globals['_SERVERINFO']._serialized_end=1797
+  _globals['_GENERATOR']._serialized_start=1800
+  _globals['_GENERATOR']._serialized_end=1958
 # @@protoc_insertion_point(module_scope)

@@ -43,7 +43,7 @@ class SessionConfig(_message.Message):
     def __init__(self, reference_image: _Optional[bytes] = ..., prompt: _Optional[str] = ..., fps: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., seed: _Optional[int] = ..., output_format: _Optional[_Union[_common_pb2.OutputFormat, str]] = ..., audio_format: _Optional[_Union[_common_pb2.AudioFormat, _Mapping]] = ..., jpeg_quality: _Optional[int] = ..., resume: _Optional[_Union[ResumeRequest, _Mapping]] = ...) -> None: ...
 
 class ResumeRequest(_message.Message):
-    __slots__ = ("session_id", "resume_secret", "next_frame", "mode")
+    __slots__ = ("session_id", "resume_secret", "next_frame", "mode", "audio_pts_us")
     class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         MODE_UNSPECIFIED: _ClassVar[ResumeRequest.Mode]
@@ -56,11 +56,13 @@ class ResumeRequest(_message.Message):
     RESUME_SECRET_FIELD_NUMBER: _ClassVar[int]
     NEXT_FRAME_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_PTS_US_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     resume_secret: str
     next_frame: int
     mode: ResumeRequest.Mode
-    def __init__(self, session_id: _Optional[str] = ..., resume_secret: _Optional[str] = ..., next_frame: _Optional[int] = ..., mode: _Optional[_Union[ResumeRequest.Mode, str]] = ...) -> None: ...
+    audio_pts_us: int
+    def __init__(self, session_id: _Optional[str] = ..., resume_secret: _Optional[str] = ..., next_frame: _Optional[int] = ..., mode: _Optional[_Union[ResumeRequest.Mode, str]] = ..., audio_pts_us: _Optional[int] = ...) -> None: ...
 
 class AudioChunk(_message.Message):
     __slots__ = ("seq", "pts_us", "data")

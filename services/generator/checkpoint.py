@@ -73,13 +73,15 @@ class PendingCheckpoint:
 
     id: int
     chunk_index: int  # the next chunk to generate
-    next_frame: int  # its first video frame
+    next_frame: int  # its first video frame (client numbering)
     dit: dict[str, torch.Tensor]
     rows_first: int
     rows: list[torch.Tensor]  # (n, L, C) blocks, in order from rows_first
     collecting_rows: bool = True
     audio: AudioPosition | None = None  # set when the encoder marker is sent
     audio_total: int | None = None  # the audio had ended: all rows are held, no encoder state needed
+    frame_offset: int = 0  # client frame index - model frame index (changes at a LIVE resume)
+    row_offset: int = 0  # model row index of the encoder stream's row 0
     encoder_state: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     decoder_state: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
@@ -101,6 +103,8 @@ class PendingCheckpoint:
             "audio_offset": self.audio.offset,
             "pcm_frames": self.audio.frames,
             "audio_total": self.audio_total,
+            "frame_offset": self.frame_offset,
+            "row_offset": self.row_offset,
         }
         return meta, tensors
 

@@ -13,8 +13,16 @@ the decoder drops the frames before the client's ``next_frame``, so none is sent
 Refusals: NOT_FOUND (no such session, or it expired), PERMISSION_DENIED (wrong resume secret),
 FAILED_PRECONDITION (no checkpoint yet, or one made by another preset or an incompatible version),
 DATA_LOSS (every stored version is damaged), OUT_OF_RANGE (``next_frame`` before the checkpoint or
-past the frames the stored audio makes), UNIMPLEMENTED (LIVE mode, not yet), ABORTED (the session
-was taken over while this resume was being prepared).
+past the frames the stored audio makes; LIVE: audio starting before ``next_frame``), UNAVAILABLE
+(the session store is unreachable).
+
+LIVE mode: the checkpoint's memory, conditioning, RNG and decoder cache go on, but not its audio:
+the client's new audio (from ``audio_pts_us``) starts a fresh encoder stream whose rows are spliced
+into the model's timeline where the checkpoint's next chunk begins (the stored rows before that
+point stay as the window's left context). The frames from the client's ``next_frame`` up to the
+new audio's time are skipped (reported in the header), none is sent twice; frame numbers go on in
+the client's time (``frame_offset``), chunk indices in the model's, so the first new chunk is the
+checkpoint's, not a restart from chunk 0.
 """
 
 from __future__ import annotations
@@ -70,6 +78,9 @@ class Restored:
     first_output_frame: int  # the client's next_frame: earlier frames are not sent again
     audio_total: int | None  # the audio had ended at the checkpoint: rows holds all that is left
     version: int
+    frame_offset: int = 0  # client frame = model frame + frame_offset
+    row_offset: int = 0  # model row of the encoder stream's row 0
+    skipped_frames: int = 0  # LIVE: frames from the client's next_frame on that are never sent
 
 
 def contiguous(entries: list[tuple[int, bytes]], first: int) -> list[tuple[int, bytes]]:
@@ -86,11 +97,8 @@ async def resume(
     store: SessionStore, engine: Engine, request: generator_pb2.ResumeRequest, owner: str
 ) -> tuple[SessionParams, Restored, Lease]:
     sid = request.session_id
-    if request.mode == generator_pb2.ResumeRequest.LIVE:
-        raise RequestError(grpc.StatusCode.UNIMPLEMENTED, "LIVE resume is not available yet: resume with mode EXACT")
     try:
-        info = await store.check_secret(sid, request.resume_secret)
-        checkpoint = await store.read_checkpoint(sid)
+        return await _resume(store, engine, request, owner)
     except SessionNotFound:
         raise RequestError(
             grpc.StatusCode.NOT_FOUND, f"session {sid!r} is unknown or expired: start a new session"
@@ -110,6 +118,14 @@ async def resume(
     except StoreUnavailable as exc:
         raise RequestError(grpc.StatusCode.UNAVAILABLE, f"the session store is unreachable ({exc}): retry") from None
 
+
+async def _resume(
+    store: SessionStore, engine: Engine, request: generator_pb2.ResumeRequest, owner: str
+) -> tuple[SessionParams, Restored, Lease]:
+    sid = request.session_id
+    live = request.mode == generator_pb2.ResumeRequest.LIVE
+    info = await store.check_secret(sid, request.resume_secret)
+    checkpoint = await store.read_checkpoint(sid)
     meta = checkpoint.meta
     if info.get("preset") != engine.config.name or meta.get("format") != CHECKPOINT_FORMAT:
         raise RequestError(
@@ -119,19 +135,36 @@ async def resume(
         )
     params = params_from_info(info, sid, request.resume_secret, engine.audio_config)
     position = AudioPosition(int(meta["audio_seq"]), int(meta["audio_offset"]), int(meta["pcm_frames"]))
-    replay = contiguous(await store.read_audio(sid, position.seq), position.seq)
-    stored_frames = position.frames + sum(len(d) for _, d in replay) // params.frame_bytes
-    stored_frames -= position.offset // params.frame_bytes if replay else 0
     audio_total = meta.get("audio_total")
-    available = audio_total if audio_total is not None else frame_count(stored_frames, params.sample_rate, params.fps)
-    first = int(meta["next_frame"])
-    wanted = int(request.next_frame)
-    if not first <= wanted <= available:
-        raise RequestError(
-            grpc.StatusCode.OUT_OF_RANGE,
-            f"next_frame {wanted} is outside what session {sid!r} can resume: frames {first}..{available} "
-            f"(its checkpoint starts at frame {first}, and the stored audio makes {available} frames)",
-        )
+    first, wanted = int(meta["next_frame"]), int(request.next_frame)
+    frame_offset, row_offset = int(meta["frame_offset"]), int(meta["row_offset"])
+    if live:
+        if audio_total is not None:
+            raise RequestError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"session {sid!r}'s audio had ended at its checkpoint: there is no live audio to go on with; "
+                "resume with mode EXACT",
+            )
+        live_frame = round(request.audio_pts_us * params.fps / 1_000_000)
+        if request.audio_pts_us < 0 or live_frame < wanted:
+            raise RequestError(
+                grpc.StatusCode.OUT_OF_RANGE,
+                f"audio_pts_us {request.audio_pts_us} (frame {live_frame}) is before next_frame {wanted}: LIVE "
+                "audio must start at or after the first frame not received",
+            )
+        replay = []
+    else:
+        replay = contiguous(await store.read_audio(sid, position.seq), position.seq)
+        stored_frames = position.frames + sum(len(d) for _, d in replay) // params.frame_bytes
+        stored_frames -= position.offset // params.frame_bytes if replay else 0
+        made = frame_count(stored_frames, params.sample_rate, params.fps) + row_offset + frame_offset
+        available = audio_total + frame_offset if audio_total is not None else made
+        if not first <= wanted <= available:
+            raise RequestError(
+                grpc.StatusCode.OUT_OF_RANGE,
+                f"next_frame {wanted} is outside what session {sid!r} can resume: frames {first}..{available} "
+                f"(its checkpoint starts at frame {first}, and the stored audio makes {available} frames)",
+            )
     shard = checkpoint.shards[0]
     dit = {name[len(DIT_PREFIX) :]: t for name, t in shard.items() if name.startswith(DIT_PREFIX)}
     try:
@@ -140,25 +173,37 @@ async def resume(
         raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"session {sid!r}: {exc}") from None
     lease = await store.acquire(sid, owner)
     next_audio_seq = replay[-1][0] + 1 if replay else position.seq
-    if dropped := await store.truncate_audio(lease, next_audio_seq):  # chunks after a gap: resent by the client
-        gap = {"session": sid, "from_seq": next_audio_seq, "dropped": dropped}
-        log.warning("audio log gap: the client resends", extra=gap)
+    if dropped := await store.truncate_audio(lease, next_audio_seq):  # LIVE, or chunks after a gap: not replayed
+        log.info("audio log cut", extra={"session": sid, "from_seq": next_audio_seq, "dropped": dropped})
+    rows_first, rows = int(meta["rows_first"]), shard[AUDIO_ROWS]
+    encoder_state = tensor_bytes(shard[ENCODER_STATE])
+    skipped = 0
+    if live:  # a new audio stream whose row 0 is the model frame chunk_index starts at
+        model_start = first - frame_offset
+        keep = max(0, min(rows.shape[0], model_start - rows_first)) if rows.dim() == 3 else 0
+        rows = rows[:keep]  # only the old rows before it: context for the new chunk's window
+        if (missing := model_start - rows_first - keep) > 0:  # never expected: the window reaches past it
+            rows = torch.cat([rows, torch.zeros(missing, *rows.shape[1:])])
+        skipped = live_frame - wanted
+        frame_offset, row_offset = live_frame - model_start, model_start
+        position, encoder_state, wanted = AudioPosition(next_audio_seq, 0, 0), b"", live_frame
     restored = Restored(
         sampler=sampler,
         chunk_index=int(meta["chunk_index"]),
-        rows_first=int(meta["rows_first"]),
-        rows=shard[AUDIO_ROWS],
+        rows_first=rows_first,
+        rows=rows,
         audio_position=position,
-        encoder_state=tensor_bytes(shard[ENCODER_STATE]),
+        encoder_state=encoder_state,
         decoder_state=tensor_bytes(shard[DECODER_STATE]),
         replay=replay,
         next_audio_seq=next_audio_seq,
         first_output_frame=wanted,
         audio_total=audio_total,
         version=checkpoint.version,
+        frame_offset=frame_offset,
+        row_offset=row_offset,
+        skipped_frames=skipped,
     )
-    log.info(
-        "session resumed",
-        extra={"session": sid, "version": checkpoint.version, "chunk": restored.chunk_index, "next_frame": wanted},
-    )
+    where = {"session": sid, "version": checkpoint.version, "chunk": restored.chunk_index, "next_frame": wanted}
+    log.info("session resumed", extra={**where, "mode": "live" if live else "exact", "skipped": skipped})
     return params, restored, lease

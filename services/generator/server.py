@@ -207,6 +207,7 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                     height=params.height, fps=params.fps, output_format=params.output_format,
                     first_frame=restored.first_output_frame if restored else 0,
                     next_audio_seq=restored.next_audio_seq if restored else 0,
+                    skipped_frames=restored.skipped_frames if restored else 0,
                 )
             )  # fmt: skip
             async for message in session.run(request_iterator):

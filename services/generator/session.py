@@ -118,7 +118,7 @@ class GeneratorSession:
             self.sampler = restored.sampler
             self.next_chunk = restored.chunk_index
             self.audio_position = restored.audio_position
-            self.windows.ring.end = restored.rows_first  # the ring continues at the stored rows
+            self.windows.ring.restart_at(restored.rows_first)  # the ring continues at the stored rows
             if restored.rows.dim() == 3 and restored.rows.shape[0]:
                 self.windows.append(restored.rows)
             if restored.audio_total is not None:
@@ -126,6 +126,9 @@ class GeneratorSession:
         first, last = self._rows_needed_by(self.next_chunk)
         if last - first + 1 >= ROWS_KEPT:
             raise ValueError(f"ROWS_KEPT={ROWS_KEPT} cannot hold one audio window (rows {first}..{last})")
+        # client frame = model frame + frame_offset; model row = encoder row + row_offset (LIVE resumes)
+        self.frame_offset = restored.frame_offset if restored is not None else 0
+        self.row_offset = restored.row_offset if restored is not None else 0
         self.first_chunk = self.next_chunk
         self.delivered = self.next_chunk
         self.pcm_frames_sent = self.audio_position.frames
@@ -344,7 +347,7 @@ class GeneratorSession:
                         self.progress.notify_all()
                 if rows.final:
                     async with self.progress:
-                        self.windows.finish(int(rows.total_frames))
+                        self.windows.finish(int(rows.total_frames) + self.row_offset)
                         self.progress.notify_all()
         except grpc.aio.AioRpcError as exc:
             raise _peer_error("audio encoder", exc) from None
@@ -357,7 +360,7 @@ class GeneratorSession:
             log.warning("stale snapshot ignored", extra={"session": self.session_id, "peer": peer, "id": snap.id})
             return
         if peer == "encoder":
-            if snap.next_frame != self.windows.ring.end:
+            if snap.next_frame + self.row_offset != self.windows.ring.end:
                 raise RuntimeError(f"encoder snapshot at row {snap.next_frame}; {self.windows.ring.end} rows arrived")
             p.collecting_rows = False
             p.encoder_state.set_result(snap.state)
@@ -378,7 +381,7 @@ class GeneratorSession:
 
     def _pcm_rows_ahead(self) -> float:
         """Feature rows the PCM sent to the encoder makes, past the first row still needed."""
-        rows = self.pcm_frames_sent * self.params.fps / self.params.sample_rate
+        rows = self.pcm_frames_sent * self.params.fps / self.params.sample_rate + self.row_offset
         return rows - self._rows_needed_by(self.next_chunk)[0]
 
     # -- 3. DiT -------------------------------------------------------------------------------------
@@ -461,11 +464,13 @@ class GeneratorSession:
                 return  # the audio log has a gap after this point: the checkpoint could not be replayed
             first = self._rows_needed_by(next_chunk)[0]
             end = self.windows.ring.end
-            rows = [self.windows.ring.get(first, end)] if end > first else []
+            first = min(first, end)
+            rows = [self.windows.ring.get(first, end)]  # (n, L, C), n = 0 when no row is held yet
             pending = PendingCheckpoint(
                 id=cp.next_id(), chunk_index=next_chunk, dit=dit_state, rows=rows, audio=self.audio_position,
-                next_frame=plan_chunk(self.engine.config, next_chunk).video_frames[0],
-                rows_first=first if end > first else end, audio_total=total,
+                next_frame=plan_chunk(self.engine.config, next_chunk).video_frames[0] + self.frame_offset,
+                rows_first=first, audio_total=total, frame_offset=self.frame_offset,
+                row_offset=self.row_offset,
             )  # fmt: skip
             self.pending = pending
             if total is None:
@@ -507,7 +512,7 @@ class GeneratorSession:
                 vae_preset=self.engine.config.vae, width=p.width, height=p.height, fps=p.fps,
                 output_format=p.output_format, jpeg_quality=p.jpeg_quality,
                 resume_state=r.decoder_state if r is not None else b"",
-                first_output_frame=r.first_output_frame if r is not None else 0,
+                first_output_frame=r.first_output_frame - r.frame_offset if r is not None else 0,
             )
         )  # fmt: skip
         while (item := await self.to_decoder.get()) is not _END:
@@ -526,20 +531,21 @@ class GeneratorSession:
                     self._snapshot_arrived(resp.snapshot, "decoder")
                     continue
                 d = resp.frames
+                first = d.first_frame + self.frame_offset  # the client's numbering
                 if d.frame_count == 0 and not d.fmp4:  # a resumed chunk wholly before the client's next frame
                     await self._delivered(d.chunk_index)
                     continue
                 await self.out.put(
                     generator_pb2.AnimateResponse(
                         frames=generator_pb2.FrameChunk(
-                            seq=seq, chunk_index=d.chunk_index, first_frame=d.first_frame, frame_count=d.frame_count,
-                            pts_us=round(d.first_frame * 1_000_000 / self.params.fps), frames=d.frames, fmp4=d.fmp4,
+                            seq=seq, chunk_index=d.chunk_index, first_frame=first, frame_count=d.frame_count,
+                            pts_us=round(first * 1_000_000 / self.params.fps), frames=d.frames, fmp4=d.fmp4,
                         )
                     )
                 )  # fmt: skip
                 seq += 1
                 self.frames_sent += d.frame_count
-                self.next_frame_out = d.first_frame + d.frame_count
+                self.next_frame_out = first + d.frame_count
         except grpc.aio.AioRpcError as exc:
             raise _peer_error("decoder", exc) from None
         finally:
