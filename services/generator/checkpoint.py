@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1  # of the meta and tensor names below; a resume refuses other formats
 DIT_PREFIX = "dit."
 AUDIO_ROWS, ENCODER_STATE, DECODER_STATE = "audio.rows", "encoder.state", "decoder.state"
+LEASE_RENEWALS_PER_TTL = 3  # the lease is renewed this many times per lease TTL
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,19 @@ class CheckpointWriter:
         except FencedError:
             await self.store.reinstate(self.lease, self.secret, self.info)
             return await op()
+
+    async def keep_lease(self, on_fenced) -> None:
+        """Renew the lease every third of its TTL while the session runs (Redis away: try again later)."""
+        period = self.store.settings.lease_ttl_s / LEASE_RENEWALS_PER_TTL
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.guarded(lambda: self.store.renew(self.lease))
+            except FencedError as exc:
+                await on_fenced(exc)
+                return
+            except StoreError as exc:
+                log.debug("lease renewal failed", extra={"session": self.lease.session_id, "error": str(exc)})
 
     def log_open(self) -> bool:
         """Whether to try logging audio now (not while backing off after a failure)."""

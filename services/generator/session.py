@@ -153,6 +153,8 @@ class GeneratorSession:
             asyncio.create_task(self._generate(), name="generate"),
             asyncio.create_task(self._decode(), name="decode"),
         ]
+        if self.checkpoints is not None:
+            tasks.append(asyncio.create_task(self.checkpoints.keep_lease(self._fenced), name="lease"))
         for t in tasks:
             t.add_done_callback(self._report_failure)
         try:
