@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "audio-encoder, decoder and generator as separate processes on loopback and generate through "
         "liveact.client.animate. Each path is warmed up with one short session first; repeats are interleaved and "
         "their median reported. Prints fps, time to first frame and CPU per frame for each path, the throughput "
-        "ratio services / in-process and the overhead (target: at most 10 %%; reported, not asserted). "
+        "ratio services / in-process and the overhead (target: at most 10 percent; reported, not asserted). "
         "Wall-clock figures on a shared machine are noisy: compare runs taken under the same load.",
     )
     pl.add_argument("--preset", default="tiny", help="preset (default: tiny)")
@@ -72,6 +72,51 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pl.add_argument("--json", action="store_true", help="accepted for symmetry; output is always JSON")
     pl.set_defaults(func=run_pipeline)
 
+    ck = bsub.add_parser(
+        "checkpoint",
+        help="durable sessions: checkpoint bytes and Redis write/read time, fps with checkpoints on/off, resume time",
+        description="In one run with a private redis-server, one audio encoder, one decoder and several generators: "
+        "the bytes of a real session checkpoint per part and the median SessionStore write/read time of it; "
+        "throughput for the first SECONDS of examples/speech.wav (as fast as possible) on a generator that "
+        "checkpoints every EVERY_CHUNKS chunks against one without Redis (and one with the default policy), "
+        "interleaved, medians (target: at most 3 % slower; reported, not asserted), and CPU per frame with the audio "
+        "sent at real-time pace; the time from an EXACT "
+        "ResumeRequest to the first FrameChunk and to SessionEnd after the session's generator got SIGKILL; and "
+        "the computed checkpoint size of liveact-18b (416x720 and 512x512, bf16 and fp8, TP 1, 2, 4).",
+    )
+    ck.add_argument("--preset", default="tiny", help="preset (default: tiny)")
+    ck.add_argument("--seconds", type=float, default=10.0, help="seconds of speech per fps run (default: 10)")
+    ck.add_argument("--size", default=None, help="frame size WxH, multiples of 16 (default: the preset's)")
+    ck.add_argument(
+        "--format", type=str.upper, choices=("JPEG", "RAW_RGB"), default="JPEG",
+        help="frames the decoder returns (default: JPEG)",
+    )  # fmt: skip
+    ck.add_argument("--repeats", type=int, default=5, help="fps runs per generator, interleaved (default: 5)")
+    ck.add_argument(
+        "--every-chunks", type=int, default=1, help="--checkpoint-every-chunks of the 'on' generator (default: 1)"
+    )
+    ck.add_argument(
+        "--default-policy",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure a generator with the default checkpoint policy (default: yes)",
+    )
+    ck.add_argument(
+        "--realtime-repeats",
+        type=int,
+        default=3,
+        help="runs per generator (on, off) with audio sent at real-time pace, for CPU per frame (default: 3; 0 skips)",
+    )
+    ck.add_argument(
+        "--resume-seconds",
+        type=float,
+        default=8.0,
+        help="seconds of speech of the real-time session that is killed and resumed (default: 8, at least 6)",
+    )
+    ck.add_argument("--store-repeats", type=int, default=7, help="write/read calls timed against Redis (default: 7)")
+    ck.add_argument("--json", action="store_true", help="accepted for symmetry; output is always JSON")
+    ck.set_defaults(func=run_checkpoint)
+
 
 def run_memory(args: argparse.Namespace) -> int:
     from bench import memory
@@ -92,6 +137,19 @@ def run_pipeline(args: argparse.Namespace) -> int:
     width, height = parse_size(size, args.preset)
     result = pipeline.run(
         args.preset, args.seconds, width, height, args.format, args.repeats, args.realtime, args.seed, args.threads
+    )  # fmt: skip
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def run_checkpoint(args: argparse.Namespace) -> int:
+    from bench import checkpoint
+    from liveact.cli.animate import parse_size
+
+    width, height = parse_size(args.size, args.preset)
+    result = checkpoint.run(
+        args.preset, args.seconds, width, height, args.format, args.repeats, args.every_chunks,
+        args.default_policy, args.realtime_repeats, args.resume_seconds, args.store_repeats,
     )  # fmt: skip
     print(json.dumps(result, indent=2))
     return 0
