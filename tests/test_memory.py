@@ -192,3 +192,16 @@ def test_fp8_session_runs_resumes_and_is_smaller():
     again.import_memory(state)
     again.noise.set_state(rng)
     assert all(torch.equal(again.next_chunk(feats).latent, e) for e in expected)
+
+
+def test_liveact_18b_state_sizes_follow_the_method_doc():
+    from liveact.config import get_preset
+    from liveact.memory.sizing import session_state
+
+    s = session_state(get_preset("liveact-18b"), 720, 416)
+    assert s.frame_tokens == 1170
+    assert s.resident_cache_bytes == 40_255_488_000  # 37.49 GiB, liveact-method.md section 9
+    assert s.checkpoint_cache_bytes == 17_252_352_000  # 6 of 14 slots
+    assert session_state(get_preset("liveact-18b"), 720, 416, tp=2).per_rank_checkpoint_bytes == 8_626_176_000
+    assert s.conditioning_bytes == 2_620_800 + 7_874_560  # y + projected context (what a checkpoint stores)
+    assert s.decoder_context_bytes == 449_280

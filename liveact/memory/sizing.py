@@ -26,7 +26,7 @@ class StateSize:
     checkpoint_cache_bytes: int  # persistent slots only
     per_rank_resident_bytes: int
     per_rank_checkpoint_bytes: int
-    conditioning_bytes: int  # y + CLIP tokens + text context (bf16)
+    conditioning_bytes: int  # y + the cross-attention context (CLIP + text tokens at model dim), bf16, as checkpointed
     decoder_context_bytes: int  # last clean latents kept for the VAE (bf16)
 
     def to_dict(self) -> dict[str, int | str]:
@@ -57,9 +57,9 @@ def session_state(
     checkpoint = caches * mem.persistent_slots * fl * per_token
     lh, lw = pixel_h // vae_stride, pixel_w // vae_stride
     bf16 = BYTES["bf16"]
-    cond = (
-        m.cond_channels * mem.window_latent_frames * lh * lw + m.clip_tokens * m.clip_dim + m.text_len * m.text_dim
-    ) * bf16
+    # what a checkpoint stores: y and the projected context (LiveActDiT.encode_context), not the raw
+    # CLIP / umT5 outputs, so a resumed session never re-runs the encoders
+    cond = (m.cond_channels * mem.window_latent_frames * lh * lw + (m.clip_tokens + m.text_len) * m.dim) * bf16
     return StateSize(
         kv_dtype=kv_dtype,
         pixel_w=pixel_w,
