@@ -4,7 +4,8 @@ In process (``DecodeStream``, tiny VAE, RAW_RGB): chunks 0..4 straight vs 0..2, 
 new stream from them, 3..4: the same frames bit for bit. ``first_output_frame`` drops exactly the
 frames before it (a chunk entirely before it is answered with ``frame_count`` 0). A resumed FMP4_H264
 stream is a new fragmented MP4 starting at its first frame. Then through a real server: the round
-trip, and the refusals (damaged or mismatched ``resume_state``, a snapshot after ``end``).
+trip, the refusals (damaged or mismatched ``resume_state``, a snapshot after ``end``), and the round
+trip of a ``decode_mode`` CONTEXT stream (the rest of CONTEXT mode: ``test_decoder_context_mode.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 import torch
 from servers import service_process
 
-from liveact.media import probe, video_frame_times
+from liveact.media import frames_to_uint8, probe, video_frame_times
 from liveact.pipeline.engine import builtin_vae_dir, load_vae
 from liveact.v1 import common_pb2, decoder_pb2, decoder_pb2_grpc
 from liveact.vae import StreamingDecoder, get_vae_preset
@@ -285,3 +286,32 @@ def test_server_refuses_bad_or_mismatched_resume_state(stub, latents, fields, co
 def test_server_refuses_a_snapshot_after_end(stub, latents):
     call = stub.Decode(iter([config(), *requests(latents, [0], END, snapshot_request(2))]), timeout=TIMEOUT_S)
     expect_error(call, grpc.StatusCode.FAILED_PRECONDITION, "snapshot after end")
+
+
+def test_server_context_mode_round_trip(stub, vae_decoder, latents):
+    """decode_mode CONTEXT through the server: decode_with_context's frames, a small snapshot, resumed
+    in CONTEXT mode (and refused in the default STREAM mode, naming the mode it was taken in)."""
+    want, context = [], None
+    for z in latents:
+        frames, context = vae_decoder.decode_with_context(context, z)
+        want.append(frames_to_uint8(frames))
+    context_mode = {"decode_mode": decoder_pb2.CONTEXT}
+    first = list(
+        stub.Decode(
+            iter([config(**context_mode), *requests(latents, range(SPLIT), snapshot_request(5)), END]),
+            timeout=TIMEOUT_S,
+        )
+    )
+    s = first[-1].snapshot
+    assert s.id == 5 and s.next_frame == FIRST_FRAMES[SPLIT]
+    assert len(s.state) < 16 * 3 * (SIZE // 8) ** 2 * 4 + 64 * 1024  # 3 latents (at most float32) + metadata
+    resumed = [config(resume_state=s.state, **context_mode), *requests(latents, range(SPLIT, 5)), END]
+    second = list(stub.Decode(iter(resumed), timeout=TIMEOUT_S))
+    got = np.concatenate([raw([r]) for r in first[:SPLIT]] + [raw(second)])
+    assert np.array_equal(got, np.concatenate(want))
+    expect_error(
+        stub.Decode(iter([config(resume_state=s.state), END]), timeout=TIMEOUT_S),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "taken in decode_mode CONTEXT",
+        "set DecodeConfig.decode_mode to CONTEXT",
+    )

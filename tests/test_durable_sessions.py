@@ -20,6 +20,7 @@ from liveact.client import animate, animate_resumable
 from liveact.client.animate import AnimateResult, to_s16
 from liveact.config import get_preset
 from liveact.sampling.chunking import plan_chunk
+from liveact.state import SessionStore, StoreSettings
 from liveact.v1 import common_pb2, generator_pb2
 
 SECONDS = 8  # 160 frames: chunks of 21, 32, 32, 32, 32, 32 frames
@@ -67,20 +68,30 @@ def frames_of(chunks, height=64, width=64) -> list[tuple[int, np.ndarray]]:
     return out
 
 
+async def stored_tensor(redis, session_id: str, name: str):
+    store = SessionStore(StoreSettings(url=redis.url))
+    try:
+        return (await store.read_checkpoint(session_id)).shards[0][name]
+    finally:
+        await store.close()
+
+
 def raw(target, image, speech, **kw):
     return animate(target, image, speech, RATE, output_format=common_pb2.RAW_RGB, seed=3, **kw)
 
 
-def test_kill_9_then_exact_resume_on_another_generator_is_bitwise(peers, redis, speech, image):
-    with generator(peers, redis) as (gen_a, _):
+@pytest.mark.parametrize("decode_mode", ["stream", "context"])
+def test_kill_9_then_exact_resume_on_another_generator_is_bitwise(peers, redis, speech, image, decode_mode):
+    mode = ("--decode-mode", decode_mode)
+    with generator(peers, redis, *mode) as (gen_a, _):
         reference = asyncio.run(raw(gen_a, image, speech))
     assert reference.end.frames == SECONDS * 20
     assert reference.checkpoints and reference.checkpoints[0].version == 1  # notices come in-band
     assert reference.checkpoints[0].session_id == reference.header.session_id
     expected = frames_of(reference.chunks)
 
-    with generator(peers, redis) as (gen_a, proc_a), generator(peers, redis) as (gen_b, _):
-        first = AnimateResult()
+    with generator(peers, redis, *mode) as (gen_a, proc_a), generator(peers, redis) as (gen_b, _):
+        first = AnimateResult()  # gen_b runs the default mode: a resumed session keeps its own
 
         def on_chunk(chunk):
             if first.checkpoints and len(first.chunks) >= 3:  # mid-session, after a checkpoint
@@ -101,6 +112,10 @@ def test_kill_9_then_exact_resume_on_another_generator_is_bitwise(peers, redis, 
 
     assert second.header.first_frame == len(got)
     assert second.header.session_id == first.header.session_id
+    decoder_state = asyncio.run(stored_tensor(redis, first.header.session_id, "decoder.state"))
+    # the session's own decode mode, kept across the resume (not gen_b's default): 3 latents vs the VAE cache
+    small = 0 < decoder_state.numel() < 64 * 1024
+    assert small == (decode_mode == "context"), decoder_state.numel()
     assert second.chunks[0].first_frame == len(got)  # no frame repeated
     got += frames_of(second.chunks)
     assert [i for i, _ in got] == list(range(SECONDS * 20))  # none missing, none twice

@@ -1,5 +1,6 @@
 from liveact.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -7,8 +8,17 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class DecodeMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DECODE_MODE_UNSPECIFIED: _ClassVar[DecodeMode]
+    STREAM: _ClassVar[DecodeMode]
+    CONTEXT: _ClassVar[DecodeMode]
+DECODE_MODE_UNSPECIFIED: DecodeMode
+STREAM: DecodeMode
+CONTEXT: DecodeMode
+
 class DecodeConfig(_message.Message):
-    __slots__ = ("vae_preset", "width", "height", "fps", "output_format", "jpeg_quality", "audio_sample_rate", "resume_state", "first_output_frame")
+    __slots__ = ("vae_preset", "width", "height", "fps", "output_format", "jpeg_quality", "audio_sample_rate", "resume_state", "first_output_frame", "decode_mode")
     VAE_PRESET_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +28,7 @@ class DecodeConfig(_message.Message):
     AUDIO_SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     RESUME_STATE_FIELD_NUMBER: _ClassVar[int]
     FIRST_OUTPUT_FRAME_FIELD_NUMBER: _ClassVar[int]
+    DECODE_MODE_FIELD_NUMBER: _ClassVar[int]
     vae_preset: str
     width: int
     height: int
@@ -27,7 +38,8 @@ class DecodeConfig(_message.Message):
     audio_sample_rate: int
     resume_state: bytes
     first_output_frame: int
-    def __init__(self, vae_preset: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., output_format: _Optional[_Union[_common_pb2.OutputFormat, str]] = ..., jpeg_quality: _Optional[int] = ..., audio_sample_rate: _Optional[int] = ..., resume_state: _Optional[bytes] = ..., first_output_frame: _Optional[int] = ...) -> None: ...
+    decode_mode: DecodeMode
+    def __init__(self, vae_preset: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., output_format: _Optional[_Union[_common_pb2.OutputFormat, str]] = ..., jpeg_quality: _Optional[int] = ..., audio_sample_rate: _Optional[int] = ..., resume_state: _Optional[bytes] = ..., first_output_frame: _Optional[int] = ..., decode_mode: _Optional[_Union[DecodeMode, str]] = ...) -> None: ...
 
 class LatentChunk(_message.Message):
     __slots__ = ("chunk_index", "first_frame", "latents", "keep_frames", "audio_pcm_f32")

@@ -46,7 +46,8 @@ class DecoderServicer:
 
     def Decode(self, request_iterator, context):
         """One stream per session: a DecodeConfig first, then latent chunks in order, then end.
-        The VAE's causal cache lives with the stream; each chunk's frames come back as it is decoded.
+        The stream's decode state (the VAE's causal cache, or CONTEXT mode's context latents) lives with
+        the stream; each chunk's frames come back as it is decoded.
         A SnapshotRequest between chunks is answered, after the frames of the chunks before it, with the
         stream's state; DecodeConfig.resume_state starts a stream that continues from it. After end the
         call ends when the client half-closes; any further request is FAILED_PRECONDITION.

@@ -3,17 +3,19 @@
 A stream is ``config`` (first), then ``chunk``s in order, then ``end``; each chunk's frames come back
 as soon as it is decoded, and ``end`` (or the client half-closing) flushes the rest of an fMP4
 stream and finishes the call with OK. The VAE is loaded once (in warm-up) and shared; each stream
-owns its causal cache, which is freed when the stream ends, fails or is cancelled.
+owns its decode state, which is freed when the stream ends, fails or is cancelled: with
+``DecodeConfig.decode_mode`` STREAM (the default) the VAE's causal cache, with CONTEXT the last 3
+clean latents (the public implementation's decode; see ``stream.py``).
 
 Snapshots: a ``snapshot`` request after chunk k is answered, after chunk k's frames, with the
-stream's state (``DecodeStream.snapshot``: the VAE cache and chunk position, safetensors);
+stream's state (``DecodeStream.snapshot``: the decode state and chunk position, safetensors);
 ``DecodeConfig.resume_state`` starts a stream that continues from it with chunk k + 1, and
 ``first_output_frame`` lets it skip frames the client already has (see ``stream.py``, also for why a
 resumed FMP4_H264 stream starts a new fragmented MP4). After ``end`` the call ends when the client
 half-closes; a request after ``end`` (a snapshot included) is FAILED_PRECONDITION.
 
 Status codes: INVALID_ARGUMENT (bad config, latents, audio or chunk order; a resume_state that is
-damaged or of another VAE preset or size), FAILED_PRECONDITION (a chunk before the config, a second
+damaged or of another VAE preset, size or decode mode), FAILED_PRECONDITION (a chunk before the config, a second
 config, a request after end), RESOURCE_EXHAUSTED (all ``--max-streams`` slots busy; a snapshot state
 over ``--max-message-mb``), UNAVAILABLE (still loading the VAE: retry), INTERNAL (the VAE or ffmpeg
 failed).
@@ -195,6 +197,7 @@ def _describe(stream: DecodeStream) -> dict[str, object]:
         "size": f"{f.width}x{f.height}",
         "fps": str(f.fps),
         "format": f.format_name,
+        "decode_mode": f.mode_name,
         "next_chunk": stream.next_index,
         "first_output_frame": f.first_output_frame,
     }

@@ -188,8 +188,9 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                 params, restored, checkpoints = await self._resume(first.config.resume)
             else:
                 limit = self.settings.max_image_mb * 1024 * 1024
+                mode = self.settings.decode_mode_for(self.engine.config.vae)
                 params = await asyncio.to_thread(
-                    parse_config, first.config, self.engine.config, self.engine.audio_config, limit
+                    parse_config, first.config, self.engine.config, self.engine.audio_config, limit, mode
                 )
                 restored, checkpoints = None, await self._make_durable(params)
             session_id = params.session_id

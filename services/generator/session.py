@@ -513,6 +513,7 @@ class GeneratorSession:
             config=decoder_pb2.DecodeConfig(
                 vae_preset=self.engine.config.vae, width=p.width, height=p.height, fps=p.fps,
                 output_format=p.output_format, jpeg_quality=p.jpeg_quality,
+                decode_mode=decoder_pb2.CONTEXT if p.decode_mode == "context" else decoder_pb2.STREAM,
                 resume_state=r.decoder_state if r is not None else b"",
                 first_output_frame=r.first_output_frame - r.frame_offset if r is not None else 0,
             )

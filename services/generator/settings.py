@@ -12,6 +12,9 @@ from liveact.state.settings import StoreSettings
 from services.common.settings import ServerSettings
 from services.generator.checkpoint import CheckpointPolicy
 
+DECODE_MODES = ("auto", "stream", "context")
+STREAM_BY_DEFAULT_VAE = "tiny"  # its causal cache is small (~560 B per output pixel): stream by default
+
 
 @dataclass(frozen=True)
 class GeneratorSettings(ServerSettings):
@@ -39,6 +42,10 @@ class GeneratorSettings(ServerSettings):
     session_ttl_s: float = 3600.0  # a session not written for this long expires from Redis
     lease_ttl_s: float = 30.0
     replica_id: str = ""  # this generator's name in session leases (default: hostname-pid)
+    # how the decoder decodes: "stream" keeps the VAE causal cache (bit-exact with one whole decode; its
+    # state is ~9.5 KB per output pixel for the Wan VAE), "context" the public 3-latent context (state
+    # ~0.45 MB at 416x720); "auto" = stream for the small tiny VAE, context otherwise (checkpoint size)
+    decode_mode: str = "auto"
     store_check_s: float = 2.0  # how often health checks the session store (degraded while it is away)
 
     def validate(self) -> None:
@@ -49,6 +56,8 @@ class GeneratorSettings(ServerSettings):
         for flag, addr in (("--audio-encoder", self.audio_encoder), ("--decoder", self.decoder)):
             if ":" not in addr:
                 problems.append(f"{flag} must be host:port of the service (got {addr!r})")
+        if self.decode_mode not in DECODE_MODES:
+            problems.append(f"--decode-mode {self.decode_mode!r} must be one of {sorted(DECODE_MODES)}")
         if min(self.max_sessions, self.audio_queue, self.chunk_queue, self.max_image_mb) < 1:
             problems.append("--max-sessions, --audio-queue, --chunk-queue and --max-image-mb must be >= 1")
         if self.redis_url:
@@ -82,6 +91,12 @@ class GeneratorSettings(ServerSettings):
 
     def backoff(self) -> Backoff:
         return Backoff()
+
+    def decode_mode_for(self, vae_preset: str) -> str:
+        """ "stream" or "context" for a session on ``vae_preset``."""
+        if self.decode_mode != "auto":
+            return self.decode_mode
+        return "stream" if vae_preset == STREAM_BY_DEFAULT_VAE else "context"
 
     @property
     def owner(self) -> str:

@@ -50,10 +50,15 @@ class SessionParams:
     audio_format_name: str
     frame_bytes: int  # bytes per multi-channel sample frame
     sample_rate: int  # of the client's PCM (0 in the config resolved to the models' rate)
+    decode_mode: str = "stream"  # the decoder's mode for this session ("stream" or "context"), fixed for its life
 
 
 def parse_config(
-    msg: generator_pb2.SessionConfig, config: LiveActConfig, audio: AudioConfig, max_image_bytes: int
+    msg: generator_pb2.SessionConfig,
+    config: LiveActConfig,
+    audio: AudioConfig,
+    max_image_bytes: int,
+    decode_mode: str = "stream",
 ) -> SessionParams:
     """``audio``: the audio encoder's configuration (its sample rate and the fps range its tempo takes)."""
     fps = msg.fps or DEFAULT_FPS
@@ -111,6 +116,7 @@ def parse_config(
         audio_format_name=f"{name}, {fmt.channels or 1} channel(s), {rate} Hz",
         frame_bytes=width_bytes * (fmt.channels or 1),
         sample_rate=rate,
+        decode_mode=decode_mode,
     )
 
 
@@ -121,7 +127,7 @@ def session_info(p: SessionParams, preset: str) -> dict:
         "preset": preset, "fps": p.fps, "width": p.width, "height": p.height, "seed": p.seed,
         "output_format": p.output_format, "jpeg_quality": p.jpeg_quality, "prompt": p.prompt,
         "audio_encoding": int(fmt.encoding), "audio_sample_rate": int(fmt.sample_rate),
-        "audio_channels": int(fmt.channels),
+        "audio_channels": int(fmt.channels), "decode_mode": p.decode_mode,
     }  # fmt: skip
 
 
@@ -148,4 +154,5 @@ def params_from_info(info: dict, session_id: str, resume_secret: str, audio: Aud
         audio_format_name=f"{name}, {fmt.channels or 1} channel(s), {rate} Hz",
         frame_bytes=width_bytes * (fmt.channels or 1),
         sample_rate=rate,
+        decode_mode=info.get("decode_mode", "stream"),
     )
