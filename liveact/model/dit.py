@@ -146,6 +146,14 @@ class LiveActDiT(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.patch_embedding.weight.dtype
 
+    @property
+    def local_heads(self) -> int:
+        """Attention heads this process computes: all of them, or its share once tensor-parallel sharded.
+
+        The ConvKV caches are sized from this, so a rank holds only its heads' K/V.
+        """
+        return self.blocks[0].self_attn.q.weight.shape[0] // self.config.model.head_dim
+
     def compressor_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [blk.self_attn.compressor_weights() for blk in self.blocks]  # type: ignore[union-attr]
 

@@ -44,6 +44,7 @@ class StreamingSampler:
             self.config,
             frame_tokens=(h // ph) * (w // pw),
             batch=cond.y.shape[0],
+            heads=model.local_heads,  # a tensor-parallel rank caches its heads only
             dtype=model.dtype,
             device=cond.y.device,
             unbounded=unbounded,

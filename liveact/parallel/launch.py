@@ -1,0 +1,127 @@
+"""A tensor-parallel streaming rollout, one process per rank (CPU / gloo), started by torchrun.
+
+Every rank builds the same model from the same seed and the same session inputs, shards the model
+(``shard_dit`` with ``DeepSpeedComm``), streams ``--chunks`` chunks with ``SeededNoise`` and rank 0
+writes the clean latents and every rank's ConvKV cache bytes to OUT (safetensors)::
+
+    DS_ACCELERATOR=cpu LOCAL_SIZE=2 OMP_NUM_THREADS=1 \\
+        python -m torch.distributed.run --nproc_per_node=2 -m liveact.parallel.launch OUT.safetensors
+
+``LOCAL_SIZE`` must equal the rank count or DeepSpeed's shared-memory all-reduce segfaults.
+``run_torchrun`` does all of this from Python and removes the /dev/shm all-reduce buffers the run
+leaves behind (only those that did not exist before).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from liveact.config import LiveActConfig, get_preset
+from liveact.model.dit import LiveActDiT
+from liveact.model.loading import build_model
+from liveact.sampling.chunking import total_video_frames
+from liveact.sampling.denoise import Conditioning
+from liveact.sampling.noise import SeededNoise
+from liveact.sampling.stream import StreamingSampler
+
+SHM_DIR = Path("/dev/shm")
+SHM_PATTERN = "deepspeed_allreduce_buffer_*"
+
+
+def tp_test_config() -> LiveActConfig:
+    """The tiny preset shrunk (dim 64, 4 heads, 2 layers, fp32 caches): shards for tp in {1, 2, 4}."""
+    tiny = get_preset("tiny")
+    model = dataclasses.replace(tiny.model, dim=64, num_heads=4, ffn_dim=128, num_layers=2)
+    memory = dataclasses.replace(tiny.memory, fp8=False)
+    return dataclasses.replace(tiny, name="tp-test", model=model, memory=memory)
+
+
+def build_inputs(
+    config: LiveActConfig, chunks: int, latent: int = 8, model_seed: int = 0, session_seed: int = 1
+) -> tuple[LiveActDiT, Conditioning, torch.Tensor]:
+    """The (unsharded) model, conditioning and audio features; identical on every rank."""
+    model = build_model(config).init_weights(model_seed).eval()
+    m = config.model
+    g = torch.Generator().manual_seed(session_seed)
+    y = torch.randn(1, m.cond_channels, config.memory.window_latent_frames, latent, latent, generator=g)
+    text = torch.randn(5, m.text_dim, generator=g)
+    clip = torch.randn(1, m.clip_tokens, m.clip_dim, generator=g)
+    with torch.no_grad():
+        context = model.encode_context([text], clip)
+    feats = torch.randn(total_video_frames(config, chunks), m.audio_layers, m.audio_channels, generator=g)
+    return model, Conditioning(y=y, context=context), feats
+
+
+def rollout(
+    model: LiveActDiT, cond: Conditioning, feats: torch.Tensor, chunks: int, noise_seed: int = 0
+) -> tuple[list[torch.Tensor], int]:
+    """Clean latents of ``chunks`` chunks and the sampler's ConvKV cache bytes."""
+    sampler = StreamingSampler(model, cond, SeededNoise(noise_seed))
+    latents = [sampler.next_chunk(feats).latent for _ in range(chunks)]
+    return latents, sampler.memory.nbytes()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path, help="safetensors file rank 0 writes")
+    ap.add_argument("--chunks", type=int, default=5)
+    args = ap.parse_args(argv)
+
+    import deepspeed
+    import deepspeed.comm as dist
+    from safetensors.torch import save_file
+
+    from liveact.parallel.tp import DeepSpeedComm, shard_dit
+
+    deepspeed.init_distributed(dist_backend="gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if int(os.environ.get("LOCAL_SIZE", "0")) != world:
+        raise SystemExit(f"set LOCAL_SIZE={world} (DeepSpeed's shm all-reduce needs it)")
+    group = dist.new_group(list(range(world)))
+
+    config = tp_test_config()
+    model, cond, feats = build_inputs(config, args.chunks)
+    shard_dit(model, DeepSpeedComm(group))
+    t0 = time.perf_counter()
+    latents, cache_bytes = rollout(model, cond, feats, args.chunks)
+    elapsed = time.perf_counter() - t0
+    per_rank = torch.zeros(world, dtype=torch.int64)
+    per_rank[rank] = cache_bytes
+    dist.all_reduce(per_rank, group=group)
+    if rank == 0:
+        tensors = {f"chunk{i}": t.contiguous() for i, t in enumerate(latents)}
+        tensors["cache_bytes"] = per_rank
+        save_file(tensors, str(args.out))
+        print(f"tp={world}: {args.chunks} chunks in {elapsed:.2f} s, cache bytes per rank {per_rank.tolist()}")
+    dist.barrier()
+    dist.destroy_process_group()
+    return 0
+
+
+def shm_buffers() -> set[Path]:
+    return set(SHM_DIR.glob(SHM_PATTERN))
+
+
+def run_torchrun(out: Path, nproc: int = 2, chunks: int = 5, timeout: float = 300.0) -> subprocess.CompletedProcess:
+    """Run ``main`` under torchrun with ``nproc`` CPU ranks; remove the shm buffers it leaves."""
+    env = dict(os.environ, DS_ACCELERATOR="cpu", LOCAL_SIZE=str(nproc), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    cmd += ["-m", "liveact.parallel.launch", str(out), "--chunks", str(chunks)]
+    before = shm_buffers()
+    try:
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    finally:
+        for path in shm_buffers() - before:
+            path.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
