@@ -70,3 +70,24 @@ def test_checkpoints_wait_until_the_audio_log_is_past_a_gap(server):
         await store.close()
 
     asyncio.run(main())
+
+
+def test_the_audio_log_is_bounded_when_checkpoints_do_not_commit(server):
+    """Redis takes appends but no checkpoint commits: the log never holds more than the limit."""
+    piece, limit = b"\x01" * 300, 1000
+
+    async def main():
+        store = SessionStore(StoreSettings(url=server.url))
+        await store.create_session("writer-3", SECRET, {})
+        lease = await store.acquire("writer-3", "gen-a")
+        writer = CheckpointWriter(store, lease, CheckpointPolicy(), Backoff(), SECRET, {}, max_log_bytes=limit)
+        held = []
+        for seq in range(38):  # a drop after every 4th piece (1200 > 1000 bytes): the last after seq 35
+            await writer.log_audio(seq, piece)
+            held.append(sum(len(d) for _, d in await store.read_audio("writer-3")))
+        assert max(held) <= limit + len(piece)  # bounded whatever the session length
+        assert writer.log_from == 36 and writer.exact_from(36) and not writer.exact_from(35)  # goes on after a drop
+        assert [s for s, _ in await store.read_audio("writer-3")] == [36, 37]  # contiguous since the last drop
+        await store.close()
+
+    asyncio.run(main())

@@ -46,6 +46,7 @@ CHECKPOINT_FORMAT = 1  # of the meta and tensor names below; a resume refuses ot
 DIT_PREFIX = "dit."
 AUDIO_ROWS, ENCODER_STATE, DECODER_STATE = "audio.rows", "encoder.state", "decoder.state"
 LEASE_RENEWALS_PER_TTL = 3  # the lease is renewed this many times per lease TTL
+DEFAULT_MAX_LOG_BYTES = 64 * 1024 * 1024  # audio logged since the last commit before the log is dropped
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ class CheckpointWriter:
         secret: str,
         info: dict,
         log_from: int = 0,
+        max_log_bytes: int = DEFAULT_MAX_LOG_BYTES,
     ) -> None:
         self.store, self.lease, self.policy, self.backoff = store, lease, policy, backoff
         self.secret, self.info = secret, info  # to put the session back if Redis lost it
@@ -143,6 +145,9 @@ class CheckpointWriter:
         self.log_from: int | None = log_from
         self.log_retry_at = 0.0
         self.log_failures = 0
+        self.committed_audio_seq = log_from  # the newest committed checkpoint's audio_seq
+        self.log_bytes = 0  # logged since the newest commit (approximately: reset at each commit)
+        self.max_log_bytes = max_log_bytes
         self.task: asyncio.Task | None = None
         self.last_chunk = 0
         self.last_time = time.monotonic()
@@ -181,6 +186,42 @@ class CheckpointWriter:
                 return
             except StoreError as exc:
                 log.debug("lease renewal failed", extra={"session": self.lease.session_id, "error": str(exc)})
+
+    async def log_audio(self, seq: int, data: bytes) -> None:
+        """Log AudioChunk ``seq`` (write-ahead of its use); ``FencedError`` if another owner took over.
+
+        Redis trouble never stops the session: the chunk is then not logged (nor are those that
+        arrive while backing off), and checkpoints wait until the encoder is past the gap. The log
+        is bounded: past ``max_log_bytes`` without a commit (Redis takes appends but refuses
+        checkpoints) it is dropped back to the newest checkpoint, and a resume from that checkpoint
+        asks the client to resend its audio from there.
+        """
+        if not self.log_open():
+            self.audio_not_logged(seq)
+            return
+        try:
+            await self.guarded(lambda: self.store.append_audio(self.lease, seq, data))
+        except StoreUnavailable as exc:
+            self.audio_not_logged(seq, str(exc))
+            return
+        except FencedError:
+            raise
+        except StoreError as exc:
+            self.disable(f"the audio log refused AudioChunk {seq}: {exc}")
+            return
+        self.audio_logged(seq)
+        self.log_bytes += len(data)
+        if self.log_bytes > self.max_log_bytes:
+            log.warning(
+                "audio log over its limit without a checkpoint: dropped",
+                extra={"session": self.lease.session_id, "bytes": self.log_bytes, "from_seq": self.committed_audio_seq},
+            )
+            self.log_bytes = 0
+            self.audio_not_logged(seq + 1)  # the next logged chunk starts a new contiguous log
+            try:
+                await self.store.truncate_audio(self.lease, self.committed_audio_seq)
+            except StoreError as exc:
+                log.warning("audio log not dropped", extra={"session": self.lease.session_id, "error": str(exc)})
 
     def log_open(self) -> bool:
         """Whether to try logging audio now (not while backing off after a failure)."""
@@ -240,6 +281,7 @@ class CheckpointWriter:
             self.disable(f"checkpoint refused: {exc}")
             return
         self.failures, self.retry_at = 0, 0.0
+        self.committed_audio_seq, self.log_bytes = int(meta["audio_seq"]), 0
         self.written += 1
         where = {"session": self.lease.session_id, "version": version, "chunk": pending.chunk_index}
         log.info("checkpoint written", extra=where)

@@ -139,8 +139,9 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
         s = self.settings
         info = session_info(params, self.engine.config.name)
         return CheckpointWriter(
-            self.store, lease, s.checkpoint_policy(), s.backoff(), params.resume_secret, info, log_from
-        )
+            self.store, lease, s.checkpoint_policy(), s.backoff(), params.resume_secret, info, log_from,
+            s.audio_log_max_mb * 1024 * 1024,
+        )  # fmt: skip
 
     async def _resume(self, request) -> tuple[SessionParams, Restored, CheckpointWriter]:
         if self.store is None:

@@ -50,7 +50,7 @@ from liveact.pipeline import Engine, chunks_needed, prepare_sampler
 from liveact.sampling.audio_window import window_index
 from liveact.sampling.chunking import plan_chunk
 from liveact.state.sampler_state import export_sampler
-from liveact.state.store import FencedError, StoreError, StoreUnavailable
+from liveact.state.store import FencedError
 from liveact.v1 import audio_encoder_pb2, common_pb2, decoder_pb2, generator_pb2
 from services.common.errors import RequestError
 from services.common.tensors import from_proto, to_proto
@@ -219,27 +219,13 @@ class GeneratorSession:
             self.to_encoder.put_nowait(PcmPiece(data[start:stop], self.audio_position))
 
     async def _log_audio(self, seq: int, data: bytes) -> None:
-        """Store the AudioChunk for an exact resume before it goes anywhere (write-ahead).
-
-        Redis trouble never stops the session: the chunk is then not logged (nor are those that
-        arrive while the writer backs off), and checkpoints wait until the encoder is past the gap.
-        """
-        cp = self.checkpoints
-        if cp is None:
-            return
-        if not cp.log_open():
-            cp.audio_not_logged(seq)
+        """Store the AudioChunk for an exact resume before it goes anywhere (``CheckpointWriter.log_audio``)."""
+        if self.checkpoints is None:
             return
         try:
-            await cp.guarded(lambda: cp.store.append_audio(cp.lease, seq, data))
+            await self.checkpoints.log_audio(seq, data)
         except FencedError:
             raise _fenced() from None
-        except StoreUnavailable as exc:
-            cp.audio_not_logged(seq, str(exc))
-        except StoreError as exc:
-            cp.disable(f"the audio log refused AudioChunk {seq}: {exc}")
-        else:
-            cp.audio_logged(seq)
 
     async def _read_client(self, requests: AsyncIterator[generator_pb2.AnimateRequest]) -> None:
         r = self.restored

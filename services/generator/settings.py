@@ -46,6 +46,7 @@ class GeneratorSettings(ServerSettings):
     # state is ~9.5 KB per output pixel for the Wan VAE), "context" the public 3-latent context (state
     # ~0.45 MB at 416x720); "auto" = stream for the small tiny VAE, context otherwise (checkpoint size)
     decode_mode: str = "auto"
+    audio_log_max_mb: int = 64  # audio logged without a checkpoint commit before the log is dropped
     store_check_s: float = 2.0  # how often health checks the session store (degraded while it is away)
 
     def validate(self) -> None:
@@ -62,6 +63,8 @@ class GeneratorSettings(ServerSettings):
             problems.append("--max-sessions, --audio-queue, --chunk-queue and --max-image-mb must be >= 1")
         if self.redis_url:
             problems += [f"--redis-*: {p}" for p in self.store_settings().validate()]
+            if self.audio_log_max_mb < 1:
+                problems.append(f"--audio-log-max-mb {self.audio_log_max_mb} must be >= 1")
             if self.store_check_s <= 0:
                 problems.append(f"--store-check-s {self.store_check_s} must be > 0")
             if self.checkpoint_every_chunks < 0 or self.checkpoint_every_s < 0:
