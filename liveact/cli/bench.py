@@ -117,6 +117,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ck.add_argument("--json", action="store_true", help="accepted for symmetry; output is always JSON")
     ck.set_defaults(func=run_checkpoint)
 
+    tp = bsub.add_parser(
+        "tp",
+        help="tensor-parallel rollout on CPU ranks (gloo) against one process: latents equal within fp32 tolerance",
+        description="Stream CHUNKS chunks of a small seeded model in this process and as RANKS torchrun processes "
+        "with the DiT sharded by attention heads (DeepSpeed, gloo); print the largest latent difference per chunk "
+        "(tolerance 1e-4), ConvKV cache bytes per rank and seconds per chunk.",
+    )
+    tp.add_argument("--ranks", type=int, default=2, help="tensor-parallel ranks (must divide 4 heads; default: 2)")
+    tp.add_argument("--chunks", type=int, default=5, help="chunks to stream (default: 5)")
+    tp.add_argument("--json", action="store_true", help="accepted for symmetry; output is always JSON")
+    tp.set_defaults(func=run_tp)
+
 
 def run_memory(args: argparse.Namespace) -> int:
     from bench import memory
@@ -139,6 +151,13 @@ def run_pipeline(args: argparse.Namespace) -> int:
         args.preset, args.seconds, width, height, args.format, args.repeats, args.realtime, args.seed, args.threads
     )  # fmt: skip
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def run_tp(args: argparse.Namespace) -> int:
+    from bench import tp
+
+    print(json.dumps(tp.run(args.ranks, args.chunks), indent=2))
     return 0
 
 

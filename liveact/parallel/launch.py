@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if rank == 0:
         tensors = {f"chunk{i}": t.contiguous() for i, t in enumerate(latents)}
         tensors["cache_bytes"] = per_rank
+        tensors["seconds"] = torch.tensor([elapsed], dtype=torch.float64)  # rank 0's rollout wall time
         save_file(tensors, str(args.out))
         print(f"tp={world}: {args.chunks} chunks in {elapsed:.2f} s, cache bytes per rank {per_rank.tolist()}")
     dist.barrier()
