@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path, help="safetensors file rank 0 writes")
     ap.add_argument("--chunks", type=int, default=5)
+    ap.add_argument("--export-after", type=int, default=0, help="each rank writes its sampler state after N chunks")
+    ap.add_argument("--resume-from", type=Path, default=None, help="each rank continues from its state in this dir")
+    ap.add_argument("--state-dir", type=Path, default=None, help="where --export-after writes rank<r>.safetensors")
     args = ap.parse_args(argv)
 
     import deepspeed
@@ -90,14 +93,29 @@ def main(argv: list[str] | None = None) -> int:
     config = tp_test_config()
     model, cond, feats = build_inputs(config, args.chunks)
     shard_dit(model, DeepSpeedComm(group))
+    from safetensors.torch import load_file
+
+    from liveact.state.sampler_state import export_sampler, restore_sampler
+
+    if args.resume_from is not None:  # this rank's shard of a checkpoint: the chunks after it
+        sampler = restore_sampler(model, load_file(str(args.resume_from / f"rank{rank}.safetensors")), cond.y.device)
+    else:
+        sampler = StreamingSampler(model, cond, SeededNoise(0))
+    first = sampler.chunk_index
     t0 = time.perf_counter()
-    latents, cache_bytes = rollout(model, cond, feats, args.chunks)
+    latents = []
+    for _ in range(first, args.chunks):
+        latents.append(sampler.next_chunk(feats).latent)
+        if args.export_after and sampler.chunk_index == args.export_after:
+            args.state_dir.mkdir(parents=True, exist_ok=True)
+            save_file(export_sampler(sampler), str(args.state_dir / f"rank{rank}.safetensors"))
     elapsed = time.perf_counter() - t0
+    cache_bytes = sampler.memory.nbytes()
     per_rank = torch.zeros(world, dtype=torch.int64)
     per_rank[rank] = cache_bytes
     dist.all_reduce(per_rank, group=group)
     if rank == 0:
-        tensors = {f"chunk{i}": t.contiguous() for i, t in enumerate(latents)}
+        tensors = {f"chunk{first + i}": t.contiguous() for i, t in enumerate(latents)}
         tensors["cache_bytes"] = per_rank
         tensors["seconds"] = torch.tensor([elapsed], dtype=torch.float64)  # rank 0's rollout wall time
         save_file(tensors, str(args.out))
@@ -111,11 +129,16 @@ def shm_buffers() -> set[Path]:
     return set(SHM_DIR.glob(SHM_PATTERN))
 
 
-def run_torchrun(out: Path, nproc: int = 2, chunks: int = 5, timeout: float = 300.0) -> subprocess.CompletedProcess:
-    """Run ``main`` under torchrun with ``nproc`` CPU ranks; remove the shm buffers it leaves."""
+def run_torchrun(
+    out: Path, nproc: int = 2, chunks: int = 5, timeout: float = 300.0, extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
+    """Run ``main`` under torchrun with ``nproc`` CPU ranks; remove the shm buffers it leaves.
+
+    ``extra``: more ``main`` options (``--export-after N --state-dir D``, ``--resume-from D``).
+    """
     env = dict(os.environ, DS_ACCELERATOR="cpu", LOCAL_SIZE=str(nproc), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    cmd += ["-m", "liveact.parallel.launch", str(out), "--chunks", str(chunks)]
+    cmd += ["-m", "liveact.parallel.launch", str(out), "--chunks", str(chunks), *extra]
     before = shm_buffers()
     try:
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
