@@ -157,6 +157,11 @@ def _redis_errors(what: str, session_id: str = "") -> Iterator[None]:
         raise StoreError(f"{what}: Redis error ({type(exc).__name__}: {exc})") from exc
 
 
+def _record(secret: str, info: Mapping[str, Any]) -> str:
+    """A session record (JSON): the resume secret's sha256, never the secret, and ``info``."""
+    return _to_json({"secret_sha256": _secret_digest(secret), "info": dict(info), "created": time.time()}, "info")
+
+
 def _secret_digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
@@ -229,7 +234,7 @@ class SessionStore:
         k = self.keys(session_id)
         if not isinstance(secret, str) or not secret:
             raise ValueError("the resume secret must be a non-empty string")
-        record = _to_json({"secret_sha256": _secret_digest(secret), "info": dict(info), "created": time.time()}, "info")
+        record = _record(secret, info)
         with _redis_errors("create_session", session_id):
             created = await self.client.set(k.record, record, nx=True, px=self._session_ttl_ms)
         if not created:
@@ -292,7 +297,7 @@ class SessionStore:
         current token at all; checkpoint versions then start again at 1.
         """
         k = self.keys(lease.session_id)
-        record = _to_json({"secret_sha256": _secret_digest(secret), "info": dict(info), "created": time.time()}, "info")
+        record = _record(secret, info)
         with _redis_errors("reinstate", lease.session_id):
             await self._reinstate(
                 keys=self._script_keys(k),

@@ -46,11 +46,22 @@ class SessionParams:
     output_format: int
     jpeg_quality: int
     audio_format: common_pb2.AudioFormat
-    sample_format: str  # "s16le" or "f32le"
-    audio_format_name: str
-    frame_bytes: int  # bytes per multi-channel sample frame
     sample_rate: int  # of the client's PCM (0 in the config resolved to the models' rate)
     decode_mode: str = "stream"  # the decoder's mode for this session ("stream" or "context"), fixed for its life
+
+    @property
+    def sample_format(self) -> str:
+        """ "s16le" or "f32le"."""
+        return ENCODINGS[self.audio_format.encoding][0]
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes per multi-channel sample frame."""
+        return ENCODINGS[self.audio_format.encoding][1] * (self.audio_format.channels or 1)
+
+    @property
+    def audio_format_name(self) -> str:
+        return f"{self.sample_format}, {self.audio_format.channels or 1} channel(s), {self.sample_rate} Hz"
 
 
 def parse_config(
@@ -91,7 +102,6 @@ def parse_config(
             f"send {audio.sample_rate} Hz (the models' rate; other rates in that range are resampled), "
             f"or 0 for {audio.sample_rate}"
         )
-    name, width_bytes = ENCODINGS[fmt.encoding]
     if not msg.reference_image:
         raise invalid("reference_image is empty: send the PNG/JPEG bytes of the person to animate")
     if len(msg.reference_image) > max_image_bytes:
@@ -112,9 +122,6 @@ def parse_config(
         output_format=output,
         jpeg_quality=quality,
         audio_format=fmt,
-        sample_format=name,
-        audio_format_name=f"{name}, {fmt.channels or 1} channel(s), {rate} Hz",
-        frame_bytes=width_bytes * (fmt.channels or 1),
         sample_rate=rate,
         decode_mode=decode_mode,
     )
@@ -136,8 +143,6 @@ def params_from_info(info: dict, session_id: str, resume_secret: str, audio: Aud
     fmt = common_pb2.AudioFormat(
         encoding=info["audio_encoding"], sample_rate=info["audio_sample_rate"], channels=info["audio_channels"]
     )
-    name, width_bytes = ENCODINGS[fmt.encoding]
-    rate = fmt.sample_rate or audio.sample_rate
     return SessionParams(
         session_id=session_id,
         resume_secret=resume_secret,
@@ -150,9 +155,6 @@ def params_from_info(info: dict, session_id: str, resume_secret: str, audio: Aud
         output_format=int(info["output_format"]),
         jpeg_quality=int(info["jpeg_quality"]),
         audio_format=fmt,
-        sample_format=name,
-        audio_format_name=f"{name}, {fmt.channels or 1} channel(s), {rate} Hz",
-        frame_bytes=width_bytes * (fmt.channels or 1),
-        sample_rate=rate,
+        sample_rate=fmt.sample_rate or audio.sample_rate,
         decode_mode=info.get("decode_mode", "stream"),
     )
