@@ -45,16 +45,9 @@ from liveact.audio.config import AudioConfig
 from liveact.audio.errors import AudioError
 from liveact.audio.frames import frame_count
 from liveact.audio.rows import ChunkWindows
-from liveact.audio.tempo import (
-    StateReader,
-    array_tensor,
-    check_state,
-    float_tensor,
-    int_tensor,
-    tempo_for,
-    with_prefix,
-)
+from liveact.audio.tempo import tempo_for
 from liveact.config import ConfigError, LiveActConfig
+from liveact.state.tensors import StateReader, array_tensor, check_state, float_tensor, int_tensor, with_prefix
 
 __all__ = ["FeatureRows", "StreamingAudioFeatures"]
 

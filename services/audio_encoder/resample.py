@@ -28,7 +28,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from liveact.audio.tempo import StateReader, array_tensor, check_state, int_tensor
+from liveact.state.tensors import StateReader, array_tensor, check_state, int_tensor
 
 __all__ = ["StreamingResampler"]
 

@@ -27,8 +27,8 @@ import torch
 
 from liveact.audio import AudioConfig, FeatureBackend, FeatureRows, StreamingAudioFeatures, pcm_from_bytes
 from liveact.audio.io import PcmFormat
-from liveact.audio.tempo import StateReader, check_state, float_tensor, int_tensor, with_prefix
 from liveact.config import ConfigError
+from liveact.state.tensors import StateReader, check_state, float_tensor, int_tensor, with_prefix
 from liveact.v1 import audio_encoder_pb2, common_pb2
 from services.audio_encoder.resample import StreamingResampler
 from services.common import snapshot

@@ -78,9 +78,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from liveact.audio.tempo import StateReader, int_tensor, with_prefix
 from liveact.media import FragmentedMp4Stream, frames_to_uint8
 from liveact.media.timing import samples_before
+from liveact.state.tensors import StateReader, int_tensor, with_prefix
 from liveact.v1 import common_pb2, decoder_pb2
 from liveact.vae import DecoderState, StreamingDecoder, VaeConfig
 from liveact.vae.streaming import FIRST_KEY, SLOTS_KEY
