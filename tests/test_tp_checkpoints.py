@@ -8,8 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from liveact.parallel.launch import build_inputs, run_torchrun, shm_buffers, tp_test_config
+from liveact.parallel.launch import build_inputs, run_torchrun, tp_test_config
 from liveact.parallel.reshard import ReshardError, reshard
+from liveact.parallel.shm import shm_buffers
 from liveact.state.sampler_state import restore_sampler
 
 CHUNKS, SPLIT = 5, 2

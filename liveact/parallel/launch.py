@@ -27,13 +27,11 @@ import torch
 from liveact.config import LiveActConfig, get_preset
 from liveact.model.dit import LiveActDiT
 from liveact.model.loading import build_model
+from liveact.parallel.shm import remove, shm_buffers
 from liveact.sampling.chunking import total_video_frames
 from liveact.sampling.denoise import Conditioning
 from liveact.sampling.noise import SeededNoise
 from liveact.sampling.stream import StreamingSampler
-
-SHM_DIR = Path("/dev/shm")
-SHM_PATTERN = "deepspeed_allreduce_buffer_*"
 
 
 def tp_test_config() -> LiveActConfig:
@@ -125,10 +123,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def shm_buffers() -> set[Path]:
-    return set(SHM_DIR.glob(SHM_PATTERN))
-
-
 def run_torchrun(
     out: Path, nproc: int = 2, chunks: int = 5, timeout: float = 300.0, extra: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess:
@@ -143,8 +137,7 @@ def run_torchrun(
     try:
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     finally:
-        for path in shm_buffers() - before:
-            path.unlink(missing_ok=True)
+        remove(shm_buffers() - before)
 
 
 if __name__ == "__main__":

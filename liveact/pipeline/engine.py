@@ -81,6 +81,29 @@ def load_vae(vae_config: VaeConfig, vae_dir: str | Path | None, seed: int = FRES
         return build_vae(vae_config)
 
 
+def weights_root(preset: str, model_dir: str | Path | None) -> Path | None:
+    """Where ``preset``'s weights come from: ``model_dir``, else the built-in ones (None: fresh weights)."""
+    root = Path(model_dir) if model_dir is not None else builtin_dir(preset)
+    if root is None and preset != "tiny":
+        raise FileNotFoundError(
+            f"preset {preset!r} has no built-in weights: pass --model DIR (see liveact animate --help)"
+        )
+    return root
+
+
+def load_dit(config: LiveActConfig, root: Path | None, device: torch.device, seed: int = 0) -> LiveActDiT:
+    """The DiT alone, in eval mode on ``device``: from ``root`` (its ``dit/`` or itself), or fresh from ``seed``.
+
+    Tensor-parallel worker ranks build their model with this, so every rank starts from the same weights.
+    """
+    if root is None:
+        model = build_model(config).init_weights(seed)
+    else:
+        dit_dir = root / DIT_SUBDIR if (root / DIT_SUBDIR).is_dir() else root
+        model = load_checkpoint_dir(build_model(config, device="meta"), dit_dir)
+    return model.to(device).eval()
+
+
 def load_engine(
     preset: str = "tiny",
     model_dir: str | Path | None = None,
@@ -96,20 +119,12 @@ def load_engine(
             f"but the model assumes vae_scale={config.model.vae_scale}"
         )
     device = torch.device(device)
-    root = Path(model_dir) if model_dir is not None else builtin_dir(preset)
-    if root is None and preset != "tiny":
-        raise FileNotFoundError(
-            f"preset {preset!r} has no built-in weights: pass --model DIR (see liveact animate --help)"
-        )
+    root = weights_root(preset, model_dir)
 
     if root is None:
         log.warning("no trained weights for preset %r: using fresh weights, the video will not show a face", preset)
-        model = build_model(config).init_weights(seed)
-    else:
-        dit_dir = root / DIT_SUBDIR if (root / DIT_SUBDIR).is_dir() else root
-        model = load_checkpoint_dir(build_model(config, device="meta"), dit_dir)
+    model = load_dit(config, root, device, seed)
     vae = load_vae(vae_config, None if root is None else root / VAE_SUBDIR)
-    model = model.to(device).eval()
     vae = vae.to(device).eval()
 
     audio_config = AudioConfig.for_model(config.model)

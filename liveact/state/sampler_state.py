@@ -25,7 +25,7 @@ from liveact.sampling.denoise import Conditioning
 from liveact.sampling.noise import SeededNoise
 from liveact.sampling.stream import StreamingSampler
 
-__all__ = ["SamplerStateError", "export_sampler", "restore_sampler"]
+__all__ = ["SamplerStateError", "export_sampler", "export_start", "restore_sampler", "start_sampler"]
 
 MEMORY, NOISE_STATE = "memory.", "noise.state"
 COND_Y, COND_CONTEXT, COND_NULL_AUDIO = "cond.y", "cond.context", "cond.null_audio"
@@ -35,21 +35,50 @@ class SamplerStateError(ValueError):
     """Sampler state that does not fit this model (another preset, size or a damaged checkpoint)."""
 
 
-def export_sampler(sampler: StreamingSampler) -> dict[str, torch.Tensor]:
-    """The sampler's state after its last chunk, as detached CPU copies."""
+def export_start(sampler: StreamingSampler) -> dict[str, torch.Tensor]:
+    """The sampler's conditioning and noise state, without its memory, as detached CPU copies.
+
+    With ``start_sampler`` another rank starts the same session: before the first chunk the memory
+    is empty, so sending it (the size of the whole cache) is skipped.
+    """
     if not isinstance(sampler.noise, SeededNoise):
         raise SamplerStateError(f"only a SeededNoise sampler can be checkpointed, not {type(sampler.noise).__name__}")
-    out = {MEMORY + name: t for name, t in sampler.export_memory().items()}
-    out[NOISE_STATE] = sampler.noise.get_state()
-    out[COND_Y] = sampler.cond.y
-    out[COND_CONTEXT] = sampler.cond.context
+    out = {NOISE_STATE: sampler.noise.get_state(), COND_Y: sampler.cond.y, COND_CONTEXT: sampler.cond.context}
     if sampler.cond.null_audio is not None:
         out[COND_NULL_AUDIO] = sampler.cond.null_audio
     return {name: t.detach().to("cpu", copy=True).contiguous() for name, t in out.items()}
 
 
+def export_sampler(sampler: StreamingSampler) -> dict[str, torch.Tensor]:
+    """The sampler's state after its last chunk, as detached CPU copies."""
+    out = export_start(sampler)
+    for name, t in sampler.export_memory().items():
+        out[MEMORY + name] = t.detach().to("cpu", copy=True).contiguous()
+    return out
+
+
+def start_sampler(model: LiveActDiT, tensors: dict[str, torch.Tensor], device: torch.device) -> StreamingSampler:
+    """A sampler before its first chunk, from ``export_start``'s tensors (memory tensors are refused)."""
+    if memory := sorted(n for n in tensors if n.startswith(MEMORY)):
+        raise SamplerStateError(f"a starting sampler has no memory yet, got {memory[:3]}: use restore_sampler")
+    return _sampler(model, tensors, device)
+
+
 def restore_sampler(model: LiveActDiT, tensors: dict[str, torch.Tensor], device: torch.device) -> StreamingSampler:
     """A sampler that continues exactly where the exported one stopped."""
+    sampler = _sampler(model, tensors, device)
+    try:
+        memory = {name[len(MEMORY) :]: t.to(device) for name, t in tensors.items() if name.startswith(MEMORY)}
+        sampler.import_memory(memory)
+    except (ValueError, RuntimeError) as exc:
+        if isinstance(exc, SamplerStateError):
+            raise
+        raise SamplerStateError(f"sampler state does not fit this model: {exc}") from exc
+    return sampler
+
+
+def _sampler(model: LiveActDiT, tensors: dict[str, torch.Tensor], device: torch.device) -> StreamingSampler:
+    """Conditioning and noise from ``tensors``; the memory is left empty."""
     for name in (NOISE_STATE, COND_Y, COND_CONTEXT):
         if name not in tensors:
             raise SamplerStateError(f"sampler state has no {name!r}")
@@ -70,11 +99,6 @@ def restore_sampler(model: LiveActDiT, tensors: dict[str, torch.Tensor], device:
     noise = SeededNoise(0, device)
     noise.set_state(tensors[NOISE_STATE])
     try:
-        sampler = StreamingSampler(model, cond, noise)
-        memory = {name[len(MEMORY) :]: t.to(device) for name, t in tensors.items() if name.startswith(MEMORY)}
-        sampler.import_memory(memory)
+        return StreamingSampler(model, cond, noise)
     except (ValueError, RuntimeError) as exc:
-        if isinstance(exc, SamplerStateError):
-            raise
         raise SamplerStateError(f"sampler state does not fit this model: {exc}") from exc
-    return sampler

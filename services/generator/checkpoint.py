@@ -23,9 +23,12 @@ answered while the pipeline goes on, and ``CheckpointWriter`` serialises and wri
 while Redis is away) in a background task. At most one checkpoint per session is in flight; a
 checkpoint due while one is still being written is skipped.
 
-Tensor names in the stored shard: ``dit.*`` (``liveact.state.sampler_state``), ``audio.rows``
-(float32 (n, L, C), absolute rows ``rows_first ..``), ``encoder.state`` / ``decoder.state``
-(uint8: the streams' own safetensors bytes).
+Shards, one per tensor-parallel rank (``--tp N``; the store writes each rank's shard as its own
+parts): every shard holds its rank's ``dit.*`` (``liveact.state.sampler_state``: the rank's heads
+of every ConvKV cache, plus the replicated RNG state and conditioning); shard 0 also holds
+``audio.rows`` (float32 (n, L, C), absolute rows ``rows_first ..``) and ``encoder.state`` /
+``decoder.state`` (uint8: the streams' own safetensors bytes). A checkpoint written at one degree
+resumes at another through ``liveact.parallel.reshard``.
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ class PendingCheckpoint:
     id: int
     chunk_index: int  # the next chunk to generate
     next_frame: int  # its first video frame (client numbering)
-    dit: dict[str, torch.Tensor]
+    dit: list[dict[str, torch.Tensor]]  # every rank's sampler state, rank order
     rows_first: int
     rows: list[torch.Tensor]  # (n, L, C) blocks, in order from rows_first
     collecting_rows: bool = True
@@ -87,10 +90,11 @@ class PendingCheckpoint:
     encoder_state: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     decoder_state: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
-    def shard(self) -> tuple[dict, dict[str, torch.Tensor]]:
-        """(meta, tensors) once both stream states have arrived."""
+    def shards(self) -> tuple[dict, list[dict[str, torch.Tensor]]]:
+        """(meta, one tensor dict per rank) once both stream states have arrived."""
         rows = torch.cat(self.rows) if self.rows else torch.zeros(0)
-        tensors = {DIT_PREFIX + k: v for k, v in self.dit.items()}
+        shards = [{DIT_PREFIX + k: v for k, v in rank.items()} for rank in self.dit]
+        tensors = shards[0]
         tensors[AUDIO_ROWS] = rows.contiguous()
         tensors[ENCODER_STATE] = _bytes_tensor(self.encoder_state.result())
         tensors[DECODER_STATE] = _bytes_tensor(self.decoder_state.result())
@@ -107,8 +111,9 @@ class PendingCheckpoint:
             "audio_total": self.audio_total,
             "frame_offset": self.frame_offset,
             "row_offset": self.row_offset,
+            "tp": len(shards),
         }
-        return meta, tensors
+        return meta, shards
 
 
 def _bytes_tensor(data: bytes) -> torch.Tensor:
@@ -262,9 +267,9 @@ class CheckpointWriter:
 
     async def _write(self, pending: PendingCheckpoint, on_written, on_fenced) -> None:
         await asyncio.gather(pending.encoder_state, pending.decoder_state)
-        meta, tensors = await asyncio.to_thread(pending.shard)
+        meta, shards = await asyncio.to_thread(pending.shards)
         try:
-            version = await self.guarded(lambda: self.store.write_checkpoint(self.lease, meta, [tensors]))
+            version = await self.guarded(lambda: self.store.write_checkpoint(self.lease, meta, shards))
         except FencedError as exc:
             await on_fenced(exc)
             return

@@ -10,6 +10,10 @@ of the log is dropped, and the client resends from the gap on. Generation from c
 k+1 on is then the same computation as in the uninterrupted run, so the frames are bit-identical;
 the decoder drops the frames before the client's ``next_frame``, so none is sent twice.
 
+Tensor parallelism: the checkpoint holds one DiT shard per rank of the generator that wrote it; a
+generator with another ``--tp`` re-splits them by heads (``liveact.parallel.reshard``), same degree
+restores each rank's own shard bit for bit.
+
 Refusals: NOT_FOUND (no such session, or it expired), PERMISSION_DENIED (wrong resume secret),
 FAILED_PRECONDITION (no checkpoint yet, or one made by another preset or an incompatible version),
 DATA_LOSS (every stored version is damaged), OUT_OF_RANGE (``next_frame`` before the checkpoint or
@@ -34,9 +38,10 @@ import grpc
 import torch
 
 from liveact.audio.frames import frame_count
+from liveact.parallel.ranks import DitRanks, RankFailure, SessionDiT
+from liveact.parallel.reshard import ReshardError, reshard
 from liveact.pipeline import Engine
-from liveact.sampling.stream import StreamingSampler
-from liveact.state.sampler_state import SamplerStateError, restore_sampler
+from liveact.state.sampler_state import SamplerStateError
 from liveact.state.store import (
     BadSecret,
     CheckpointCorrupt,
@@ -66,7 +71,7 @@ log = logging.getLogger(__name__)
 class Restored:
     """Everything a ``GeneratorSession`` needs to continue a checkpointed session."""
 
-    sampler: StreamingSampler
+    dit: SessionDiT  # the sampler state restored on every rank
     chunk_index: int  # the next chunk to generate
     rows_first: int  # absolute row index of rows[0]
     rows: torch.Tensor  # (n, L, C) feature rows chunk_index and later need
@@ -94,11 +99,11 @@ def contiguous(entries: list[tuple[int, bytes]], first: int) -> list[tuple[int, 
 
 
 async def resume(
-    store: SessionStore, engine: Engine, request: generator_pb2.ResumeRequest, owner: str
+    store: SessionStore, engine: Engine, ranks: DitRanks, request: generator_pb2.ResumeRequest, owner: str
 ) -> tuple[SessionParams, Restored, Lease]:
     sid = request.session_id
     try:
-        return await _resume(store, engine, request, owner)
+        return await _resume(store, engine, ranks, request, owner)
     except SessionNotFound:
         raise RequestError(
             grpc.StatusCode.NOT_FOUND, f"session {sid!r} is unknown or expired: start a new session"
@@ -117,10 +122,21 @@ async def resume(
         raise RequestError(grpc.StatusCode.DATA_LOSS, f"session {sid!r} cannot be resumed: {exc}") from None
     except StoreUnavailable as exc:
         raise RequestError(grpc.StatusCode.UNAVAILABLE, f"the session store is unreachable ({exc}): retry") from None
+    except RankFailure as exc:
+        raise RequestError(
+            grpc.StatusCode.UNAVAILABLE, f"this generator lost a tensor-parallel rank ({exc}): resume elsewhere"
+        ) from None
+
+
+def rank_states(shards: list[dict[str, torch.Tensor]], tp: int) -> list[dict[str, torch.Tensor]]:
+    """The DiT part of each stored rank shard, re-split by heads when it was written at another degree."""
+    n = len(DIT_PREFIX)
+    states = [{name[n:]: t for name, t in shard.items() if name.startswith(DIT_PREFIX)} for shard in shards]
+    return states if len(states) == tp else reshard(states, tp)
 
 
 async def _resume(
-    store: SessionStore, engine: Engine, request: generator_pb2.ResumeRequest, owner: str
+    store: SessionStore, engine: Engine, ranks: DitRanks, request: generator_pb2.ResumeRequest, owner: str
 ) -> tuple[SessionParams, Restored, Lease]:
     sid = request.session_id
     live = request.mode == generator_pb2.ResumeRequest.LIVE
@@ -166,15 +182,18 @@ async def _resume(
                 f"(its checkpoint starts at frame {first}, and the stored audio makes {available} frames)",
             )
     shard = checkpoint.shards[0]
-    dit = {name[len(DIT_PREFIX) :]: t for name, t in shard.items() if name.startswith(DIT_PREFIX)}
     try:
-        sampler = restore_sampler(engine.model, dit, engine.device)
-    except SamplerStateError as exc:
+        dit = await ranks.restore(rank_states(checkpoint.shards, ranks.size))
+    except (SamplerStateError, ReshardError) as exc:
         raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"session {sid!r}: {exc}") from None
-    lease = await store.acquire(sid, owner)
     next_audio_seq = replay[-1][0] + 1 if replay else position.seq
-    if dropped := await store.truncate_audio(lease, next_audio_seq):  # LIVE, or chunks after a gap: not replayed
-        log.info("audio log cut", extra={"session": sid, "from_seq": next_audio_seq, "dropped": dropped})
+    try:
+        lease = await store.acquire(sid, owner)
+        if dropped := await store.truncate_audio(lease, next_audio_seq):  # LIVE, or after a gap: not replayed
+            log.info("audio log cut", extra={"session": sid, "from_seq": next_audio_seq, "dropped": dropped})
+    except BaseException:
+        dit.close()  # the restored sampler (on every rank) is not used
+        raise
     rows_first, rows = int(meta["rows_first"]), shard[AUDIO_ROWS]
     encoder_state = tensor_bytes(shard[ENCODER_STATE])
     skipped = 0
@@ -188,7 +207,7 @@ async def _resume(
         frame_offset, row_offset = live_frame - model_start, model_start
         position, encoder_state, wanted = AudioPosition(next_audio_seq, 0, 0), b"", live_frame
     restored = Restored(
-        sampler=sampler,
+        dit=dit,
         chunk_index=int(meta["chunk_index"]),
         rows_first=rows_first,
         rows=rows,

@@ -12,6 +12,12 @@ a ``ResumeRequest`` continues a session on any replica (``services.generator.res
 Redis URL sessions work as before and a resume is FAILED_PRECONDITION. If Redis is unreachable when
 a session starts, the session runs without checkpoints (logged) rather than failing.
 
+Tensor parallelism (``--tp N``): rank 0 (this process) serves gRPC and drives N-1 worker ranks
+(``liveact.parallel.ranks``); every session's DiT steps on all ranks together and its checkpoints
+hold one shard per rank. A rank that exits or hangs turns every health name NOT_SERVING within
+``--tp-check-s``, ends the sessions with UNAVAILABLE (clients resume them on another replica) and
+exits the process with status ``EXIT_RANK_FAILED``.
+
 SIGTERM (``services.common.server.run``): health turns NOT_SERVING and new sessions are refused
 with UNAVAILABLE at once; durable sessions are checkpointed and handed off (``Generator.drain``);
 other running sessions go on until they end, but those still running shortly before the
@@ -24,11 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 
 import grpc
 
-from liveact.pipeline import Engine, load_engine
+from liveact.parallel.ranks import DitRanks, LocalRanks, RankFailure, TensorParallelRanks
+from liveact.pipeline import Engine, load_engine, prepare_sampler
 from liveact.state.store import SessionStore, StoreError
 from liveact.v1 import audio_encoder_pb2_grpc, decoder_pb2_grpc, generator_pb2, generator_pb2_grpc
 from services.common import logs
@@ -43,6 +51,8 @@ from services.generator.validate import SessionParams, parse_config, session_inf
 log = logging.getLogger(__name__)
 
 DRAIN_MARGIN_S = 1.0  # running sessions are ended this long before the --grace-s deadline
+RANK_FAILURE_FLUSH_S = 1.0  # a lost rank: time for the sessions' UNAVAILABLE to reach their clients
+EXIT_RANK_FAILED = 3  # process status after a lost tensor-parallel rank (the pod restarts it)
 
 SERVICE = generator_pb2.DESCRIPTOR.services_by_name["Generator"].full_name
 CHECKPOINTS_HEALTH = SERVICE + ".checkpoints"  # health name: SERVING while the session store answers
@@ -58,10 +68,21 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
         self.draining = False
         self._cut: asyncio.TimerHandle | None = None
         self.store: SessionStore | None = None
+        self.ranks: DitRanks | None = None
 
     async def warm_up(self) -> None:
         s = self.settings
-        self.engine = await asyncio.to_thread(load_engine, s.preset, s.model_dir or None, s.device, s.seed)
+        engine = await asyncio.to_thread(load_engine, s.preset, s.model_dir or None, s.device, s.seed)
+        if s.tp > 1:
+            ranks = self.ranks = TensorParallelRanks(s.rank_spec())
+            try:
+                await asyncio.to_thread(ranks.start, engine.model)  # shards engine.model: rank 0's heads
+            except BaseException:
+                ranks.kill()
+                raise
+        else:
+            self.ranks = LocalRanks(engine.model, engine.device)
+        self.engine = engine
         options = server_options(s)
         self._channels = [grpc.aio.insecure_channel(addr, options=options) for addr in (s.audio_encoder, s.decoder)]
         self.peers = Peers(
@@ -87,6 +108,41 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
         self._cut = asyncio.get_running_loop().call_later(cut_after, self._end_sessions)
 
     async def monitor(self, health: Health) -> None:
+        await asyncio.gather(self._watch_store(health), self._watch_ranks(health))
+
+    async def close(self) -> None:
+        """After the server stopped: the worker ranks exit."""
+        if isinstance(self.ranks, TensorParallelRanks):
+            await self.ranks.stop()
+
+    async def _watch_ranks(self, health: Health) -> None:
+        """A lost tensor-parallel rank: NOT_SERVING at once, sessions ended with UNAVAILABLE, process exit.
+
+        The DiT thread may be stuck in a collective with the dead rank, so the process leaves with
+        ``os._exit``; clients resume their sessions on another replica from the last checkpoint.
+        """
+        ranks = self.ranks
+        if not isinstance(ranks, TensorParallelRanks):
+            return
+        while (why := ranks.problem()) is None:
+            ranks.ping_if_idle()
+            await asyncio.sleep(self.settings.tp_check_s)
+        log.error("tensor-parallel rank lost: stopping this generator", extra={"why": why, "tp": ranks.size})
+        self.draining = True
+        await health.set(NOT_SERVING)
+        for session in list(self.sessions):
+            session.abort(
+                RequestError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"this generator lost a tensor-parallel rank ({why}): resume the session on another replica",
+                )
+            )
+        await asyncio.sleep(RANK_FAILURE_FLUSH_S)
+        ranks.kill()
+        logging.shutdown()
+        os._exit(EXIT_RANK_FAILED)
+
+    async def _watch_store(self, health: Health) -> None:
         """Report the session store under ``CHECKPOINTS_HEALTH``: NOT_SERVING there means degraded
         (sessions run, checkpoints wait for Redis), while the Generator itself stays SERVING."""
         if self.store is None:
@@ -149,7 +205,7 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                 grpc.StatusCode.FAILED_PRECONDITION,
                 "this generator keeps no session state (started without --redis-url): it cannot resume sessions",
             )
-        params, restored, lease = await resume(self.store, self.engine, request, self.settings.owner)
+        params, restored, lease = await resume(self.store, self.engine, self.ranks, request, self.settings.owner)
         writer = self._writer(lease, params, restored.audio_position.seq)
         writer.last_chunk = restored.chunk_index
         return params, restored, writer
@@ -176,6 +232,7 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
         self.active += 1
         session_id = "-"
         session: GeneratorSession | None = None
+        dit = None
         try:
             first = await anext(aiter(request_iterator), None)
             if first is None:
@@ -195,9 +252,15 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                 )
                 restored, checkpoints = None, await self._make_durable(params)
             session_id = params.session_id
-            session = await asyncio.to_thread(
-                GeneratorSession, self.engine, params, self.peers, self.settings.audio_queue,
-                self.settings.chunk_queue, checkpoints, restored,
+            if restored is None:
+                p = params
+                sampler = await asyncio.to_thread(prepare_sampler, self.engine, p.image, p.prompt, p.seed)
+                dit = await self.ranks.open(sampler)  # on every tensor-parallel rank
+            else:
+                dit = restored.dit
+            session = GeneratorSession(
+                self.engine, params, dit, self.peers, self.settings.audio_queue, self.settings.chunk_queue,
+                checkpoints, restored,
             )  # fmt: skip
             if self.draining:  # SIGTERM arrived while the session was being prepared
                 raise RequestError(grpc.StatusCode.UNAVAILABLE, "this server is draining: retry on another replica")
@@ -220,11 +283,18 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                 "session ended with an error", extra={"session": session_id, "code": exc.code.name, "why": exc.message}
             )
             await context.abort(exc.code, exc.message)
+        except RankFailure as exc:
+            log.warning("session refused: a tensor-parallel rank failed", extra={"session": session_id})
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"this generator lost a tensor-parallel rank ({exc}): retry elsewhere"
+            )
         except asyncio.CancelledError:
             log.info("session cancelled", extra={"session": session_id})
             raise
         finally:
             self.active -= 1
+            if dit is not None:
+                dit.close()
             if session is not None:
                 self.sessions.discard(session)
 
@@ -237,4 +307,10 @@ def serve(argv: list[str] | None = None) -> None:
     def add(server: grpc.aio.Server) -> None:
         generator_pb2_grpc.add_GeneratorServicer_to_server(servicer, server)
 
-    asyncio.run(run(settings, [SERVICE], add, servicer.warm_up, servicer.drain, servicer.monitor))
+    async def main() -> None:
+        try:
+            await run(settings, [SERVICE], add, servicer.warm_up, servicer.drain, servicer.monitor)
+        finally:
+            await servicer.close()
+
+    asyncio.run(main())

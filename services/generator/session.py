@@ -26,7 +26,11 @@ Checkpoints (``--redis-url``; ``checkpoint.py``): every AudioChunk is written to
 Redis audio log before it goes on; after a due chunk the DiT state is copied in the DiT thread,
 snapshot markers travel in order through the encoder and decoder streams, and ``CheckpointWriter``
 writes the result in the background. A resumed session (``resume.py``) starts from a ``Restored``:
-the sampler, ring rows and stream states of the checkpoint, and the stored audio to replay first.
+the DiT state, ring rows and stream states of the checkpoint, and the stored audio to replay first.
+
+The DiT itself is a ``SessionDiT`` (``liveact.parallel.ranks``): a sampler in this process, or one
+on every tensor-parallel rank of a ``--tp N`` generator, stepped together; a lost rank ends the
+session with UNAVAILABLE (the client resumes it on another replica from its last checkpoint).
 
 Client protocol errors: an AudioChunk out of order, empty, not whole samples, or (PCM_F32LE) not
 finite is INVALID_ARGUMENT (checked here rather than left to the encoder, whose refusal mid-stream
@@ -46,10 +50,10 @@ import grpc
 import numpy as np
 
 from liveact.audio.rows import ChunkWindows
-from liveact.pipeline import Engine, chunks_needed, prepare_sampler
+from liveact.parallel.ranks import RankFailure, SessionDiT
+from liveact.pipeline import Engine, chunks_needed
 from liveact.sampling.audio_window import window_index
 from liveact.sampling.chunking import plan_chunk
-from liveact.state.sampler_state import export_sampler
 from liveact.state.store import FencedError
 from liveact.v1 import audio_encoder_pb2, common_pb2, decoder_pb2, generator_pb2
 from services.common.errors import RequestError
@@ -92,13 +96,14 @@ class GeneratorSession:
         self,
         engine: Engine,
         params: SessionParams,
+        dit: SessionDiT,
         peers: Peers,
         audio_queue: int,
         chunk_queue: int,
         checkpoints: CheckpointWriter | None = None,
         restored: Restored | None = None,
     ):
-        self.engine, self.params, self.peers = engine, params, peers
+        self.engine, self.params, self.dit, self.peers = engine, params, dit, peers
         self.session_id = params.session_id
         m = engine.config.model
         self.windows = ChunkWindows(ROWS_KEPT, m.audio_layers, m.audio_channels)
@@ -111,11 +116,9 @@ class GeneratorSession:
         # handed to gRPC for the client, and the PCM sample frames sent to the encoder
         self.progress = asyncio.Condition()
         if restored is None:
-            self.sampler = prepare_sampler(engine, params.image, params.prompt, params.seed)
             self.next_chunk = 0
             self.audio_position = AudioPosition()
         else:
-            self.sampler = restored.sampler
             self.next_chunk = restored.chunk_index
             self.audio_position = restored.audio_position
             self.windows.ring.restart_at(restored.rows_first)  # the ring continues at the stored rows
@@ -391,7 +394,10 @@ class GeneratorSession:
                 self.next_chunk = k + 1
                 self.progress.notify_all()
             snapshot = self._checkpoint_due(k + 1)
-            latent, dit_state = await asyncio.to_thread(self._step, window, snapshot)
+            try:
+                latent, dit_state = await self.dit.step(window, snapshot)
+            except RankFailure as exc:
+                raise _rank_failure(exc) from None
             log.debug("chunk generated", extra={"session": self.session_id, "chunk": k})
             start, end = plan_chunk(cfg, k).video_frames
             total = self.windows.total_frames
@@ -417,7 +423,11 @@ class GeneratorSession:
         if cp.task is not None:
             await asyncio.gather(cp.task, return_exceptions=True)  # the checkpoint already being written
         if not cp.disabled:
-            await self._start_checkpoint(k, await asyncio.to_thread(export_sampler, self.sampler))
+            try:
+                states = await self.dit.export()
+            except RankFailure as exc:
+                raise _rank_failure(exc) from None
+            await self._start_checkpoint(k, states)
             if cp.task is not None:
                 await asyncio.gather(cp.task, return_exceptions=True)
         if not cp.written and self.restored is None:
@@ -430,18 +440,13 @@ class GeneratorSession:
             session_id=self.session_id, resume_secret=self.params.resume_secret, mode=generator_pb2.ResumeRequest.EXACT
         )
 
-    def _step(self, window, snapshot: bool):
-        """DiT thread: chunk k's latents, and the sampler's state after it when a checkpoint is due."""
-        latent = self.sampler.next_chunk(window).latent
-        return latent, (export_sampler(self.sampler) if snapshot else None)
-
     def _checkpoint_due(self, chunks_done: int) -> bool:
         cp = self.checkpoints
         if cp is None or (self.encoder_ended and self.windows.total_frames is None):
             return False  # audio ended but its last rows are still on their way: wait for them
         return cp.due(chunks_done)
 
-    async def _start_checkpoint(self, next_chunk: int, dit_state: dict) -> None:
+    async def _start_checkpoint(self, next_chunk: int, dit_state: list[dict]) -> None:
         """Fix the audio rows held now, send both snapshot markers, write in the background."""
         cp = self.checkpoints
         async with self.progress:
@@ -557,6 +562,13 @@ def _fenced() -> RequestError:
         grpc.StatusCode.ABORTED,
         "another generator took this session over (its lease has a newer fencing token): continue on the stream "
         "that resumed it",
+    )
+
+
+def _rank_failure(exc: RankFailure) -> RequestError:
+    return RequestError(
+        grpc.StatusCode.UNAVAILABLE,
+        f"this generator lost a tensor-parallel rank ({exc}): resume the session on another replica",
     )
 
 

@@ -6,7 +6,9 @@ import os
 import socket
 from dataclasses import dataclass
 
-from liveact.config import preset_names
+from liveact.config import get_preset, preset_names
+from liveact.parallel.ranks import RankSpec
+from liveact.parallel.tp import check_tp
 from liveact.state.backoff import Backoff
 from liveact.state.settings import StoreSettings
 from services.common.settings import ServerSettings
@@ -48,6 +50,13 @@ class GeneratorSettings(ServerSettings):
     decode_mode: str = "auto"
     audio_log_max_mb: int = 64  # audio logged without a checkpoint commit before the log is dropped
     store_check_s: float = 2.0  # how often health checks the session store (degraded while it is away)
+    # tensor parallelism: this pod runs the DiT on --tp ranks (rank 0 serves gRPC, the others are its child
+    # processes; gloo on CPU, NCCL on GPU with one GPU per rank). A rank that exits, or an operation that runs
+    # longer than --tp-timeout-s (a hang), turns the pod NOT_SERVING and ends it within --tp-check-s
+    tp: int = 1
+    tp_timeout_s: float = 30.0  # longest one step of every session on every rank may take
+    tp_check_s: float = 0.5  # how often the ranks are checked
+    tp_threads: int = 0  # torch threads per rank on CPU (0 = cores / tp)
 
     def validate(self) -> None:
         super().validate()
@@ -61,6 +70,15 @@ class GeneratorSettings(ServerSettings):
             problems.append(f"--decode-mode {self.decode_mode!r} must be one of {sorted(DECODE_MODES)}")
         if min(self.max_sessions, self.audio_queue, self.chunk_queue, self.max_image_mb) < 1:
             problems.append("--max-sessions, --audio-queue, --chunk-queue and --max-image-mb must be >= 1")
+        if self.tp < 1:
+            problems.append(f"--tp {self.tp} must be >= 1 (the number of tensor-parallel ranks, one GPU each)")
+        elif self.preset in preset_names():
+            try:
+                check_tp(get_preset(self.preset).model, self.tp)
+            except ValueError as exc:
+                problems.append(f"--tp: {exc}")
+        if self.tp_timeout_s <= 0 or self.tp_check_s <= 0 or self.tp_threads < 0:
+            problems.append("--tp-timeout-s and --tp-check-s must be > 0, --tp-threads >= 0")
         if self.redis_url:
             problems += [f"--redis-*: {p}" for p in self.store_settings().validate()]
             if self.audio_log_max_mb < 1:
@@ -88,6 +106,12 @@ class GeneratorSettings(ServerSettings):
             session_ttl_s=self.session_ttl_s,
             lease_ttl_s=self.lease_ttl_s,
         )
+
+    def rank_spec(self) -> RankSpec:
+        return RankSpec(
+            tp=self.tp, preset=self.preset, model_dir=self.model_dir, device=self.device, seed=self.seed,
+            timeout_s=self.tp_timeout_s, threads=self.tp_threads,
+        )  # fmt: skip
 
     def checkpoint_policy(self) -> CheckpointPolicy:
         return CheckpointPolicy(every_chunks=self.checkpoint_every_chunks, every_s=self.checkpoint_every_s)

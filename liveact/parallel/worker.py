@@ -1,0 +1,114 @@
+"""A tensor-parallel worker rank (1..N-1) of a generator pod, started by ``TensorParallelRanks``.
+
+It joins the process group, builds the same model as rank 0 (same preset, weights and seed),
+keeps its shard, says ``ready`` on its control link and then executes rank 0's operations in
+order, one sampler per session handle:
+
+* ``open`` (conditioning + noise state) / ``restore`` (this rank's checkpoint shard) -> a sampler;
+* ``step`` (the chunk's audio window) -> the chunk on this rank's heads; with ``snapshot`` the
+  reply carries this rank's sampler state, which rank 0 stores as the rank's checkpoint shard;
+* ``export``, ``close``, ``ping``, ``stop``.
+
+It exits when rank 0 says ``stop`` or closes the link, and is killed with rank 0 (``die_with_parent``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from datetime import timedelta
+
+import torch
+
+from liveact.config import get_preset
+from liveact.model.dit import LiveActDiT
+from liveact.parallel.link import Link, LinkClosed, Message
+from liveact.parallel.ranks import RankSpec, die_with_parent
+from liveact.pipeline.engine import load_dit, weights_root
+from liveact.sampling.stream import StreamingSampler
+from liveact.state.sampler_state import SamplerStateError, export_sampler, restore_sampler, start_sampler
+
+log = logging.getLogger("liveact.parallel.worker")
+
+
+def serve(link: Link, model: LiveActDiT, device: torch.device) -> None:
+    """Execute operations until ``stop`` or the link closes."""
+    samplers: dict[int, StreamingSampler] = {}
+    while True:
+        try:
+            msg = link.recv()
+        except LinkClosed:
+            return
+        reply = Message("ok", msg.handle)
+        try:
+            if msg.op == "open":
+                samplers[msg.handle] = start_sampler(model, msg.tensors, device)
+            elif msg.op == "restore":
+                samplers[msg.handle] = restore_sampler(model, msg.tensors, device)
+            elif msg.op == "step":
+                sampler = samplers[msg.handle]
+                sampler.next_chunk(msg.tensors["window"].to(device))
+                if msg.fields.get("snapshot"):
+                    reply.tensors = export_sampler(sampler)
+            elif msg.op == "export":
+                reply.tensors = export_sampler(samplers[msg.handle])
+            elif msg.op == "close":
+                samplers.pop(msg.handle, None)
+            elif msg.op == "stop":
+                link.send(reply)
+                return
+            elif msg.op != "ping":
+                raise ValueError(f"unknown operation {msg.op!r}")
+        except SamplerStateError as exc:
+            reply = Message("error", msg.handle, {"error": str(exc), "kind": "state"})
+        except Exception as exc:  # reported to rank 0, which decides; this rank keeps serving
+            log.exception("operation failed", extra={"op": msg.op})
+            reply = Message("error", msg.handle, {"error": f"{type(exc).__name__}: {exc}"})
+        link.send(reply)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rank", type=int, required=True)
+    ap.add_argument("--tp", type=int, required=True)
+    ap.add_argument("--preset", required=True)
+    ap.add_argument("--model-dir", default="")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--timeout-s", type=float, default=30.0)
+    ap.add_argument("--link-fd", type=int, required=True, help="inherited socket to rank 0")
+    args = ap.parse_args(argv)
+    die_with_parent()
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{args.rank} %(levelname)s %(name)s: %(message)s")
+    link = Link.from_fd(args.link_fd)
+    spec = RankSpec(tp=args.tp, preset=args.preset, model_dir=args.model_dir, device=args.device, seed=args.seed)
+    try:
+        import deepspeed
+        import deepspeed.comm as dist
+
+        from liveact.parallel.tp import DeepSpeedComm, shard_dit
+
+        torch.set_num_threads(spec.rank_threads())
+        device = torch.device(f"cuda:{args.rank}" if spec.cuda else args.device)
+        if spec.cuda:
+            torch.cuda.set_device(device)
+        deepspeed.init_distributed(dist_backend=spec.backend, timeout=timedelta(seconds=args.timeout_s))
+        group = dist.new_group(list(range(args.tp)))
+        config = get_preset(args.preset)
+        model = load_dit(config, weights_root(args.preset, args.model_dir or None), device, args.seed)
+        shard_dit(model, DeepSpeedComm(group))
+    except Exception as exc:
+        log.exception("rank failed to start")
+        link.send(Message("error", fields={"error": f"{type(exc).__name__}: {exc}"}))
+        return 1
+    link.send(Message("ready"))
+    log.info("rank ready: serving rank 0's operations (pid %d)", os.getpid())
+    serve(link, model, device)
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown of the process group (rank 0 removes the shm buffers)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
