@@ -26,6 +26,15 @@ END = generator_pb2.AnimateRequest(end_of_audio=generator_pb2.EndOfAudio())
 TONE = (np.sin(np.arange(RATE) * 0.05) * 8000).astype("<i2").tobytes()  # 1 s of s16le mono
 
 
+def frames_of(chunks, height=64, width=64) -> list[tuple[int, np.ndarray]]:
+    """[(absolute frame index, (H, W, 3) uint8)] from RAW_RGB FrameChunks."""
+    out = []
+    for c in chunks:
+        for i, f in enumerate(c.frames):
+            out.append((c.first_frame + i, np.frombuffer(f, dtype=np.uint8).reshape(height, width, 3)))
+    return out
+
+
 def config(**kw) -> generator_pb2.AnimateRequest:
     kw.setdefault("reference_image", FACE)
     return generator_pb2.AnimateRequest(config=generator_pb2.SessionConfig(**kw))

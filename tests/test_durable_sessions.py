@@ -10,7 +10,7 @@ import time
 import grpc
 import numpy as np
 import pytest
-from generator_helpers import EXAMPLES, RATE
+from generator_helpers import EXAMPLES, RATE, frames_of
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis_server import RedisServer
 from servers import service_process
@@ -57,15 +57,6 @@ def speech() -> np.ndarray:
 @pytest.fixture(scope="module")
 def image() -> bytes:
     return (EXAMPLES / "face.png").read_bytes()
-
-
-def frames_of(chunks, height=64, width=64) -> list[tuple[int, np.ndarray]]:
-    """[(absolute frame index, (H, W, 3) uint8)] from RAW_RGB FrameChunks."""
-    out = []
-    for c in chunks:
-        for i, f in enumerate(c.frames):
-            out.append((c.first_frame + i, np.frombuffer(f, dtype=np.uint8).reshape(height, width, 3)))
-    return out
 
 
 async def stored_tensor(redis, session_id: str, name: str):

@@ -11,6 +11,9 @@ control link (``link.py``), does its own part (the collectives pair up because e
 the same operations in the same order), then collects each worker's reply (an ack, or the rank's
 state shard for a checkpoint). Sessions are handles; a worker keeps a sampler per handle.
 
+DeepSpeed's CPU all-reduce segments in /dev/shm are unlinked as soon as every rank has mapped them
+(the mappings stay valid), so a crashed pod leaves none behind.
+
 Failure: a rank whose process exits, whose link breaks, or whose operation runs longer than
 ``timeout_s`` (a hang: DeepSpeed's shared-memory all-reduce spins forever on a dead peer) makes
 ``problem()`` return a reason within ``check_s``; the generator then turns NOT_SERVING, ends its
@@ -211,6 +214,9 @@ class TensorParallelRanks:
         for rank in range(1, spec.tp):
             self.workers.append(self._spawn(rank, env))
         deepspeed.init_distributed(dist_backend=spec.backend, timeout=timedelta(seconds=spec.timeout_s))
+        dist.barrier()  # every rank has mapped every rank's all-reduce segment (DeepSpeed does it in init)
+        if not spec.cuda:  # so their names can go now: nothing is left in /dev/shm, even after a kill -9
+            shm.remove(shm.group_buffers(MASTER_ADDR, self.port))
         group = dist.new_group(list(range(spec.tp)))
         self.model = shard_dit(model, DeepSpeedComm(group))
         for w in self.workers:

@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         if spec.cuda:
             torch.cuda.set_device(device)
         deepspeed.init_distributed(dist_backend=spec.backend, timeout=timedelta(seconds=args.timeout_s))
+        dist.barrier()  # rank 0 then unlinks the /dev/shm all-reduce segments every rank has mapped
         group = dist.new_group(list(range(args.tp)))
         config = get_preset(args.preset)
         model = load_dit(config, weights_root(args.preset, args.model_dir or None), device, args.seed)

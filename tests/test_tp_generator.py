@@ -1,0 +1,291 @@
+"""``liveact serve generator --tp 2`` with real processes: rank 0 serving gRPC plus a worker rank on
+gloo, a real redis-server, the audio encoder and decoder as separate processes.
+
+Shown here: the TP=2 pod's video equals TP=1's within the fp32 tolerance of the sharded sum; its
+checkpoints hold one shard per rank (half the heads each); kill -9 of rank 0 then an EXACT resume on
+another TP=2 pod is bitwise, and on a TP=1 pod (re-sharded) within tolerance; a killed worker rank
+turns the pod NOT_SERVING within seconds and ends it, and the session resumes elsewhere; a stopped
+(hung) rank is caught by the operation timeout; a session idle for longer than that timeout is not;
+nothing is left in /dev/shm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from generator_helpers import END, EXAMPLES, RATE, TONE, audio, config, frames_of, session_sync
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from redis_server import RedisServer
+from servers import service_process
+
+from liveact.audio import decode_audio
+from liveact.client import animate
+from liveact.client.animate import AnimateResult, to_s16
+from liveact.config import get_preset
+from liveact.parallel.shm import shm_buffers
+from liveact.state import SessionStore, StoreSettings
+from liveact.v1 import common_pb2, generator_pb2
+from services.generator.server import EXIT_RANK_FAILED
+
+SECONDS = 8  # 160 frames in 6 chunks
+FRAMES = SECONDS * 20
+TP_TIMEOUT_S = 4.0  # --tp-timeout-s of the pods here: a hang is declared after this
+# TP=2 sums the row-parallel products in another order than TP=1 (latents differ by ~2e-6); after the
+# VAE and rounding to uint8 a few pixels move by one level
+PIXEL_TOLERANCE = 2
+NOT_SERVING_WITHIN_S = 3.0  # a killed rank -> NOT_SERVING (checked every --tp-check-s 0.5 s)
+
+
+@pytest.fixture(scope="module")
+def redis():
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def peers():
+    with service_process("audio_encoder") as (enc, _), service_process("decoder") as (dec, _):
+        yield enc, dec
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_shm_left():
+    before = shm_buffers()
+    yield
+    assert shm_buffers() - before == set(), "tensor-parallel pods left /dev/shm all-reduce segments behind"
+
+
+def generator(peers, redis, tp: int, *extra: str):
+    enc, dec = peers
+    return service_process(
+        "generator", "--audio-encoder", enc, "--decoder", dec, "--redis-url", redis.url,
+        "--checkpoint-every-chunks", "1", "--tp", str(tp), "--tp-threads", "1",
+        "--tp-timeout-s", str(TP_TIMEOUT_S), *extra,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    pcm = decode_audio(EXAMPLES / "speech.wav")
+    pcm = np.tile(pcm, 2)[: RATE * SECONDS]
+    return to_s16(pcm).astype(np.float32) / 32768.0
+
+
+@pytest.fixture(scope="module")
+def image() -> bytes:
+    return (EXAMPLES / "face.png").read_bytes()
+
+
+def raw(target, image, speech, **kw):
+    return animate(target, image, speech, RATE, output_format=common_pb2.RAW_RGB, seed=3, **kw)
+
+
+@pytest.fixture(scope="module")
+def runs(peers, redis, speech, image):
+    """The same session, uninterrupted, on a TP=1 and a TP=2 pod; and the TP=2 run's checkpoint."""
+    with generator(peers, redis, 1) as (gen1, _):
+        tp1 = asyncio.run(raw(gen1, image, speech))
+    with generator(peers, redis, 2) as (gen2, _):
+        tp2 = asyncio.run(raw(gen2, image, speech))
+    return tp1, tp2
+
+
+def worker_pids(pid: int) -> list[int]:
+    """The generator's child processes (its worker ranks)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:  # ppid
+                out.append(int(entry.name))
+    return out
+
+
+def max_pixel_diff(got, want) -> int:
+    assert [i for i, _ in got] == [i for i, _ in want]
+    return max(int(np.abs(a.astype(int) - b.astype(int)).max()) for (_, a), (_, b) in zip(got, want, strict=True))
+
+
+class HealthWatch:
+    """Polls a server's overall health in a thread; records when it first stops being SERVING."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.changed_at: float | None = None
+        self.status: str = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with grpc.insecure_channel(self.target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while not self._stop.is_set():
+                try:
+                    status = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status
+                    name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+                except grpc.RpcError:
+                    name = "UNREACHABLE"
+                if name != "SERVING" and self.changed_at is None:
+                    self.changed_at, self.status = time.monotonic(), name
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_tp2_pod_matches_tp1_and_checkpoints_one_shard_per_rank(runs, redis):
+    tp1, tp2 = runs
+    assert tp1.end.frames == tp2.end.frames == FRAMES
+    diff = max_pixel_diff(frames_of(tp2.chunks), frames_of(tp1.chunks))
+    print(f"TP=2 vs TP=1: max pixel difference {diff}")
+    assert diff <= PIXEL_TOLERANCE
+
+    async def shards(sid):
+        store = SessionStore(StoreSettings(url=redis.url))
+        try:
+            return (await store.read_checkpoint(sid)).shards
+        finally:
+            await store.close()
+
+    one, two = asyncio.run(shards(tp1.header.session_id)), asyncio.run(shards(tp2.header.session_id))
+    assert len(one) == 1 and len(two) == 2
+    heads = get_preset("tiny").model.num_heads
+    caches = [n for n in one[0] if n.startswith("dit.memory.") and n.endswith(".k")]
+    assert caches
+    for name in caches:  # (B, tokens, heads, head_dim): each rank holds half the heads
+        assert one[0][name].shape[2] == heads
+        assert two[0][name].shape[2] == two[1][name].shape[2] == heads // 2
+    assert "audio.rows" in two[0] and "audio.rows" not in two[1]  # stream state once, on rank 0's shard
+
+
+def kill_mid_session(target: str, pid: int, image, speech) -> AnimateResult:
+    """Stream until a checkpoint and 3 chunks arrived, then SIGKILL ``pid``; the partial result."""
+    first = AnimateResult()
+
+    def on_chunk(chunk):
+        if first.checkpoints and len(first.chunks) >= 3:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        asyncio.run(raw(target, image, speech, on_chunk=on_chunk, result=first))
+    assert err.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL), err.value
+    return first
+
+
+def resume_on(target: str, first: AnimateResult, image, speech) -> list:
+    got = frames_of(first.chunks)
+    resume = generator_pb2.ResumeRequest(
+        session_id=first.header.session_id, resume_secret=first.header.resume_secret, next_frame=len(got),
+        mode=generator_pb2.ResumeRequest.EXACT,
+    )  # fmt: skip
+    second = asyncio.run(raw(target, image, speech, resume=resume))
+    assert second.header.first_frame == len(got)
+    got += frames_of(second.chunks)
+    assert [i for i, _ in got] == list(range(FRAMES))  # none missing, none twice
+    return got
+
+
+def test_kill_9_rank_0_then_exact_resume_on_tp2_is_bitwise_and_on_tp1_within_tolerance(
+    runs, peers, redis, speech, image
+):
+    _, tp2 = runs
+    expected = frames_of(tp2.chunks)
+    with generator(peers, redis, 2) as (gen_a, proc_a), generator(peers, redis, 2) as (gen_b, _):
+        workers = worker_pids(proc_a.pid)
+        assert len(workers) == 1
+        first = kill_mid_session(gen_a, proc_a.pid, image, speech)
+        assert proc_a.wait(timeout=10) == -signal.SIGKILL
+        got = resume_on(gen_b, first, image, speech)
+        deadline = time.monotonic() + 5
+        while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the orphaned worker rank dies with rank 0 (PR_SET_PDEATHSIG)
+        assert not any(Path(f"/proc/{w}").exists() for w in workers)
+    assert max_pixel_diff(got, expected) == 0  # TP=2 -> TP=2: bit for bit
+
+    with generator(peers, redis, 2) as (gen_a, proc_a), generator(peers, redis, 1) as (gen_c, _):
+        first = kill_mid_session(gen_a, proc_a.pid, image, speech)
+        got = resume_on(gen_c, first, image, speech)  # TP=2 checkpoint re-sharded to TP=1
+    diff = max_pixel_diff(got, expected)
+    print(f"TP=2 checkpoint resumed at TP=1: max pixel difference {diff}")
+    assert diff <= PIXEL_TOLERANCE
+
+
+def test_killed_worker_rank_turns_the_pod_not_serving_and_the_session_resumes_elsewhere(
+    runs, peers, redis, speech, image
+):
+    _, tp2 = runs
+    with generator(peers, redis, 2) as (gen_a, proc_a), generator(peers, redis, 2) as (gen_b, _):
+        (worker,) = worker_pids(proc_a.pid)
+        watch = HealthWatch(gen_a)
+        killed_at: list[float] = []
+        first = AnimateResult()
+
+        def on_chunk(chunk):
+            if first.checkpoints and len(first.chunks) >= 3 and not killed_at:
+                os.kill(worker, signal.SIGKILL)
+                killed_at.append(time.monotonic())
+
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            asyncio.run(raw(gen_a, image, speech, realtime=True, on_chunk=on_chunk, result=first))
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value
+        assert "tensor-parallel rank" in err.value.details() and "resume" in err.value.details()
+        assert proc_a.wait(timeout=10) == EXIT_RANK_FAILED
+        watch.stop()
+        assert watch.changed_at is not None
+        took = watch.changed_at - killed_at[0]
+        print(f"worker rank killed -> health {watch.status} after {took:.2f} s")
+        assert watch.status == "NOT_SERVING" and took < NOT_SERVING_WITHIN_S
+        got = resume_on(gen_b, first, image, speech)
+    assert max_pixel_diff(got, frames_of(tp2.chunks)) == 0
+
+
+def test_a_hung_rank_is_caught_by_the_timeout_but_an_idle_session_is_not(peers, redis, speech, image):
+    with generator(peers, redis, 2) as (gen, proc):
+        (worker,) = worker_pids(proc.pid)
+
+        def paused():
+            """2 s of audio, a pause of 2 timeouts (nothing to compute: no collective runs), 2 s more."""
+            yield config(seed=3)
+            for seq in range(4):
+                if seq == 2:
+                    time.sleep(2 * TP_TIMEOUT_S)
+                yield audio(seq, TONE)
+            yield END
+
+        frames, end = session_sync(gen, paused())
+        assert frames == end.frames == 80
+        time.sleep(2 * TP_TIMEOUT_S)  # an idle pod: only pings cross the links
+        assert proc.poll() is None
+        frames, end = session_sync(gen, [config(), audio(0, TONE), END])
+        assert frames == 20
+
+        watch = HealthWatch(gen)
+        os.kill(worker, signal.SIGSTOP)  # a hung rank: alive, but answers nothing
+        stopped_at = time.monotonic()
+        try:
+            assert proc.wait(timeout=4 * TP_TIMEOUT_S) == EXIT_RANK_FAILED
+        finally:
+            try:
+                os.kill(worker, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        watch.stop()
+        took = watch.changed_at - stopped_at
+        print(f"worker rank stopped -> health {watch.status} after {took:.2f} s (timeout {TP_TIMEOUT_S} s)")
+        assert took < 2 * TP_TIMEOUT_S
