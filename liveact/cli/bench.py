@@ -129,6 +129,53 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tp.add_argument("--json", action="store_true", help="accepted for symmetry; output is always JSON")
     tp.set_defaults(func=run_tp)
 
+    gpu = bsub.add_parser(
+        "gpu",
+        help="the real 3-step loop of liveact-18b on one GPU: ms per chunk, fps, TFLOP/s, peak memory",
+        description="Build PRESET with random weights directly on DEVICE in DTYPE and stream WARMUP + CHUNKS chunks "
+        "per resolution through the real StreamingSampler (3 denoising steps per chunk against the per-step ConvKV "
+        "caches); the warm-up chunks are not timed (with --warmup 2 or more every timed chunk is in the steady state: "
+        "full cache, update rule running). Prints per resolution: ms per chunk (median, p90), fps (video frames of the "
+        "timed chunks / their seconds), TFLOP/s (FLOPs of those chunks from liveact.model.flops / their seconds), "
+        "peak GPU memory (torch.cuda.max_memory_allocated, weights included) and cache bytes; and the attention "
+        "kernel F.scaled_dot_product_attention runs, the dtype and whether the FP8 KV cache is on. Without CUDA, "
+        '--device cuda prints {"skipped": true, "reason": ...} and exits 0; --device cpu --preset tiny runs on '
+        "the CPU (the TFLOP/s is then the CPU's). liveact-18b needs 35.5 GiB of bf16 weights plus its caches "
+        "(37.5 GiB at 416x720 in bf16, 19.3 GiB with --fp8-kv): use --fp8-kv on an 80 GB GPU.",
+    )
+    gpu.add_argument("--preset", default="liveact-18b", help="preset (default: liveact-18b)")
+    gpu.add_argument("--device", default="cuda", help="torch device (default: cuda)")
+    gpu.add_argument(
+        "--resolutions",
+        default=None,
+        help="comma-separated WxH frame sizes in pixels, multiples of 16 "
+        "(default: 416x720,512x512 for liveact-18b, the preset's size otherwise)",
+    )
+    gpu.add_argument("--chunks", type=int, default=10, help="timed chunks per resolution (default: 10)")
+    gpu.add_argument("--warmup", type=int, default=2, help="untimed chunks before them (default: 2)")
+    gpu.add_argument(
+        "--dtype",
+        choices=("bf16", "fp32"),
+        default=None,
+        help="weights and caches (default: bf16 on cuda, fp32 on cpu)",
+    )
+    gpu.add_argument(
+        "--sdpa-backend",
+        choices=("auto", "flash", "efficient", "math"),
+        default="auto",
+        help="restrict F.scaled_dot_product_attention to this kernel (torch.nn.attention.sdpa_kernel; default: auto)",
+    )
+    gpu.add_argument(
+        "--fp8-kv",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="store the ConvKV caches as float8 e4m3 with per-(token, head) scales (default: the preset's setting)",
+    )
+    gpu.add_argument("--seed", type=int, default=0, help="weights, conditioning and noise seed (default: 0)")
+    gpu.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    gpu.add_argument("--json", action="store_true", help="accepted for symmetry; output is always JSON")
+    gpu.set_defaults(func=run_gpu)
+
 
 def run_memory(args: argparse.Namespace) -> int:
     from bench import memory
@@ -159,6 +206,19 @@ def run_tp(args: argparse.Namespace) -> int:
 
     print(json.dumps(tp.run(args.ranks, args.chunks), indent=2))
     return 0
+
+
+def run_gpu(args: argparse.Namespace) -> int:
+    from bench import gpu
+    from liveact.cli.animate import parse_wxh
+
+    sizes = None if args.resolutions is None else [parse_wxh(r) for r in args.resolutions.split(",") if r.strip()]
+    result = gpu.run(
+        args.preset, args.device, sizes, args.chunks, args.warmup, args.dtype, args.sdpa_backend, args.fp8_kv,
+        args.seed, args.threads,
+    )  # fmt: skip
+    print(json.dumps(result, indent=2))
+    return 1 if any("error" in r for r in result.get("resolutions", [])) else 0
 
 
 def run_checkpoint(args: argparse.Namespace) -> int:
