@@ -133,6 +133,8 @@ class RankSpec:
     timeout_s: float = 30.0  # longest one rank operation (a chunk for every session) may take
     startup_timeout_s: float = 600.0  # workers loading weights and sharding
     threads: int = 0  # torch threads per rank on CPU; 0 = this machine's cores / tp
+    dtype: str = "auto"  # the DiT's runtime dtype (``liveact.pipeline.engine.runtime_dtype``)
+    kv_cache: str = "auto"  # ConvKV storage (``liveact.pipeline.engine.runtime_config``)
 
     @property
     def cuda(self) -> bool:
@@ -247,6 +249,7 @@ class TensorParallelRanks:
             sys.executable, "-m", "liveact.parallel.worker", "--rank", str(rank), "--tp", str(spec.tp),
             "--preset", spec.preset, "--model-dir", spec.model_dir, "--device", spec.device,
             "--seed", str(spec.seed), "--timeout-s", str(spec.timeout_s), "--link-fd", str(theirs.fileno()),
+            "--dtype", spec.dtype, "--kv-cache", spec.kv_cache, "--threads", str(spec.threads),
         ]  # fmt: skip
         proc = subprocess.Popen(
             cmd, env={**os.environ, **env, "RANK": str(rank), "LOCAL_RANK": str(rank)}, pass_fds=(theirs.fileno(),)

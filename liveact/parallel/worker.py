@@ -22,11 +22,10 @@ from datetime import timedelta
 
 import torch
 
-from liveact.config import get_preset
 from liveact.model.dit import LiveActDiT
 from liveact.parallel.link import Link, LinkClosed, Message
 from liveact.parallel.ranks import RankSpec, die_with_parent
-from liveact.pipeline.engine import load_dit, weights_root
+from liveact.pipeline.engine import load_dit, runtime_config, runtime_dtype, weights_root
 from liveact.sampling.stream import StreamingSampler
 from liveact.state.sampler_state import SamplerStateError, export_sampler, restore_sampler, start_sampler
 
@@ -79,11 +78,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout-s", type=float, default=30.0)
     ap.add_argument("--link-fd", type=int, required=True, help="inherited socket to rank 0")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--kv-cache", default="auto")
+    ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args(argv)
     die_with_parent()
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{args.rank} %(levelname)s %(name)s: %(message)s")
     link = Link.from_fd(args.link_fd)
-    spec = RankSpec(tp=args.tp, preset=args.preset, model_dir=args.model_dir, device=args.device, seed=args.seed)
+    spec = RankSpec(
+        tp=args.tp, preset=args.preset, model_dir=args.model_dir, device=args.device, seed=args.seed,
+        threads=args.threads, dtype=args.dtype, kv_cache=args.kv_cache,
+    )  # fmt: skip
     try:
         import deepspeed
         import deepspeed.comm as dist
@@ -97,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         deepspeed.init_distributed(dist_backend=spec.backend, timeout=timedelta(seconds=args.timeout_s))
         dist.barrier()  # rank 0 then unlinks the /dev/shm all-reduce segments every rank has mapped
         group = dist.new_group(list(range(args.tp)))
-        config = get_preset(args.preset)
-        model = load_dit(config, weights_root(args.preset, args.model_dir or None), device, args.seed)
+        config = runtime_config(args.preset, args.kv_cache)
+        root = weights_root(args.preset, args.model_dir or None)
+        model = load_dit(config, root, device, args.seed, runtime_dtype(device, args.dtype))
         shard_dit(model, DeepSpeedComm(group))
     except Exception as exc:
         log.exception("rank failed to start")

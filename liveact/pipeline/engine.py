@@ -16,6 +16,7 @@ Weights come from local directories only:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 
 BUILTIN_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 DIT_SUBDIR, VAE_SUBDIR, AUDIO_SUBDIR = "dit", "vae", "wav2vec2"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+KV_CACHES = ("auto", "fp8", "model")
 FRESH_VAE_SEED = 0  # fresh VAE weights never depend on a session seed: every process builds the same VAE
 
 
@@ -91,17 +94,40 @@ def weights_root(preset: str, model_dir: str | Path | None) -> Path | None:
     return root
 
 
-def load_dit(config: LiveActConfig, root: Path | None, device: torch.device, seed: int = 0) -> LiveActDiT:
+def runtime_dtype(device: str | torch.device, name: str = "auto") -> torch.dtype:
+    """The DiT's dtype: ``name`` from ``DTYPES``, or "auto" = bf16 on CUDA, fp32 elsewhere."""
+    if name == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise ConfigError(f"dtype {name!r} must be 'auto' or one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def runtime_config(preset: str, kv_cache: str = "auto") -> LiveActConfig:
+    """``preset``'s config with the KV cache storage chosen: "auto" (the preset's), "fp8" or "model" (the DiT dtype)."""
+    config = get_preset(preset)
+    if kv_cache == "auto":
+        return config
+    if kv_cache not in KV_CACHES:
+        raise ConfigError(f"kv cache {kv_cache!r} must be one of {KV_CACHES}")
+    return dataclasses.replace(config, memory=dataclasses.replace(config.memory, fp8=kv_cache == "fp8"))
+
+
+def load_dit(
+    config: LiveActConfig, root: Path | None, device: torch.device, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> LiveActDiT:
     """The DiT alone, in eval mode on ``device``: from ``root`` (its ``dit/`` or itself), or fresh from ``seed``.
 
-    Tensor-parallel worker ranks build their model with this, so every rank starts from the same weights.
+    ``dtype``: the runtime dtype (``FP32_PARAMETERS`` stay float32). Tensor-parallel worker ranks build
+    their model with this, so every rank starts from the same weights.
     """
     if root is None:
         model = build_model(config).init_weights(seed)
     else:
         dit_dir = root / DIT_SUBDIR if (root / DIT_SUBDIR).is_dir() else root
         model = load_checkpoint_dir(build_model(config, device="meta"), dit_dir)
-    return model.to(device).eval()
+    model = model.to(device)
+    return (model.to_runtime_dtype(dtype) if dtype != torch.float32 else model).eval()
 
 
 def load_engine(
@@ -109,9 +135,14 @@ def load_engine(
     model_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
     seed: int = 0,
+    dtype: str = "auto",
+    kv_cache: str = "auto",
 ) -> Engine:
-    """Build every component of ``preset``; ``model_dir`` overrides the built-in weights."""
-    config = get_preset(preset)
+    """Build every component of ``preset``; ``model_dir`` overrides the built-in weights.
+
+    ``dtype`` / ``kv_cache``: the DiT's runtime dtype and cache storage (``runtime_dtype``, ``runtime_config``).
+    """
+    config = runtime_config(preset, kv_cache)
     vae_config = get_vae_preset(config.vae)
     if vae_config.temporal_stride != config.model.vae_scale:
         raise ConfigError(
@@ -123,7 +154,7 @@ def load_engine(
 
     if root is None:
         log.warning("no trained weights for preset %r: using fresh weights, the video will not show a face", preset)
-    model = load_dit(config, root, device, seed)
+    model = load_dit(config, root, device, seed, runtime_dtype(device, dtype))
     vae = load_vae(vae_config, None if root is None else root / VAE_SUBDIR)
     vae = vae.to(device).eval()
 

@@ -72,7 +72,9 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
 
     async def warm_up(self) -> None:
         s = self.settings
-        engine = await asyncio.to_thread(load_engine, s.preset, s.model_dir or None, s.device, s.seed)
+        engine = await asyncio.to_thread(
+            load_engine, s.preset, s.model_dir or None, s.device, s.seed, s.dtype, s.kv_cache
+        )
         if s.tp > 1:
             ranks = self.ranks = TensorParallelRanks(s.rank_spec())
             try:

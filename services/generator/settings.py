@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from liveact.config import get_preset, preset_names
 from liveact.parallel.ranks import RankSpec
 from liveact.parallel.tp import check_tp
+from liveact.pipeline.engine import DTYPES, KV_CACHES
 from liveact.state.backoff import Backoff
 from liveact.state.settings import StoreSettings
 from services.common.settings import ServerSettings
@@ -29,6 +30,8 @@ class GeneratorSettings(ServerSettings):
     chunk_queue: int = 4  # chunks generated ahead of what the client has taken (decoder + queues), then back-pressure
     max_image_mb: int = 16  # reference image bytes
     seed: int = 0  # used when building fresh weights
+    dtype: str = "auto"  # the DiT's runtime dtype: auto (bf16 on CUDA, fp32 on CPU), bf16 or fp32
+    kv_cache: str = "auto"  # ConvKV cache storage: auto (the preset's), fp8 (e4m3 + scales: half the bytes) or model
     # durable sessions (checkpoints in Redis); an empty --redis-url turns them off
     redis_url: str = ""  # e.g. redis://host:6379/0 or rediss://host:6380/0 (TLS)
     redis_password: str = ""  # better given as LIVEACT_REDIS_PASSWORD than as a flag
@@ -70,6 +73,10 @@ class GeneratorSettings(ServerSettings):
             problems.append(f"--decode-mode {self.decode_mode!r} must be one of {sorted(DECODE_MODES)}")
         if min(self.max_sessions, self.audio_queue, self.chunk_queue, self.max_image_mb) < 1:
             problems.append("--max-sessions, --audio-queue, --chunk-queue and --max-image-mb must be >= 1")
+        if self.dtype != "auto" and self.dtype not in DTYPES:
+            problems.append(f"--dtype {self.dtype!r} must be auto or one of {sorted(DTYPES)}")
+        if self.kv_cache not in KV_CACHES:
+            problems.append(f"--kv-cache {self.kv_cache!r} must be one of {list(KV_CACHES)}")
         if self.tp < 1:
             problems.append(f"--tp {self.tp} must be >= 1 (the number of tensor-parallel ranks, one GPU each)")
         elif self.preset in preset_names():
@@ -110,7 +117,7 @@ class GeneratorSettings(ServerSettings):
     def rank_spec(self) -> RankSpec:
         return RankSpec(
             tp=self.tp, preset=self.preset, model_dir=self.model_dir, device=self.device, seed=self.seed,
-            timeout_s=self.tp_timeout_s, threads=self.tp_threads,
+            timeout_s=self.tp_timeout_s, threads=self.tp_threads, dtype=self.dtype, kv_cache=self.kv_cache,
         )  # fmt: skip
 
     def checkpoint_policy(self) -> CheckpointPolicy:
