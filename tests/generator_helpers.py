@@ -26,6 +26,24 @@ END = generator_pb2.AnimateRequest(end_of_audio=generator_pb2.EndOfAudio())
 TONE = (np.sin(np.arange(RATE) * 0.05) * 8000).astype("<i2").tobytes()  # 1 s of s16le mono
 
 
+def speech_clip(seconds: int) -> np.ndarray:
+    """``seconds`` of examples/speech.wav (tiled), float PCM at RATE rounded to s16 as the client sends it."""
+    from liveact.audio import decode_audio
+    from liveact.client.animate import to_s16
+
+    pcm = decode_audio(EXAMPLES / "speech.wav")
+    pcm = np.tile(pcm, -(-RATE * seconds // len(pcm)))[: RATE * seconds]
+    return to_s16(pcm).astype(np.float32) / 32768.0
+
+
+def raw_animate(target: str, image: bytes, speech: np.ndarray, **kw):
+    """``liveact.client.animate`` with RAW_RGB frames and seed 3 (a coroutine)."""
+    from liveact.client import animate
+    from liveact.v1 import common_pb2
+
+    return animate(target, image, speech, RATE, output_format=common_pb2.RAW_RGB, seed=3, **kw)
+
+
 def frames_of(chunks, height=64, width=64) -> list[tuple[int, np.ndarray]]:
     """[(absolute frame index, (H, W, 3) uint8)] from RAW_RGB FrameChunks."""
     out = []

@@ -10,14 +10,13 @@ import time
 import grpc
 import numpy as np
 import pytest
-from generator_helpers import EXAMPLES, RATE, frames_of
+from generator_helpers import FACE, RATE, frames_of, raw_animate, speech_clip
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis_server import RedisServer
 from servers import service_process
 
-from liveact.audio import decode_audio
-from liveact.client import animate, animate_resumable
-from liveact.client.animate import AnimateResult, to_s16
+from liveact.client import animate_resumable
+from liveact.client.animate import AnimateResult
 from liveact.config import get_preset
 from liveact.sampling.chunking import plan_chunk
 from liveact.state import SessionStore, StoreSettings
@@ -49,14 +48,15 @@ def generator(peers, redis, *extra):
 
 @pytest.fixture(scope="module")
 def speech() -> np.ndarray:
-    pcm = decode_audio(EXAMPLES / "speech.wav")
-    pcm = np.tile(pcm, 2)[: RATE * SECONDS]
-    return to_s16(pcm).astype(np.float32) / 32768.0
+    return speech_clip(SECONDS)
 
 
 @pytest.fixture(scope="module")
 def image() -> bytes:
-    return (EXAMPLES / "face.png").read_bytes()
+    return FACE
+
+
+raw = raw_animate
 
 
 async def stored_tensor(redis, session_id: str, name: str):
@@ -65,10 +65,6 @@ async def stored_tensor(redis, session_id: str, name: str):
         return (await store.read_checkpoint(session_id)).shards[0][name]
     finally:
         await store.close()
-
-
-def raw(target, image, speech, **kw):
-    return animate(target, image, speech, RATE, output_format=common_pb2.RAW_RGB, seed=3, **kw)
 
 
 @pytest.mark.parametrize("decode_mode", ["stream", "context"])

@@ -21,18 +21,26 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from generator_helpers import END, EXAMPLES, RATE, TONE, audio, config, frames_of, session_sync
+from generator_helpers import (
+    END,
+    FACE,
+    TONE,
+    audio,
+    config,
+    frames_of,
+    raw_animate,
+    session_sync,
+    speech_clip,
+)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis_server import RedisServer
 from servers import service_process
 
-from liveact.audio import decode_audio
-from liveact.client import animate
-from liveact.client.animate import AnimateResult, to_s16
+from liveact.client.animate import AnimateResult
 from liveact.config import get_preset
 from liveact.parallel.shm import shm_buffers
 from liveact.state import SessionStore, StoreSettings
-from liveact.v1 import common_pb2, generator_pb2
+from liveact.v1 import generator_pb2
 from services.generator.server import EXIT_RANK_FAILED
 
 SECONDS = 8  # 160 frames in 6 chunks
@@ -74,18 +82,15 @@ def generator(peers, redis, tp: int, *extra: str):
 
 @pytest.fixture(scope="module")
 def speech() -> np.ndarray:
-    pcm = decode_audio(EXAMPLES / "speech.wav")
-    pcm = np.tile(pcm, 2)[: RATE * SECONDS]
-    return to_s16(pcm).astype(np.float32) / 32768.0
+    return speech_clip(SECONDS)
 
 
 @pytest.fixture(scope="module")
 def image() -> bytes:
-    return (EXAMPLES / "face.png").read_bytes()
+    return FACE
 
 
-def raw(target, image, speech, **kw):
-    return animate(target, image, speech, RATE, output_format=common_pb2.RAW_RGB, seed=3, **kw)
+raw = raw_animate
 
 
 @pytest.fixture(scope="module")
