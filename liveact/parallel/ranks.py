@@ -81,17 +81,20 @@ class DitRanks(Protocol):
     def problem(self) -> str | None: ...
 
 
+def _step(sampler: StreamingSampler, window: torch.Tensor, snapshot: bool) -> tuple[torch.Tensor, State | None]:
+    """Chunk k's latents on this rank, and the sampler's state after it when ``snapshot``."""
+    latent = sampler.next_chunk(window).latent
+    return latent, (export_sampler(sampler) if snapshot else None)
+
+
 # -- one process ----------------------------------------------------------------------------------
 class LocalDiT:
     def __init__(self, sampler: StreamingSampler) -> None:
         self.sampler = sampler
 
     async def step(self, window: torch.Tensor, snapshot: bool) -> tuple[torch.Tensor, list[State] | None]:
-        return await asyncio.to_thread(self._step, window, snapshot)
-
-    def _step(self, window: torch.Tensor, snapshot: bool) -> tuple[torch.Tensor, list[State] | None]:
-        latent = self.sampler.next_chunk(window).latent
-        return latent, ([export_sampler(self.sampler)] if snapshot else None)
+        latent, state = await asyncio.to_thread(_step, self.sampler, window, snapshot)
+        return latent, (None if state is None else [state])
 
     async def export(self) -> list[State]:
         return [await asyncio.to_thread(export_sampler, self.sampler)]
@@ -162,10 +165,7 @@ class TPDiT:
         self.ranks, self.handle, self.sampler = ranks, handle, sampler
 
     async def step(self, window: torch.Tensor, snapshot: bool) -> tuple[torch.Tensor, list[State] | None]:
-        def local() -> tuple[torch.Tensor, State | None]:
-            latent = self.sampler.next_chunk(window).latent
-            return latent, (export_sampler(self.sampler) if snapshot else None)
-
+        local = functools.partial(_step, self.sampler, window, snapshot)
         (latent, mine), replies = await self.ranks.call(
             "step", self.handle, local, fields={"snapshot": snapshot}, tensors={"window": window}
         )

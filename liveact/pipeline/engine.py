@@ -126,8 +126,7 @@ def load_dit(
     else:
         dit_dir = root / DIT_SUBDIR if (root / DIT_SUBDIR).is_dir() else root
         model = load_checkpoint_dir(build_model(config, device="meta"), dit_dir)
-    model = model.to(device)
-    return (model.to_runtime_dtype(dtype) if dtype != torch.float32 else model).eval()
+    return model.to(device).to_runtime_dtype(dtype).eval()
 
 
 def load_engine(

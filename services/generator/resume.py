@@ -38,7 +38,7 @@ import grpc
 import torch
 
 from liveact.audio.frames import frame_count
-from liveact.parallel.ranks import DitRanks, RankFailure, SessionDiT
+from liveact.parallel.ranks import DitRanks, SessionDiT
 from liveact.parallel.reshard import ReshardError, reshard
 from liveact.pipeline import Engine
 from liveact.state.sampler_state import SamplerStateError
@@ -122,10 +122,6 @@ async def resume(
         raise RequestError(grpc.StatusCode.DATA_LOSS, f"session {sid!r} cannot be resumed: {exc}") from None
     except StoreUnavailable as exc:
         raise RequestError(grpc.StatusCode.UNAVAILABLE, f"the session store is unreachable ({exc}): retry") from None
-    except RankFailure as exc:
-        raise RequestError(
-            grpc.StatusCode.UNAVAILABLE, f"this generator lost a tensor-parallel rank ({exc}): resume elsewhere"
-        ) from None
 
 
 def rank_states(shards: list[dict[str, torch.Tensor]], tp: int) -> list[dict[str, torch.Tensor]]:

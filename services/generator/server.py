@@ -44,7 +44,7 @@ from services.common.errors import RequestError
 from services.common.server import NOT_SERVING, SERVING, Health, run, server_options
 from services.generator.checkpoint import CheckpointWriter
 from services.generator.resume import Restored, resume
-from services.generator.session import GeneratorSession, Peers
+from services.generator.session import GeneratorSession, Peers, lost_rank
 from services.generator.settings import GeneratorSettings
 from services.generator.validate import SessionParams, parse_config, session_info
 
@@ -133,12 +133,7 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
         self.draining = True
         await health.set(NOT_SERVING)
         for session in list(self.sessions):
-            session.abort(
-                RequestError(
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"this generator lost a tensor-parallel rank ({why}): resume the session on another replica",
-                )
-            )
+            session.abort(lost_rank(why))
         await asyncio.sleep(RANK_FAILURE_FLUSH_S)
         ranks.kill()
         logging.shutdown()
@@ -285,11 +280,10 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                 "session ended with an error", extra={"session": session_id, "code": exc.code.name, "why": exc.message}
             )
             await context.abort(exc.code, exc.message)
-        except RankFailure as exc:
+        except RankFailure as exc:  # opening or restoring the session on the ranks
             log.warning("session refused: a tensor-parallel rank failed", extra={"session": session_id})
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE, f"this generator lost a tensor-parallel rank ({exc}): retry elsewhere"
-            )
+            error = lost_rank(exc)
+            await context.abort(error.code, error.message)
         except asyncio.CancelledError:
             log.info("session cancelled", extra={"session": session_id})
             raise

@@ -194,6 +194,8 @@ class GeneratorSession:
         if task.cancelled() or task.exception() is None:
             return
         exc = task.exception()
+        if isinstance(exc, RankFailure):
+            exc = lost_rank(exc)
         if not isinstance(exc, RequestError):
             log.error("session task failed", exc_info=exc, extra={"session": self.session_id, "task": task.get_name()})
             exc = RequestError(grpc.StatusCode.INTERNAL, f"{task.get_name()} failed: {exc}")
@@ -394,10 +396,7 @@ class GeneratorSession:
                 self.next_chunk = k + 1
                 self.progress.notify_all()
             snapshot = self._checkpoint_due(k + 1)
-            try:
-                latent, dit_state = await self.dit.step(window, snapshot)
-            except RankFailure as exc:
-                raise _rank_failure(exc) from None
+            latent, dit_state = await self.dit.step(window, snapshot)
             log.debug("chunk generated", extra={"session": self.session_id, "chunk": k})
             start, end = plan_chunk(cfg, k).video_frames
             total = self.windows.total_frames
@@ -423,11 +422,7 @@ class GeneratorSession:
         if cp.task is not None:
             await asyncio.gather(cp.task, return_exceptions=True)  # the checkpoint already being written
         if not cp.disabled:
-            try:
-                states = await self.dit.export()
-            except RankFailure as exc:
-                raise _rank_failure(exc) from None
-            await self._start_checkpoint(k, states)
+            await self._start_checkpoint(k, await self.dit.export())
             if cp.task is not None:
                 await asyncio.gather(cp.task, return_exceptions=True)
         if not cp.written and self.restored is None:
@@ -565,10 +560,11 @@ def _fenced() -> RequestError:
     )
 
 
-def _rank_failure(exc: RankFailure) -> RequestError:
+def lost_rank(why: object) -> RequestError:
+    """UNAVAILABLE for a session (or a session start) on a generator whose tensor-parallel ranks failed."""
     return RequestError(
         grpc.StatusCode.UNAVAILABLE,
-        f"this generator lost a tensor-parallel rank ({exc}): resume the session on another replica",
+        f"this generator lost a tensor-parallel rank ({why}): resume the session on another replica",
     )
 
 
