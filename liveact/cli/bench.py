@@ -173,6 +173,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     gpu.add_argument("--seed", type=int, default=0, help="weights, conditioning and noise seed (default: 0)")
     gpu.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+
+    tel = bsub.add_parser(
+        "telemetry",
+        help="what traces, metrics and log correlation cost per chunk, off (the default) and on",
+        description="Run the telemetry calls the three services make for one chunk (trace context on every PCM "
+        "piece and on the latents, the chunk's root and child spans, the encoder's and decoder's spans, every "
+        "metric) CHUNKS times in this process, with telemetry off (no endpoint, no metrics port) and then on "
+        "(a real TracerProvider and BatchSpanProcessor whose exporter drops the batches, a MeterProvider). Prints "
+        "microseconds per chunk (median of REPEATS) and that as a percentage of a chunk's real-time duration.",
+    )
+    tel.add_argument("--chunks", type=int, default=2000, help="chunks per timed run (default: 2000)")
+    tel.add_argument("--pieces", type=int, default=16, help="PCM pieces per chunk (default: 16, 100 ms AudioChunks)")
+    tel.add_argument("--repeats", type=int, default=5, help="timed runs per mode; the median is reported (default: 5)")
+    tel.add_argument("--json", action="store_true", help="accepted for symmetry; output is always JSON")
+    tel.set_defaults(func=run_telemetry)
     gpu.add_argument("--json", action="store_true", help="accepted for symmetry; output is always JSON")
     gpu.set_defaults(func=run_gpu)
 
@@ -219,6 +234,13 @@ def run_gpu(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(json.dumps(result, indent=2))
     return 1 if any("error" in r for r in result.get("resolutions", [])) else 0
+
+
+def run_telemetry(args: argparse.Namespace) -> int:
+    from bench import telemetry
+
+    print(json.dumps(telemetry.run(args.chunks, args.pieces, args.repeats), indent=2))
+    return 0
 
 
 def run_checkpoint(args: argparse.Namespace) -> int:

@@ -45,20 +45,22 @@ def service_process(
     env: Mapping[str, str] | None = None,
     start_timeout_s: float = START_TIMEOUT_S,
     stop_timeout_s: float = STOP_TIMEOUT_S,
+    log_file: str | Path | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """Run one service until it is SERVING; yield (``127.0.0.1:port``, process); SIGTERM it on exit.
 
     service: ``audio-encoder`` / ``audio_encoder``, ``decoder`` or ``generator``. ``port`` 0 takes any
     free port. ``capture``: the service's output goes to a temporary log file whose tail is quoted in
     errors (keeps the caller's stdout clean); False: it shares the caller's stdout/stderr. ``env``:
-    variables set on top of this process's environment (e.g. ``OMP_NUM_THREADS``).
+    variables set on top of this process's environment (e.g. ``OMP_NUM_THREADS``). ``log_file``: keep
+    the captured output there (it outlives the process) instead of in a temporary file.
     """
     module = SERVICES.get(service, service)
     if module not in SERVICES.values():
         raise ValueError(f"unknown service {service!r}: one of {sorted(SERVICES)}")
     with tempfile.TemporaryDirectory(prefix=f"liveact-{module}-") as tmp, ExitStack() as files:
         port_file = Path(tmp) / "port"
-        log_path = Path(tmp) / "output.log"
+        log_path = Path(log_file) if log_file is not None else Path(tmp) / "output.log"
         out = files.enter_context(open(log_path, "wb")) if capture else None
         cmd = [sys.executable, "-m", f"services.{module}", "--port", str(port), "--port-file", str(port_file), *args]
         proc = subprocess.Popen(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -70,12 +70,14 @@ async def animate(
     timeout_s: float | None = None,
     resume: generator_pb2.ResumeRequest | None = None,
     result: AnimateResult | None = None,
+    metadata: Sequence[tuple[str, str]] = (),
 ) -> AnimateResult:
     """One Animate stream. ``resume``: continue an earlier session (its id, secret and the first
     frame not received). EXACT: the audio is sent from ``SessionHeader.next_audio_seq`` on, so pass
     the same ``pcm`` and ``chunk_ms`` as the first stream; frames already received are not sent.
     LIVE: ``pcm`` is the audio from ``resume.audio_pts_us`` on, numbered from ``next_audio_seq``.
-    ``result``: filled as messages arrive (pass one to keep what came before an error)."""
+    ``result``: filled as messages arrive (pass one to keep what came before an error). ``metadata``: gRPC
+    metadata for the call, e.g. ``[("traceparent", ...)]``: the server links each chunk's trace to that span."""
     result = AnimateResult() if result is None else result
     t_first_audio: list[float] = []
     # Audio waits for the SessionHeader: a refused session then surfaces as the server's status
@@ -120,7 +122,7 @@ async def animate(
     t0 = time.perf_counter()
     async with grpc.aio.insecure_channel(target, options=options) as channel:
         stub = generator_pb2_grpc.GeneratorStub(channel)
-        async for resp in stub.Animate(requests(), timeout=timeout_s):
+        async for resp in stub.Animate(requests(), timeout=timeout_s, metadata=tuple(metadata)):
             kind = resp.WhichOneof("kind")
             if kind == "header":
                 result.header = resp.header

@@ -67,3 +67,17 @@ def chunks_for_frames(config: LiveActConfig, n_video_frames: int) -> int:
 
 def total_video_frames(config: LiveActConfig, n_chunks: int) -> int:
     return video_frames_per_chunk(config, 0) + (n_chunks - 1) * video_frames_per_chunk(config, 1)
+
+
+def chunk_needing_row(config: LiveActConfig, row: int) -> int:
+    """The first chunk whose audio window reaches feature row (video frame) ``row``.
+
+    That chunk waits for this row: audio up to it is the chunk's own (the generator's per-chunk traces
+    start with it). Chunk k's window is video frames [audio_window_start(k), + window_video_frames).
+    """
+    if row < 0:
+        raise ValueError(f"row must be >= 0, got {row}")
+    window, later = window_video_frames(config), video_frames_per_chunk(config, 1)
+    if row < window:
+        return 0
+    return -(-(row - window + 1) // later) + 1  # smallest k >= 1 with (k - 1) * later + window - 1 >= row

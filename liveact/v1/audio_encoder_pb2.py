@@ -25,21 +25,25 @@ _sym_db = _symbol_database.Default()
 from liveact.v1 import common_pb2 as liveact_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eliveact/v1/audio_encoder.proto\x12\nliveact.v1\x1a\x17liveact/v1/common.proto\"\x82\x01\n\x0c\x45ncodeConfig\x12\x0b\n\x03\x66ps\x18\x01 \x01(\x02\x12-\n\x0c\x61udio_format\x18\x02 \x01(\x0b\x32\x17.liveact.v1.AudioFormat\x12\x0e\n\x06layers\x18\x03 \x01(\r\x12\x10\n\x08\x63hannels\x18\x04 \x01(\r\x12\x14\n\x0cresume_state\x18\x05 \x01(\x0c\"\x9b\x01\n\rEncodeRequest\x12*\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x18.liveact.v1.EncodeConfigH\x00\x12\r\n\x03pcm\x18\x02 \x01(\x0cH\x00\x12\x16\n\x0c\x65nd_of_audio\x18\x03 \x01(\x08H\x00\x12/\n\x08snapshot\x18\x04 \x01(\x0b\x32\x1b.liveact.v1.SnapshotRequestH\x00\x42\x06\n\x04kind\"i\n\x0b\x46\x65\x61tureRows\x12\x13\n\x0b\x66irst_frame\x18\x01 \x01(\x04\x12 \n\x04rows\x18\x02 \x01(\x0b\x32\x12.liveact.v1.Tensor\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\x12\x14\n\x0ctotal_frames\x18\x04 \x01(\x04\"q\n\x0e\x45ncodeResponse\x12\'\n\x04rows\x18\x01 \x01(\x0b\x32\x17.liveact.v1.FeatureRowsH\x00\x12.\n\x08snapshot\x18\x02 \x01(\x0b\x32\x1a.liveact.v1.StreamSnapshotH\x00\x42\x06\n\x04kind2S\n\x0c\x41udioEncoder\x12\x43\n\x06\x45ncode\x12\x19.liveact.v1.EncodeRequest\x1a\x1a.liveact.v1.EncodeResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eliveact/v1/audio_encoder.proto\x12\nliveact.v1\x1a\x17liveact/v1/common.proto\"\x82\x01\n\x0c\x45ncodeConfig\x12\x0b\n\x03\x66ps\x18\x01 \x01(\x02\x12-\n\x0c\x61udio_format\x18\x02 \x01(\x0b\x32\x17.liveact.v1.AudioFormat\x12\x0e\n\x06layers\x18\x03 \x01(\r\x12\x10\n\x08\x63hannels\x18\x04 \x01(\r\x12\x14\n\x0cresume_state\x18\x05 \x01(\x0c\"\x94\x02\n\rEncodeRequest\x12*\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x18.liveact.v1.EncodeConfigH\x00\x12\r\n\x03pcm\x18\x02 \x01(\x0cH\x00\x12\x16\n\x0c\x65nd_of_audio\x18\x03 \x01(\x08H\x00\x12/\n\x08snapshot\x18\x04 \x01(\x0b\x32\x1b.liveact.v1.SnapshotRequestH\x00\x12\x42\n\rtrace_context\x18\x05 \x03(\x0b\x32+.liveact.v1.EncodeRequest.TraceContextEntry\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x06\n\x04kind\"i\n\x0b\x46\x65\x61tureRows\x12\x13\n\x0b\x66irst_frame\x18\x01 \x01(\x04\x12 \n\x04rows\x18\x02 \x01(\x0b\x32\x12.liveact.v1.Tensor\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\x12\x14\n\x0ctotal_frames\x18\x04 \x01(\x04\"q\n\x0e\x45ncodeResponse\x12\'\n\x04rows\x18\x01 \x01(\x0b\x32\x17.liveact.v1.FeatureRowsH\x00\x12.\n\x08snapshot\x18\x02 \x01(\x0b\x32\x1a.liveact.v1.StreamSnapshotH\x00\x42\x06\n\x04kind2S\n\x0c\x41udioEncoder\x12\x43\n\x06\x45ncode\x12\x19.liveact.v1.EncodeRequest\x1a\x1a.liveact.v1.EncodeResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'liveact.v1.audio_encoder_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_ENCODEREQUEST_TRACECONTEXTENTRY']._loaded_options = None
+  _globals['_ENCODEREQUEST_TRACECONTEXTENTRY']._serialized_options = b'8\001'
   _globals['_ENCODECONFIG']._serialized_start=72
   _globals['_ENCODECONFIG']._serialized_end=202
   _globals['_ENCODEREQUEST']._serialized_start=205
-  _globals['_ENCODEREQUEST']._serialized_end=360
-  _globals['_FEATUREROWS']._serialized_start=362
-  _globals['_FEATUREROWS']._serialized_end=467
-  _globals['_ENCODERESPONSE']._serialized_start=469
-  _globals['_ENCODERESPONSE']._serialized_end=582
-  _globals['_AUDIOENCODER']._serialized_start=584
-  _globals['_AUDIOENCODER']._serialized_end=667
+  _globals['_ENCODEREQUEST']._serialized_end=481
+  _globals['_ENCODEREQUEST_TRACECONTEXTENTRY']._serialized_start=422
+  _globals['_ENCODEREQUEST_TRACECONTEXTENTRY']._serialized_end=473
+  _globals['_FEATUREROWS']._serialized_start=483
+  _globals['_FEATUREROWS']._serialized_end=588
+  _globals['_ENCODERESPONSE']._serialized_start=590
+  _globals['_ENCODERESPONSE']._serialized_end=703
+  _globals['_AUDIOENCODER']._serialized_start=705
+  _globals['_AUDIOENCODER']._serialized_end=788
 # @@protoc_insertion_point(module_scope)

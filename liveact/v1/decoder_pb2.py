@@ -25,25 +25,29 @@ _sym_db = _symbol_database.Default()
 from liveact.v1 import common_pb2 as liveact_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18liveact/v1/decoder.proto\x12\nliveact.v1\x1a\x17liveact/v1/common.proto\"\x8f\x02\n\x0c\x44\x65\x63odeConfig\x12\x12\n\nvae_preset\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r\x12\x0b\n\x03\x66ps\x18\x04 \x01(\x02\x12/\n\routput_format\x18\x05 \x01(\x0e\x32\x18.liveact.v1.OutputFormat\x12\x14\n\x0cjpeg_quality\x18\x06 \x01(\r\x12\x19\n\x11\x61udio_sample_rate\x18\x07 \x01(\r\x12\x14\n\x0cresume_state\x18\x08 \x01(\x0c\x12\x1a\n\x12\x66irst_output_frame\x18\t \x01(\x04\x12+\n\x0b\x64\x65\x63ode_mode\x18\n \x01(\x0e\x32\x16.liveact.v1.DecodeMode\"\x88\x01\n\x0bLatentChunk\x12\x13\n\x0b\x63hunk_index\x18\x01 \x01(\x04\x12\x13\n\x0b\x66irst_frame\x18\x02 \x01(\x04\x12#\n\x07latents\x18\x03 \x01(\x0b\x32\x12.liveact.v1.Tensor\x12\x13\n\x0bkeep_frames\x18\x04 \x01(\r\x12\x15\n\raudio_pcm_f32\x18\x05 \x01(\x0c\"\xad\x01\n\rDecodeRequest\x12*\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x18.liveact.v1.DecodeConfigH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.liveact.v1.LatentChunkH\x00\x12\r\n\x03\x65nd\x18\x03 \x01(\x08H\x00\x12/\n\x08snapshot\x18\x04 \x01(\x0b\x32\x1b.liveact.v1.SnapshotRequestH\x00\x42\x06\n\x04kind\"l\n\rDecodedFrames\x12\x13\n\x0b\x63hunk_index\x18\x01 \x01(\x04\x12\x13\n\x0b\x66irst_frame\x18\x02 \x01(\x04\x12\x13\n\x0b\x66rame_count\x18\x03 \x01(\r\x12\x0e\n\x06\x66rames\x18\x04 \x03(\x0c\x12\x0c\n\x04\x66mp4\x18\x05 \x01(\x0c\"u\n\x0e\x44\x65\x63odeResponse\x12+\n\x06\x66rames\x18\x01 \x01(\x0b\x32\x19.liveact.v1.DecodedFramesH\x00\x12.\n\x08snapshot\x18\x02 \x01(\x0b\x32\x1a.liveact.v1.StreamSnapshotH\x00\x42\x06\n\x04kind*B\n\nDecodeMode\x12\x1b\n\x17\x44\x45\x43ODE_MODE_UNSPECIFIED\x10\x00\x12\n\n\x06STREAM\x10\x01\x12\x0b\n\x07\x43ONTEXT\x10\x02\x32N\n\x07\x44\x65\x63oder\x12\x43\n\x06\x44\x65\x63ode\x12\x19.liveact.v1.DecodeRequest\x1a\x1a.liveact.v1.DecodeResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18liveact/v1/decoder.proto\x12\nliveact.v1\x1a\x17liveact/v1/common.proto\"\x8f\x02\n\x0c\x44\x65\x63odeConfig\x12\x12\n\nvae_preset\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r\x12\x0b\n\x03\x66ps\x18\x04 \x01(\x02\x12/\n\routput_format\x18\x05 \x01(\x0e\x32\x18.liveact.v1.OutputFormat\x12\x14\n\x0cjpeg_quality\x18\x06 \x01(\r\x12\x19\n\x11\x61udio_sample_rate\x18\x07 \x01(\r\x12\x14\n\x0cresume_state\x18\x08 \x01(\x0c\x12\x1a\n\x12\x66irst_output_frame\x18\t \x01(\x04\x12+\n\x0b\x64\x65\x63ode_mode\x18\n \x01(\x0e\x32\x16.liveact.v1.DecodeMode\"\xff\x01\n\x0bLatentChunk\x12\x13\n\x0b\x63hunk_index\x18\x01 \x01(\x04\x12\x13\n\x0b\x66irst_frame\x18\x02 \x01(\x04\x12#\n\x07latents\x18\x03 \x01(\x0b\x32\x12.liveact.v1.Tensor\x12\x13\n\x0bkeep_frames\x18\x04 \x01(\r\x12\x15\n\raudio_pcm_f32\x18\x05 \x01(\x0c\x12@\n\rtrace_context\x18\x06 \x03(\x0b\x32).liveact.v1.LatentChunk.TraceContextEntry\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xad\x01\n\rDecodeRequest\x12*\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x18.liveact.v1.DecodeConfigH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.liveact.v1.LatentChunkH\x00\x12\r\n\x03\x65nd\x18\x03 \x01(\x08H\x00\x12/\n\x08snapshot\x18\x04 \x01(\x0b\x32\x1b.liveact.v1.SnapshotRequestH\x00\x42\x06\n\x04kind\"l\n\rDecodedFrames\x12\x13\n\x0b\x63hunk_index\x18\x01 \x01(\x04\x12\x13\n\x0b\x66irst_frame\x18\x02 \x01(\x04\x12\x13\n\x0b\x66rame_count\x18\x03 \x01(\r\x12\x0e\n\x06\x66rames\x18\x04 \x03(\x0c\x12\x0c\n\x04\x66mp4\x18\x05 \x01(\x0c\"u\n\x0e\x44\x65\x63odeResponse\x12+\n\x06\x66rames\x18\x01 \x01(\x0b\x32\x19.liveact.v1.DecodedFramesH\x00\x12.\n\x08snapshot\x18\x02 \x01(\x0b\x32\x1a.liveact.v1.StreamSnapshotH\x00\x42\x06\n\x04kind*B\n\nDecodeMode\x12\x1b\n\x17\x44\x45\x43ODE_MODE_UNSPECIFIED\x10\x00\x12\n\n\x06STREAM\x10\x01\x12\x0b\n\x07\x43ONTEXT\x10\x02\x32N\n\x07\x44\x65\x63oder\x12\x43\n\x06\x44\x65\x63ode\x12\x19.liveact.v1.DecodeRequest\x1a\x1a.liveact.v1.DecodeResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'liveact.v1.decoder_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DECODEMODE']._serialized_start=883
-  _globals['_DECODEMODE']._serialized_end=949
+  _globals['_LATENTCHUNK_TRACECONTEXTENTRY']._loaded_options = None
+  _globals['_LATENTCHUNK_TRACECONTEXTENTRY']._serialized_options = b'8\001'
+  _globals['_DECODEMODE']._serialized_start=1002
+  _globals['_DECODEMODE']._serialized_end=1068
   _globals['_DECODECONFIG']._serialized_start=66
   _globals['_DECODECONFIG']._serialized_end=337
   _globals['_LATENTCHUNK']._serialized_start=340
-  _globals['_LATENTCHUNK']._serialized_end=476
-  _globals['_DECODEREQUEST']._serialized_start=479
-  _globals['_DECODEREQUEST']._serialized_end=652
-  _globals['_DECODEDFRAMES']._serialized_start=654
-  _globals['_DECODEDFRAMES']._serialized_end=762
-  _globals['_DECODERESPONSE']._serialized_start=764
-  _globals['_DECODERESPONSE']._serialized_end=881
-  _globals['_DECODER']._serialized_start=951
-  _globals['_DECODER']._serialized_end=1029
+  _globals['_LATENTCHUNK']._serialized_end=595
+  _globals['_LATENTCHUNK_TRACECONTEXTENTRY']._serialized_start=544
+  _globals['_LATENTCHUNK_TRACECONTEXTENTRY']._serialized_end=595
+  _globals['_DECODEREQUEST']._serialized_start=598
+  _globals['_DECODEREQUEST']._serialized_end=771
+  _globals['_DECODEDFRAMES']._serialized_start=773
+  _globals['_DECODEDFRAMES']._serialized_end=881
+  _globals['_DECODERESPONSE']._serialized_start=883
+  _globals['_DECODERESPONSE']._serialized_end=1000
+  _globals['_DECODER']._serialized_start=1070
+  _globals['_DECODER']._serialized_end=1148
 # @@protoc_insertion_point(module_scope)

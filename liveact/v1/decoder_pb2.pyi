@@ -42,18 +42,27 @@ class DecodeConfig(_message.Message):
     def __init__(self, vae_preset: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., output_format: _Optional[_Union[_common_pb2.OutputFormat, str]] = ..., jpeg_quality: _Optional[int] = ..., audio_sample_rate: _Optional[int] = ..., resume_state: _Optional[bytes] = ..., first_output_frame: _Optional[int] = ..., decode_mode: _Optional[_Union[DecodeMode, str]] = ...) -> None: ...
 
 class LatentChunk(_message.Message):
-    __slots__ = ("chunk_index", "first_frame", "latents", "keep_frames", "audio_pcm_f32")
+    __slots__ = ("chunk_index", "first_frame", "latents", "keep_frames", "audio_pcm_f32", "trace_context")
+    class TraceContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     CHUNK_INDEX_FIELD_NUMBER: _ClassVar[int]
     FIRST_FRAME_FIELD_NUMBER: _ClassVar[int]
     LATENTS_FIELD_NUMBER: _ClassVar[int]
     KEEP_FRAMES_FIELD_NUMBER: _ClassVar[int]
     AUDIO_PCM_F32_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     chunk_index: int
     first_frame: int
     latents: _common_pb2.Tensor
     keep_frames: int
     audio_pcm_f32: bytes
-    def __init__(self, chunk_index: _Optional[int] = ..., first_frame: _Optional[int] = ..., latents: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., keep_frames: _Optional[int] = ..., audio_pcm_f32: _Optional[bytes] = ...) -> None: ...
+    trace_context: _containers.ScalarMap[str, str]
+    def __init__(self, chunk_index: _Optional[int] = ..., first_frame: _Optional[int] = ..., latents: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., keep_frames: _Optional[int] = ..., audio_pcm_f32: _Optional[bytes] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class DecodeRequest(_message.Message):
     __slots__ = ("config", "chunk", "end", "snapshot")

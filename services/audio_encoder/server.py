@@ -48,6 +48,8 @@ from services.common import logs, tensors
 from services.common.errors import RequestError, invalid
 from services.common.server import run
 from services.common.snapshot import SnapshotError
+from services.common.stream_metrics import StreamMetrics
+from services.common.telemetry import Telemetry, Tracing
 
 __all__ = ["SERVICE_NAME", "AudioEncoder", "serve"]
 
@@ -63,13 +65,15 @@ T = TypeVar("T")
 
 
 class AudioEncoder(audio_encoder_pb2_grpc.AudioEncoderServicer):
-    def __init__(self, settings: EncoderSettings, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, settings: EncoderSettings, executor: ThreadPoolExecutor, tracing: Tracing) -> None:
         self.settings = settings
+        self.tracing = tracing
         self.audio = settings.audio_config
         self.backend: FeatureBackend | None = None
         self.active = 0  # open Encode streams
         self._executor = executor
         self._ids = itertools.count(1)
+        self.metrics = StreamMetrics("audio_encoder", lambda: self.active, work="encode", output="rows")
 
     async def warm_up(self) -> None:
         """Load the backend, then run one short stream through it so the first client pays nothing extra."""
@@ -162,16 +166,21 @@ class AudioEncoder(audio_encoder_pb2_grpc.AudioEncoderServicer):
             elif kind == "pcm":
                 stream.check_pcm(len(request.pcm), self.settings.pcm_limit)
                 piece = self._piece_bytes(stream.format)
+                span = self.tracing.start_from("audio_encoder.encode", request.trace_context)
                 for offset in range(0, len(request.pcm), piece):
-                    rows = await self._checked(stream.push, request.pcm[offset : offset + piece])
+                    rows = await self._encoded(stream.push, request.pcm[offset : offset + piece])
                     if rows.rows.shape[0]:
                         yield _response(rows)
+                span.set_attribute("liveact.pcm_bytes", len(request.pcm))
+                span.end()
             elif kind == "end_of_audio":
                 if not request.end_of_audio:
                     raise RequestError(
                         grpc.StatusCode.INVALID_ARGUMENT, "end_of_audio must be true: set it to end the audio"
                     )
-                rows = await self._checked(stream.finish)
+                span = self.tracing.start_from("audio_encoder.finish", request.trace_context)
+                rows = await self._encoded(stream.finish)
+                span.end()
                 total = stream.features.total_frames
                 audio_s = stream.bytes_received / stream.format.frame_bytes / stream.format.sample_rate
                 log.info("stream finished", extra={"stream": stream_id, "frames": total, "audio_s": round(audio_s, 3)})
@@ -233,6 +242,14 @@ class AudioEncoder(audio_encoder_pb2_grpc.AudioEncoderServicer):
         seconds = min(_PIECE_SECONDS, max(_MIN_PIECE_SECONDS, rows / fmt.fps))
         return max(1, round(seconds * fmt.sample_rate)) * fmt.frame_bytes
 
+    async def _encoded(self, fn: Callable[..., FeatureRows], *args: object) -> FeatureRows:
+        """``_checked``, timed and counted (metrics)."""
+        t0 = time.monotonic()
+        rows = await self._checked(fn, *args)
+        self.metrics.duration.record(time.monotonic() - t0)
+        self.metrics.output.add(rows.rows.shape[0])
+        return rows
+
     async def _checked(self, fn: Callable[..., FeatureRows], *args: object) -> FeatureRows:
         """``fn`` off the event loop; an ``AudioError`` (bad samples, too little audio) is INVALID_ARGUMENT."""
         try:
@@ -259,9 +276,9 @@ def _response(rows: FeatureRows, total_frames: int | None = None) -> audio_encod
     return audio_encoder_pb2.EncodeResponse(rows=msg)
 
 
-async def _main(settings: EncoderSettings) -> None:
+async def _main(settings: EncoderSettings, telemetry: Telemetry) -> None:
     executor = ThreadPoolExecutor(settings.compute_threads, thread_name_prefix="encode")
-    servicer = AudioEncoder(settings, executor)
+    servicer = AudioEncoder(settings, executor, telemetry.tracing)
     try:
         await run(
             settings,
@@ -271,6 +288,7 @@ async def _main(settings: EncoderSettings) -> None:
         )
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
+        telemetry.shutdown()
 
 
 def serve(argv: list[str] | None = None) -> None:
@@ -280,4 +298,4 @@ def serve(argv: list[str] | None = None) -> None:
     )
     logs.configure(settings.log_level)
     log.info("starting", extra={"settings": dataclasses.asdict(settings)})
-    asyncio.run(_main(settings))
+    asyncio.run(_main(settings, Telemetry(settings, "audio_encoder")))

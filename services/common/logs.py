@@ -1,4 +1,8 @@
-"""Structured logs: one JSON object per line on stderr (never ``print`` in services)."""
+"""Structured logs: one JSON object per line on stderr (never ``print`` in services).
+
+A line logged while a span is current (tracing on: ``services/common/telemetry.py``) carries its
+``trace_id`` and ``span_id`` (hex, as trace backends show them), so logs and traces join.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import json
 import logging
 import sys
 import time
+
+from opentelemetry import trace
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -18,6 +24,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            entry["trace_id"] = format(context.trace_id, "032x")
+            entry["span_id"] = format(context.span_id, "016x")
         entry |= {k: v for k, v in vars(record).items() if k not in _RESERVED}  # extra={...} fields
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)

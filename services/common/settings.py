@@ -27,6 +27,11 @@ class ServerSettings:
     reflection: bool = False
     log_level: str = "INFO"
     device: str = "cpu"
+    # observability (services/common/telemetry.py): off by default, and then it costs nothing
+    otel_endpoint: str = ""  # OTLP/gRPC collector for traces and metrics, e.g. http://otel-collector:4317
+    otel_export_s: float = 15.0  # how often metrics are pushed to --otel-endpoint
+    trace_ratio: float = 1.0  # share of chunk traces recorded (the generator decides; the others follow it)
+    metrics_port: int = 0  # serve Prometheus metrics at http://host:PORT/metrics (0 = off)
 
     def validate(self) -> None:
         problems = []
@@ -38,6 +43,12 @@ class ServerSettings:
             problems.append("--grace-s must be >= 0 and --keepalive-s / --keepalive-timeout-s > 0")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             problems.append(f"--log-level {self.log_level!r} must be DEBUG, INFO, WARNING or ERROR")
+        if self.otel_endpoint and not self.otel_endpoint.startswith(("http://", "https://")):
+            problems.append(f"--otel-endpoint {self.otel_endpoint!r} must be http://host:port or https://host:port")
+        if self.otel_export_s <= 0 or not 0.0 <= self.trace_ratio <= 1.0:
+            problems.append("--otel-export-s must be > 0 and --trace-ratio within 0..1")
+        if not 0 <= self.metrics_port <= 65535 or (self.metrics_port and self.metrics_port == self.port):
+            problems.append(f"--metrics-port {self.metrics_port} must be 0 (off) or a port other than --port")
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -45,6 +45,8 @@ from liveact.vae import StreamingDecoder, get_vae_preset
 from services.common import logs
 from services.common.errors import RequestError
 from services.common.server import run
+from services.common.stream_metrics import StreamMetrics
+from services.common.telemetry import CHUNK_KEY, Telemetry, Tracing
 from services.decoder.settings import DecoderSettings
 from services.decoder.stream import DecodeStream, parse_config
 
@@ -59,14 +61,16 @@ T = TypeVar("T")
 
 
 class Decoder(decoder_pb2_grpc.DecoderServicer):
-    def __init__(self, settings: DecoderSettings) -> None:
+    def __init__(self, settings: DecoderSettings, tracing: Tracing) -> None:
         self.settings = settings
+        self.tracing = tracing
         self.decoder: StreamingDecoder | None = None  # set by warm_up
         self.max_response_bytes = settings.max_message_bytes - RESPONSE_OVERHEAD
         self.executor = concurrent.futures.ThreadPoolExecutor(settings.max_streams, "liveact-decoder")
         self.active = 0  # admitted streams whose resources are not yet released
         self._lock = threading.Lock()  # active is also decremented from worker threads
         self._ids = itertools.count(1)
+        self.metrics = StreamMetrics("decoder", lambda: self.active, work="decode", output="frames")
 
     async def warm_up(self) -> None:
         self.decoder = await asyncio.to_thread(self._load)
@@ -117,7 +121,16 @@ class Decoder(decoder_pb2_grpc.DecoderServicer):
                     await self._offload(jobs, stream.open)
                     log.info("stream started", extra={"stream": sid, "peer": context.peer(), **_describe(stream)})
                 elif kind == "chunk":
-                    for response in await self._offload(jobs, stream.decode, request.chunk):
+                    chunk = request.chunk
+                    span = self.tracing.start_from(
+                        "decoder.decode", chunk.trace_context, **{CHUNK_KEY: chunk.chunk_index}
+                    )
+                    t0 = time.monotonic()
+                    responses = await self._offload(jobs, stream.decode, chunk)
+                    self.metrics.duration.record(time.monotonic() - t0)
+                    self.metrics.output.add(sum(r.frames.frame_count for r in responses))
+                    span.end()
+                    for response in responses:
                         yield response
                 elif kind == "snapshot":
                     response = await self._offload(jobs, stream.snapshot, request.snapshot)
@@ -214,7 +227,8 @@ def _after_end(kind: str | None) -> RequestError:
 def serve(argv: list[str] | None = None) -> None:
     settings = DecoderSettings.parse(argv, description="LiveAct decoder: latent chunks -> video frames (gRPC).")
     logs.configure(settings.log_level)
-    servicer = Decoder(settings)
+    telemetry = Telemetry(settings, "decoder")
+    servicer = Decoder(settings, telemetry.tracing)
 
     def add(server: grpc.aio.Server) -> None:
         decoder_pb2_grpc.add_DecoderServicer_to_server(servicer, server)
@@ -223,3 +237,4 @@ def serve(argv: list[str] | None = None) -> None:
         asyncio.run(run(settings, [SERVICE], add, servicer.warm_up))
     finally:
         servicer.close()
+        telemetry.shutdown()

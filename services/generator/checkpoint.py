@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -143,6 +144,7 @@ class CheckpointWriter:
         info: dict,
         log_from: int = 0,
         max_log_bytes: int = DEFAULT_MAX_LOG_BYTES,
+        on_commit: Callable[[int, float], None] | None = None,
     ) -> None:
         self.store, self.lease, self.policy, self.backoff = store, lease, policy, backoff
         self.secret, self.info = secret, info  # to put the session back if Redis lost it
@@ -153,6 +155,7 @@ class CheckpointWriter:
         self.committed_audio_seq = log_from  # the newest committed checkpoint's audio_seq
         self.log_bytes = 0  # logged since the newest commit (approximately: reset at each commit)
         self.max_log_bytes = max_log_bytes
+        self.on_commit = on_commit  # (tensor bytes, seconds from snapshot ready to commit): metrics
         self.task: asyncio.Task | None = None
         self.last_chunk = 0
         self.last_time = time.monotonic()
@@ -267,6 +270,7 @@ class CheckpointWriter:
 
     async def _write(self, pending: PendingCheckpoint, on_written, on_fenced) -> None:
         await asyncio.gather(pending.encoder_state, pending.decoder_state)
+        started = time.monotonic()
         meta, shards = await asyncio.to_thread(pending.shards)
         try:
             version = await self.guarded(lambda: self.store.write_checkpoint(self.lease, meta, shards))
@@ -288,6 +292,8 @@ class CheckpointWriter:
         self.failures, self.retry_at = 0, 0.0
         self.committed_audio_seq, self.log_bytes = int(meta["audio_seq"]), 0
         self.written += 1
+        if self.on_commit is not None:
+            self.on_commit(sum(t.nbytes for shard in shards for t in shard.values()), time.monotonic() - started)
         where = {"session": self.lease.session_id, "version": version, "chunk": pending.chunk_index}
         log.info("checkpoint written", extra=where)
         await on_written(version, pending)

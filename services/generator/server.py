@@ -34,6 +34,8 @@ import os
 from collections.abc import AsyncIterator
 
 import grpc
+from opentelemetry import trace
+from opentelemetry.propagate import get_global_textmap
 
 from liveact.parallel.ranks import DitRanks, LocalRanks, RankFailure, TensorParallelRanks
 from liveact.pipeline import Engine, load_engine, prepare_sampler
@@ -42,10 +44,13 @@ from liveact.v1 import audio_encoder_pb2_grpc, decoder_pb2_grpc, generator_pb2, 
 from services.common import logs
 from services.common.errors import RequestError
 from services.common.server import NOT_SERVING, SERVING, Health, run, server_options
+from services.common.telemetry import Telemetry, Tracing
 from services.generator.checkpoint import CheckpointWriter
+from services.generator.metrics import GeneratorMetrics
 from services.generator.resume import Restored, resume
 from services.generator.session import GeneratorSession, Peers, lost_rank
 from services.generator.settings import GeneratorSettings
+from services.generator.tracing import ChunkTraces
 from services.generator.validate import SessionParams, parse_config, session_info
 
 log = logging.getLogger(__name__)
@@ -59,8 +64,9 @@ CHECKPOINTS_HEALTH = SERVICE + ".checkpoints"  # health name: SERVING while the 
 
 
 class Generator(generator_pb2_grpc.GeneratorServicer):
-    def __init__(self, settings: GeneratorSettings) -> None:
+    def __init__(self, settings: GeneratorSettings, tracing: Tracing) -> None:
         self.settings = settings
+        self.tracing = tracing
         self.engine: Engine | None = None
         self.peers: Peers | None = None
         self.active = 0  # admitted Animate streams, until their handler has finished
@@ -69,6 +75,7 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
         self._cut: asyncio.TimerHandle | None = None
         self.store: SessionStore | None = None
         self.ranks: DitRanks | None = None
+        self.metrics = GeneratorMetrics(lambda: list(self.sessions))  # list(): read from the scrape thread
 
     async def warm_up(self) -> None:
         s = self.settings
@@ -193,8 +200,12 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
         info = session_info(params, self.engine.config.name)
         return CheckpointWriter(
             self.store, lease, s.checkpoint_policy(), s.backoff(), params.resume_secret, info, log_from,
-            s.audio_log_max_mb * 1024 * 1024,
+            s.audio_log_max_mb * 1024 * 1024, self._checkpoint_committed,
         )  # fmt: skip
+
+    def _checkpoint_committed(self, size: int, seconds: float) -> None:
+        self.metrics.checkpoint_size.record(size)
+        self.metrics.checkpoint_duration.record(seconds)
 
     async def _resume(self, request) -> tuple[SessionParams, Restored, CheckpointWriter]:
         if self.store is None:
@@ -203,6 +214,7 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                 "this generator keeps no session state (started without --redis-url): it cannot resume sessions",
             )
         params, restored, lease = await resume(self.store, self.engine, self.ranks, request, self.settings.owner)
+        self.metrics.resumes.add(1, {"mode": generator_pb2.ResumeRequest.Mode.Name(request.mode)})
         writer = self._writer(lease, params, restored.audio_position.seq)
         writer.last_chunk = restored.chunk_index
         return params, restored, writer
@@ -255,9 +267,10 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                 dit = await self.ranks.open(sampler)  # on every tensor-parallel rank
             else:
                 dit = restored.dit
+            traces = ChunkTraces(self.tracing, session_id, _client_span(context) if self.tracing.enabled else None)
             session = GeneratorSession(
                 self.engine, params, dit, self.peers, self.settings.audio_queue, self.settings.chunk_queue,
-                checkpoints, restored,
+                traces, self.metrics, checkpoints, restored,
             )  # fmt: skip
             if self.draining:  # SIGTERM arrived while the session was being prepared
                 raise RequestError(grpc.StatusCode.UNAVAILABLE, "this server is draining: retry on another replica")
@@ -295,10 +308,17 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                 self.sessions.discard(session)
 
 
+def _client_span(context: grpc.aio.ServicerContext) -> trace.SpanContext:
+    """The client's span if it sent ``traceparent`` metadata: every chunk trace links to it."""
+    carrier = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+    return trace.get_current_span(get_global_textmap().extract(carrier)).get_span_context()
+
+
 def serve(argv: list[str] | None = None) -> None:
     settings = GeneratorSettings.parse(argv, description="LiveAct generator: the client-facing Animate service.")
     logs.configure(settings.log_level)
-    servicer = Generator(settings)
+    telemetry = Telemetry(settings, "generator")
+    servicer = Generator(settings, telemetry.tracing)
 
     def add(server: grpc.aio.Server) -> None:
         generator_pb2_grpc.add_GeneratorServicer_to_server(servicer, server)
@@ -308,5 +328,6 @@ def serve(argv: list[str] | None = None) -> None:
             await run(settings, [SERVICE], add, servicer.warm_up, servicer.drain, servicer.monitor)
         finally:
             await servicer.close()
+            telemetry.shutdown()
 
     asyncio.run(main())

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -53,13 +54,15 @@ from liveact.audio.rows import ChunkWindows
 from liveact.parallel.ranks import RankFailure, SessionDiT
 from liveact.pipeline import Engine, chunks_needed
 from liveact.sampling.audio_window import window_index
-from liveact.sampling.chunking import plan_chunk
+from liveact.sampling.chunking import chunk_needing_row, plan_chunk
 from liveact.state.store import FencedError
 from liveact.v1 import audio_encoder_pb2, common_pb2, decoder_pb2, generator_pb2
 from services.common.errors import RequestError
 from services.common.tensors import from_proto, to_proto
 from services.generator.checkpoint import AudioPosition, CheckpointWriter, PendingCheckpoint
+from services.generator.metrics import GeneratorMetrics
 from services.generator.resume import Restored
+from services.generator.tracing import ChunkTraces
 from services.generator.validate import SessionParams
 
 log = logging.getLogger(__name__)
@@ -100,10 +103,15 @@ class GeneratorSession:
         peers: Peers,
         audio_queue: int,
         chunk_queue: int,
+        traces: ChunkTraces,
+        metrics: GeneratorMetrics,
         checkpoints: CheckpointWriter | None = None,
         restored: Restored | None = None,
     ):
         self.engine, self.params, self.dit, self.peers = engine, params, dit, peers
+        self.traces, self.metrics = traces, metrics  # one trace per chunk (tracing.py); pod metrics (metrics.py)
+        self.started = time.monotonic()
+        self.ready_at: dict[int, float] = {}  # chunk -> when its window was taken (<= chunk_queue + 1 entries)
         self.session_id = params.session_id
         m = engine.config.model
         self.windows = ChunkWindows(ROWS_KEPT, m.audio_layers, m.audio_channels)
@@ -141,6 +149,7 @@ class GeneratorSession:
         self.to_decoder: asyncio.Queue = asyncio.Queue(chunk_queue)
         self.out: asyncio.Queue = asyncio.Queue(chunk_queue)
         self.frames_sent = 0
+        self.frames_out = 0  # frames handed to gRPC for the client
         self.encoder_ended = False  # EndOfAudio queued for the encoder: no more checkpoints
         self.handing_off = False  # draining: checkpoint now, then end with a ResumeRequest
         self.end_reason = "end_of_audio"
@@ -150,6 +159,7 @@ class GeneratorSession:
     # -- the stream -------------------------------------------------------------------------------
     async def run(self, requests: AsyncIterator[generator_pb2.AnimateRequest]) -> AsyncIterator[object]:
         """Yields response messages; raises RequestError to end the stream with a status."""
+        failure: str | None = "ended before its frames"
         tasks = [
             asyncio.create_task(self._read_client(requests), name="read_client"),
             asyncio.create_task(self._encode(), name="encode"),
@@ -164,18 +174,37 @@ class GeneratorSession:
             while True:
                 item = await self.out.get()
                 if item is _END:
+                    failure = None
                     break
                 if isinstance(item, BaseException):
+                    failure = str(item)
                     raise item
                 yield item  # returns once gRPC has taken the message for the client
                 if item.WhichOneof("kind") == "frames":
+                    self._sent(item.frames)
                     await self._delivered(item.frames.chunk_index)
         finally:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            self.traces.close(failure)
             if self.checkpoints is not None:
                 await self.checkpoints.close()
+
+    def queue_depths(self) -> dict[str, int]:
+        """Items waiting in this session's queues (``liveact_generator_queue_depth``)."""
+        return {"audio": self.to_encoder.qsize(), "decoder": self.to_decoder.qsize(), "client": self.out.qsize()}
+
+    def _sent(self, frames: generator_pb2.FrameChunk) -> None:
+        """A FrameChunk was handed to gRPC: metrics, and the end of the chunk's trace."""
+        now = time.monotonic()
+        if self.frames_out == 0:
+            self.metrics.first_frame.record(now - self.started)
+        self.frames_out += frames.frame_count
+        self.metrics.sent(frames.frame_count)
+        if (ready := self.ready_at.pop(frames.chunk_index, None)) is not None:
+            self.metrics.chunk_latency.record(now - ready)
+        self.traces.delivered(frames.chunk_index, frames.first_frame, frames.frame_count)
 
     def hand_off(self) -> None:
         """Draining: stop after the chunk in progress, checkpoint, and end telling the client to resume."""
@@ -313,8 +342,8 @@ class GeneratorSession:
             async with self.progress:  # keep the encoder at most ROWS_KEPT rows ahead of the DiT
                 await self.progress.wait_for(lambda: self._pcm_rows_ahead() < ROWS_KEPT)
                 self.pcm_frames_sent = item.after.frames
-            yield audio_encoder_pb2.EncodeRequest(pcm=item.data)
-        yield audio_encoder_pb2.EncodeRequest(end_of_audio=True)
+            yield audio_encoder_pb2.EncodeRequest(pcm=item.data, trace_context=self._pcm_trace())
+        yield audio_encoder_pb2.EncodeRequest(end_of_audio=True, trace_context=self._pcm_trace())  # the last rows
 
     async def _encode(self) -> None:
         if self.restored is not None and self.restored.audio_total is not None:
@@ -367,6 +396,14 @@ class GeneratorSession:
             self._windows_rows = {k: (int(index.min()), int(index.max()))}  # asked for one chunk at a time
         return self._windows_rows[k]
 
+    def _pcm_trace(self) -> dict[str, str]:
+        """The trace of the chunk that the PCM sent so far completes (its last row is that chunk's)."""
+        if not self.traces.enabled:
+            return {}
+        rows = self.pcm_frames_sent * self.params.fps / self.params.sample_rate + self.row_offset
+        last_row = max(int(rows) - 1, 0)
+        return self.traces.carrier(max(chunk_needing_row(self.engine.config, last_row), self.next_chunk))
+
     def _ring_room(self) -> int:
         """Rows that can be appended without dropping one that chunk ``next_chunk`` or later needs."""
         ring = self.windows.ring
@@ -395,15 +432,23 @@ class GeneratorSession:
                 window = self.windows.window(cfg, k)  # a copy: rows only chunk k needed may now be overwritten
                 self.next_chunk = k + 1
                 self.progress.notify_all()
+            self.ready_at[k] = time.monotonic()
             snapshot = self._checkpoint_due(k + 1)
-            latent, dit_state = await self.dit.step(window, snapshot)
-            log.debug("chunk generated", extra={"session": self.session_id, "chunk": k})
+            denoise = self.traces.child(k, "generator.denoise")
+            with self.traces.current(denoise):  # log lines carry the chunk's trace id
+                latent, dit_state = await self.dit.step(window, snapshot)
+                denoise.end()
+                self.metrics.chunk_denoise.record(time.monotonic() - self.ready_at[k])
+                log.debug("chunk generated", extra={"session": self.session_id, "chunk": k})
             start, end = plan_chunk(cfg, k).video_frames
             total = self.windows.total_frames
             keep = end - start if total is None else min(end, total) - start
             await self.to_decoder.put(
-                decoder_pb2.LatentChunk(chunk_index=k, first_frame=start, latents=to_proto(latent), keep_frames=keep)
-            )
+                decoder_pb2.LatentChunk(
+                    chunk_index=k, first_frame=start, latents=to_proto(latent), keep_frames=keep,
+                    trace_context=self.traces.carrier(k),
+                )
+            )  # fmt: skip
             if dit_state is not None:
                 await self._start_checkpoint(k + 1, dit_state)
             k += 1
@@ -522,6 +567,8 @@ class GeneratorSession:
                 d = resp.frames
                 first = d.first_frame + self.frame_offset  # the client's numbering
                 if d.frame_count == 0 and not d.fmp4:  # a resumed chunk wholly before the client's next frame
+                    self.ready_at.pop(d.chunk_index, None)
+                    self.traces.delivered(d.chunk_index)
                     await self._delivered(d.chunk_index)
                     continue
                 await self.out.put(

@@ -1,0 +1,114 @@
+"""The generator's metrics (OpenTelemetry instruments; no-ops until ``Telemetry`` installs a provider).
+
+Prometheus names (``--metrics-port``), all per pod:
+
+==================================================  ==========================================================
+``liveact_generator_active_sessions``               running Animate sessions (the chart's HPA metric)
+``liveact_generator_frames_total``                  video frames handed to clients
+``liveact_generator_fps``                           frames per second handed to clients, last ``RATE_WINDOW_S``
+``liveact_generator_chunk_denoise_seconds``         one chunk's DiT step (histogram)
+``liveact_generator_chunk_latency_seconds``         a chunk's audio window complete -> its frames handed to gRPC
+``liveact_generator_time_to_first_frame_seconds``   session start (or resume) -> first frames handed to gRPC
+``liveact_generator_queue_depth{queue=...}``        items waiting in all sessions' queues: ``audio`` (PCM for the
+                                                    encoder), ``decoder`` (latents), ``client`` (responses)
+``liveact_generator_checkpoint_size_bytes``         bytes of one checkpoint's tensors (histogram)
+``liveact_generator_checkpoint_duration_seconds``   snapshot ready -> checkpoint committed in Redis
+``liveact_generator_resumes_total{mode=...}``       sessions resumed here (EXACT or LIVE)
+==================================================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from services.common.telemetry import BYTES_BUCKETS, SECONDS_BUCKETS, meter
+
+RATE_WINDOW_S = 10  # liveact_generator_fps averages over this many whole seconds
+
+
+class Queued(Protocol):
+    """What the queue-depth gauge reads of a running session."""
+
+    def queue_depths(self) -> dict[str, int]: ...
+
+
+class RateWindow:
+    """Events per second over the last ``seconds`` whole seconds, in fixed memory (one slot per second)."""
+
+    def __init__(self, seconds: int = RATE_WINDOW_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds, self.clock = seconds, clock
+        self.slots = [0] * seconds
+        self.now = int(clock())
+
+    def _advance(self) -> None:
+        now = int(self.clock())
+        for second in range(max(self.now + 1, now - self.seconds + 1), now + 1):
+            self.slots[second % self.seconds] = 0
+        self.now = max(self.now, now)
+
+    def add(self, n: int) -> None:
+        self._advance()
+        self.slots[self.now % self.seconds] += n
+
+    def rate(self) -> float:
+        self._advance()
+        return sum(self.slots) / self.seconds
+
+
+class GeneratorMetrics:
+    def __init__(self, sessions: Callable[[], Iterable[Queued]]) -> None:
+        m = meter("generator")
+        self._sessions = sessions
+        self.frame_rate = RateWindow()
+
+        def histogram(name: str, unit: str, description: str, buckets=SECONDS_BUCKETS):
+            return m.create_histogram(
+                name, unit=unit, description=description, explicit_bucket_boundaries_advisory=buckets
+            )
+
+        self.frames = m.create_counter("liveact.generator.frames", unit="{frame}", description="video frames sent")
+        self.chunk_denoise = histogram("liveact.generator.chunk.denoise", "s", "one chunk's DiT step")
+        self.chunk_latency = histogram(
+            "liveact.generator.chunk.latency", "s", "a chunk's audio window complete to its frames handed to gRPC"
+        )
+        self.first_frame = histogram(
+            "liveact.generator.time_to_first_frame", "s", "session start or resume to its first frames handed to gRPC"
+        )
+        self.checkpoint_size = histogram(
+            "liveact.generator.checkpoint.size", "By", "bytes of one checkpoint's tensors", BYTES_BUCKETS
+        )
+        self.checkpoint_duration = histogram(
+            "liveact.generator.checkpoint.duration", "s", "snapshot ready to checkpoint committed in Redis"
+        )
+        self.resumes = m.create_counter("liveact.generator.resumes", unit="{session}", description="sessions resumed")
+        m.create_observable_gauge(
+            "liveact.generator.active_sessions", [self._active], unit="{session}", description="running sessions"
+        )
+        m.create_observable_gauge(
+            "liveact.generator.queue.depth", [self._queues], unit="{item}", description="items queued in sessions"
+        )
+        m.create_observable_gauge(
+            "liveact.generator.fps", [self._fps], unit="", description=f"frames/s sent, over {RATE_WINDOW_S} s"
+        )
+
+    def sent(self, frames: int) -> None:
+        self.frames.add(frames)
+        self.frame_rate.add(frames)
+
+    def _active(self, options: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(sum(1 for _ in self._sessions()))
+
+    def _queues(self, options: CallbackOptions) -> Iterable[Observation]:
+        totals = {"audio": 0, "decoder": 0, "client": 0}
+        for session in self._sessions():
+            for queue, depth in session.queue_depths().items():
+                totals[queue] += depth
+        for queue, depth in totals.items():
+            yield Observation(depth, {"queue": queue})
+
+    def _fps(self, options: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(self.frame_rate.rate())
