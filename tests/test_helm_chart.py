@@ -4,7 +4,8 @@ helm-python-sdk renders and lints (Helm's Go SDK through ctypes: no cluster, no 
 kubernetes-validate checks every rendered manifest against the Kubernetes OpenAPI schemas in
 strict mode (an unknown field is an error). Value sets: the defaults, the H200 / TP 2 example,
 an external Redis with TLS, the HPA (plus Ingress, GRPCRoute, restricted clients, a weights PVC),
-and GPU-less encoder / decoder. Bad values must fail rendering with a message that says what to fix.
+GPU-less encoder / decoder, full telemetry (OTLP export, restricted scrapers, a registry) and metrics
+off. Bad values must fail rendering with a message that says what to fix.
 """
 
 from __future__ import annotations
@@ -73,6 +74,18 @@ HPA_AND_EXPOSURE = {
     "model": {"weights": {"source": "pvc"}},
 }
 GPU_LESS_PEERS = {"audioEncoder": {"gpu": {"enabled": False}}, "decoder": {"gpu": {"enabled": False}}}
+OTLP = "http://otel-collector.observability.svc:4317"
+SCRAPERS = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+TELEMETRY = {
+    "telemetry": {"otlpEndpoint": OTLP, "traceRatio": 0.25, "metrics": {"allowFrom": SCRAPERS}},
+    "image": {"registry": "registry.example.com/liveact/", "tag": "1.2.3"},
+}
+NO_METRICS = {"telemetry": {"metrics": {"enabled": False}}}
+IMAGES = {  # component -> (image repository, module): services/<module>/Dockerfile (tests/test_images.py)
+    "generator": ("liveact-generator", "generator"),
+    "audio-encoder": ("liveact-audio-encoder", "audio_encoder"),
+    "decoder": ("liveact-decoder", "decoder"),
+}
 
 
 def example(name: str) -> dict[str, Any]:
@@ -85,6 +98,8 @@ VALUE_SETS = {
     "external-redis-tls": EXTERNAL_TLS,
     "hpa": HPA_AND_EXPOSURE,
     "gpu-less-peers": GPU_LESS_PEERS,
+    "telemetry": TELEMETRY,
+    "no-metrics": NO_METRICS,
 }
 
 
@@ -387,12 +402,13 @@ def test_network_policies_admit_only_the_generator_to_its_peers():
             policy["spec"]["podSelector"]["matchLabels"].items()
             <= dep["spec"]["template"]["metadata"]["labels"].items()
         )
-        (rule,) = policy["spec"]["ingress"]
+        grpc_port = container(dep)["ports"][0]["containerPort"]
+        (rule,) = [r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == grpc_port]
         selectors = [peer["podSelector"]["matchLabels"] for peer in rule["from"]]
         assert len(selectors) == 2  # the generator and the helm test pod, nobody else
         assert selectors[0].items() <= gen_labels.items() and selectors[1].items() <= test_labels.items()
-        assert rule["ports"] == [{"port": container(dep)["ports"][0]["containerPort"], "protocol": "TCP"}]
-    (rule,) = find(docs, "NetworkPolicy", "generator")["spec"]["ingress"]
+        assert rule["ports"] == [{"port": grpc_port, "protocol": "TCP"}]
+    (rule,) = [r for r in find(docs, "NetworkPolicy", "generator")["spec"]["ingress"] if r["ports"][0]["port"] == 50051]
     assert {"namespaceSelector": {"matchLabels": {"team": "agents"}}} in rule["from"]
     # bundled Redis: only generators may connect
     (rule,) = find(render({}), "NetworkPolicy", "redis")["spec"]["ingress"]
@@ -432,6 +448,108 @@ def test_notes_tell_how_to_connect():
     assert f"port-forward service/{service} 50051:50051" in notes
     assert "liveact client --target 127.0.0.1:50051" in notes
     assert f"{service}.{NAMESPACE}.svc:50051" in notes
+    assert ":9464/metrics on every LiveAct pod" in notes and "OTLP" not in notes
+    assert f"OTLP collector {OTLP}" in _render(json.dumps(TELEMETRY, sort_keys=True))[1]
+    assert "/metrics" not in _render(json.dumps(NO_METRICS, sort_keys=True))[1]
+
+
+# ---------------------------------------------------------------- images and telemetry
+
+
+def test_each_component_runs_its_own_image():
+    for component, (repository, module) in IMAGES.items():
+        c = container(find(render({}), "Deployment", component))
+        assert c["image"] == f"{repository}:0.1.0"  # the chart's appVersion
+        assert c["imagePullPolicy"] == "IfNotPresent"
+        assert c["command"] == ["python", "-m", f"services.{module}"]
+        c = container(find(render(TELEMETRY), "Deployment", component))
+        assert c["image"] == f"registry.example.com/liveact/{repository}:1.2.3"
+    # a component's own fields win; an empty registry uses the repository as it is (any registry)
+    values = {"decoder": {"image": {"repository": "ghcr.io/me/liveact-decoder-cuda", "tag": "1.2.3-cu130",
+                                    "pullPolicy": "Always"}}}  # fmt: skip
+    docs = render(values)
+    decoder = container(find(docs, "Deployment", "decoder"))
+    assert (decoder["image"], decoder["imagePullPolicy"]) == ("ghcr.io/me/liveact-decoder-cuda:1.2.3-cu130", "Always")
+    assert container(find(docs, "Deployment", "generator"))["image"] == "liveact-generator:0.1.0"
+
+
+def test_telemetry_values_become_the_services_flags():
+    docs = render(TELEMETRY)
+    for component in HEALTH_NAMES:
+        e = env(container(find(docs, "Deployment", component)))
+        assert e["LIVEACT_OTEL_ENDPOINT"] == OTLP
+        assert e["LIVEACT_OTEL_EXPORT_S"] == "15"
+        assert e["LIVEACT_METRICS_PORT"] == "9464"
+        # the generator samples traces; the encoder and decoder follow its decision
+        assert ("LIVEACT_TRACE_RATIO" in e) == (component == "generator"), component
+        fields = settings_fields(*SETTINGS_FILES[component])
+        assert {"otel_endpoint", "otel_export_s", "metrics_port"} <= fields
+    assert env(container(find(docs, "Deployment", "generator")))["LIVEACT_TRACE_RATIO"] == "0.25"
+    assert "trace_ratio" in settings_fields(*SETTINGS_FILES["generator"])
+    # defaults: no export, Prometheus on
+    for component in HEALTH_NAMES:
+        e = env(container(find(render({}), "Deployment", component)))
+        assert not {"LIVEACT_OTEL_ENDPOINT", "LIVEACT_OTEL_EXPORT_S", "LIVEACT_TRACE_RATIO"} & e.keys()
+        assert e["LIVEACT_METRICS_PORT"] == "9464"
+
+
+@pytest.mark.parametrize("name", ["default", "telemetry"])
+def test_otel_resource_attributes_come_from_the_downward_api(name):
+    docs = render(VALUE_SETS[name])
+    for component in HEALTH_NAMES:
+        dep = find(docs, "Deployment", component)
+        variables = container(dep)["env"]
+        names = [v["name"] for v in variables]
+        e = env(container(dep))
+        attributes = dict(kv.split("=", 1) for kv in e["OTEL_RESOURCE_ATTRIBUTES"].split(","))
+        assert attributes["service.namespace"] == NAMESPACE
+        assert attributes["k8s.deployment.name"] == dep["metadata"]["name"]
+        for key, variable, field in (
+            ("k8s.pod.name", "POD_NAME", "metadata.name"),
+            ("k8s.namespace.name", "POD_NAMESPACE", "metadata.namespace"),
+            ("k8s.node.name", "NODE_NAME", "spec.nodeName"),
+        ):
+            assert attributes[key] == f"$({variable})"
+            assert e[variable] == {"fieldRef": {"fieldPath": field}}
+            # $(VAR) expands only variables defined earlier in the list
+            assert names.index(variable) < names.index("OTEL_RESOURCE_ATTRIBUTES")
+
+
+def test_metrics_port_annotations_and_policy_when_enabled():
+    docs = render({"decoder": {"podAnnotations": {"team": "media", "prometheus.io/path": "/custom"}}})
+    for component in HEALTH_NAMES:
+        dep = find(docs, "Deployment", component)
+        c = container(dep)
+        ports = {p["name"]: p for p in c["ports"]}
+        assert ports["metrics"] == {"name": "metrics", "containerPort": 9464, "protocol": "TCP"}
+        annotations = dep["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/port"] == str(ports["metrics"]["containerPort"])
+        assert annotations["prometheus.io/path"] == ("/custom" if component == "decoder" else "/metrics")
+        # anyone may scrape by default (allowFrom empty): a rule with the port and no `from`
+        rules = find(docs, "NetworkPolicy", component)["spec"]["ingress"]
+        assert {"ports": [{"port": 9464, "protocol": "TCP"}]} in rules
+    assert find(docs, "Deployment", "decoder")["spec"]["template"]["metadata"]["annotations"]["team"] == "media"
+    # allowFrom restricts the scrapers; the gRPC rules stay as they were
+    docs = render(TELEMETRY)
+    for component in HEALTH_NAMES:
+        rules = find(docs, "NetworkPolicy", component)["spec"]["ingress"]
+        assert {"from": SCRAPERS, "ports": [{"port": 9464, "protocol": "TCP"}]} in rules
+        assert len(rules) == 2
+
+
+def test_no_metrics_port_annotations_or_policy_when_disabled():
+    docs = render(deep_merge(NO_METRICS, {"generator": {"podAnnotations": {"team": "media"}}}))
+    for component in HEALTH_NAMES:
+        dep = find(docs, "Deployment", component)
+        c = container(dep)
+        assert [p["name"] for p in c["ports"]] == ["grpc"]
+        annotations = dep["spec"]["template"]["metadata"].get("annotations", {})
+        assert not [a for a in annotations if a.startswith("prometheus.io/")]
+        assert not {"LIVEACT_METRICS_PORT", "LIVEACT_OTEL_ENDPOINT", "OTEL_RESOURCE_ATTRIBUTES"} & env(c).keys()
+        (rule,) = find(docs, "NetworkPolicy", component)["spec"]["ingress"]
+        assert [p["port"] for p in rule["ports"]] == [c["ports"][0]["containerPort"]]
+    assert find(docs, "Deployment", "generator")["spec"]["template"]["metadata"]["annotations"] == {"team": "media"}
 
 
 # ---------------------------------------------------------------- bad values
@@ -491,6 +609,20 @@ BAD_VALUES = [
         ["generator.autoscaling.minReplicas 5 must not exceed maxReplicas 2"],
     ),
     ({"gateway": {"enabled": True}}, HelmRenderError, ["gateway.enabled: set gateway.parentRefs"]),
+    (
+        {"generator": {"autoscaling": {"enabled": True}}, "telemetry": {"metrics": {"enabled": False}}},
+        HelmRenderError,
+        ["generator.autoscaling.enabled needs telemetry.metrics.enabled=true: the HPA scales on "
+         "liveact_generator_active_sessions, which the generator exports at /metrics"],
+    ),
+    (
+        {"telemetry": {"metrics": {"port": 50053}}},
+        HelmRenderError,
+        ["telemetry.metrics.port 50053 is also decoder.port: use another port for /metrics"],
+    ),
+    ({"telemetry": {"otlpEndpoint": "otel:4317"}}, HelmValuesError, ["/telemetry/otlpEndpoint", "does not match"]),
+    ({"telemetry": {"traceRatio": 2}}, HelmValuesError, ["/telemetry/traceRatio", "maximum"]),
+    ({"generator": {"image": {"repository": ""}}}, HelmValuesError, ["/generator/image/repository"]),
 ]  # fmt: skip
 
 
@@ -539,7 +671,7 @@ def test_committed_schema_is_the_generated_one():
     assert (CHART / "values.schema.json").read_text() == module.render(), "run python deploy/helm/values_schema.py"
     assert sorted(module.PRESETS) == sorted(preset_names())
     # no schema property that values.yaml lacks (a renamed value would leave a stale one behind);
-    # an empty block ({}: the per-component image overrides) may leave its fields out
+    # an empty block ({}) may leave its fields out
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
 
     def walk(node: dict, values: Any, path: str) -> None:

@@ -77,6 +77,48 @@ def image(desc: str) -> Schema:
     )
 
 
+def shared_image() -> Schema:
+    """What the three LiveAct images share (each component names its own repository)."""
+    return obj(
+        {
+            "registry": string("registry and path prefixed to the component repositories (empty: none)"),
+            "tag": {"type": ["string", "number"], "description": "tag of the three images (empty: appVersion)"},
+            "pullPolicy": string("pull policy", enum=PULL_POLICIES),
+        },
+        "LiveAct images",
+    )
+
+
+def component_image() -> Schema:
+    return obj(
+        {
+            "repository": string("repository under image.registry", minLength=1),
+            "tag": {"type": ["string", "number"], "description": "tag (empty: image.tag)"},
+            "pullPolicy": string("pull policy (empty: image.pullPolicy)", enum=["", *PULL_POLICIES]),
+        },
+        "the component's image",
+    )
+
+
+def telemetry() -> Schema:
+    return obj(
+        {
+            "otlpEndpoint": string("--otel-endpoint: OTLP/gRPC collector URL (empty: off)", pattern="^(https?://.+)?$"),
+            "exportIntervalSeconds": {"type": "number", "exclusiveMinimum": 0, "description": "--otel-export-s"},
+            "traceRatio": {"type": "number", "minimum": 0, "maximum": 1, "description": "--trace-ratio (generator)"},
+            "metrics": obj(
+                {
+                    "enabled": boolean("serve Prometheus /metrics"),
+                    "port": integer("--metrics-port", 1, MAX_PORT),
+                    "allowFrom": array("NetworkPolicyPeers allowed to scrape (empty: anyone)", "object"),
+                },
+                "Prometheus metrics",
+            ),
+        },
+        "observability",
+    )
+
+
 def probes() -> Schema:
     def probe(desc: str) -> Schema:
         return obj(
@@ -114,14 +156,7 @@ def component() -> Schema:
         "command": array("container command", "string"),
         "extraArgs": array("extra command-line flags", "string"),
         "extraEnv": array("extra environment variables", "object"),
-        "image": obj(
-            {
-                "repository": string("repository"),
-                "tag": {"type": ["string", "number"], "description": "tag"},
-                "pullPolicy": string("pull policy", enum=PULL_POLICIES),
-            },
-            "image override",
-        ),
+        "image": component_image(),
         "drain": obj(
             {
                 "graceSeconds": {"type": "number", "minimum": 0, "description": "--grace-s"},
@@ -275,7 +310,7 @@ def build() -> Schema:
         "properties": {
             "nameOverride": string("chart name override"),
             "fullnameOverride": string("resource name prefix override"),
-            "image": image("LiveAct image"),
+            "image": shared_image(),
             "imagePullSecrets": array("image pull secrets", "object"),
             "model": model(),
             "serviceAccount": obj(
@@ -292,6 +327,7 @@ def build() -> Schema:
             "logLevel": string("log level", enum=["DEBUG", "INFO", "WARNING", "ERROR"]),
             "reflection": boolean("gRPC server reflection"),
             "listenHost": string("bind address in the pods", minLength=1),
+            "telemetry": telemetry(),
             "generator": generator(),
             "audioEncoder": peer("the audio encoder"),
             "decoder": peer("the decoder"),

@@ -60,15 +60,23 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* Image reference: (dict "root" $ "image" .Values.generator.image); component fields override `image`. */}}
+{{/*
+A component's image, `<image.registry>/<repository>:<tag>`: (dict "root" $ "image" .Values.generator.image).
+Its empty tag falls back to `image.tag`, then the chart's appVersion.
+*/}}
 {{- define "liveact.image" -}}
-{{- $img := merge (deepCopy (default (dict) .image)) .root.Values.image }}
-{{- printf "%s:%s" $img.repository (default .root.Chart.AppVersion $img.tag | toString) }}
+{{- $shared := .root.Values.image }}
+{{- $repository := .image.repository }}
+{{- with $shared.registry }}
+{{- $repository = printf "%s/%s" (trimSuffix "/" (toString .)) $repository }}
+{{- end }}
+{{- $tag := default (default .root.Chart.AppVersion $shared.tag) .image.tag }}
+{{- printf "%s:%s" $repository (toString $tag) }}
 {{- end }}
 
+{{/* A component's pull policy; empty falls back to `image.pullPolicy`. */}}
 {{- define "liveact.imagePullPolicy" -}}
-{{- $img := merge (deepCopy (default (dict) .image)) .root.Values.image }}
-{{- $img.pullPolicy }}
+{{- default .root.Values.image.pullPolicy .image.pullPolicy }}
 {{- end }}
 
 {{/*

@@ -23,9 +23,9 @@ spec:
         {{- with $c.podLabels }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
-      {{- with $c.podAnnotations }}
+      {{- with (include "liveact.podAnnotations" .) }}
       annotations:
-        {{- toYaml . | nindent 8 }}
+        {{- . | nindent 8 }}
       {{- end }}
     spec:
       {{- include "liveact.podCommon" . | nindent 6 }}
@@ -43,9 +43,7 @@ spec:
             {{- toYaml . | nindent 12 }}
           {{- end }}
           ports:
-            - name: grpc
-              containerPort: {{ int $c.port }}
-              protocol: TCP
+            {{- include "liveact.ports" . | nindent 12 }}
           env:
             {{- include "liveact.serverEnv" . | nindent 12 }}
             - name: LIVEACT_MAX_STREAMS

@@ -116,6 +116,70 @@ lifecycle:
 # the root filesystem is read-only: caches (torch, Hugging Face) go to the /tmp emptyDir
 - name: HOME
   value: /tmp
+{{- include "liveact.telemetryEnv" . }}
+{{- end }}
+
+{{/*
+Telemetry of every LiveAct server (services/common/telemetry.py): the OTLP export, the Prometheus port,
+and the pod's OpenTelemetry resource from the downward API (the SDK reads OTEL_RESOURCE_ATTRIBUTES;
+$(VAR) expands variables defined above it). The generator adds LIVEACT_TRACE_RATIO.
+*/}}
+{{- define "liveact.telemetryEnv" -}}
+{{- $t := .root.Values.telemetry }}
+{{- if $t.otlpEndpoint }}
+- name: LIVEACT_OTEL_ENDPOINT
+  value: {{ $t.otlpEndpoint | quote }}
+- name: LIVEACT_OTEL_EXPORT_S
+  value: {{ $t.exportIntervalSeconds | quote }}
+{{- end }}
+{{- if $t.metrics.enabled }}
+- name: LIVEACT_METRICS_PORT
+  value: {{ int $t.metrics.port | quote }}
+{{- end }}
+{{- if or $t.otlpEndpoint $t.metrics.enabled }}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: NODE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: spec.nodeName
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ printf "k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE),k8s.node.name=$(NODE_NAME),k8s.deployment.name=%s,service.namespace=%s" (include "liveact.componentName" .) .root.Release.Namespace | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Container ports: gRPC, and Prometheus /metrics when `telemetry.metrics.enabled`. */}}
+{{- define "liveact.ports" -}}
+- name: grpc
+  containerPort: {{ int .c.port }}
+  protocol: TCP
+{{- if .root.Values.telemetry.metrics.enabled }}
+- name: metrics
+  containerPort: {{ int .root.Values.telemetry.metrics.port }}
+  protocol: TCP
+{{- end }}
+{{- end }}
+
+{{/*
+Pod annotations: the component's `podAnnotations`, plus the prometheus.io/* scrape annotations (honoured
+by the usual Prometheus `kubernetes_sd` pod job) when metrics are on; the component's own win.
+*/}}
+{{- define "liveact.podAnnotations" -}}
+{{- $annotations := deepCopy (default (dict) .c.podAnnotations) }}
+{{- $m := .root.Values.telemetry.metrics }}
+{{- if $m.enabled }}
+{{- $scrape := dict "prometheus.io/scrape" "true" "prometheus.io/port" (toString (int $m.port)) "prometheus.io/path" "/metrics" }}
+{{- $annotations = merge $annotations $scrape }}
+{{- end }}
+{{- with $annotations }}
+{{- toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* Volumes: /tmp, and the weights when the preset needs them. */}}

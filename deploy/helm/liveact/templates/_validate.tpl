@@ -10,6 +10,7 @@ templates/validate.yaml, so `helm template`, `helm install` and `helm lint` all 
 {{- $problems = concat $problems (include "liveact.validate.model" . | fromYamlArray) }}
 {{- $problems = concat $problems (include "liveact.validate.redis" . | fromYamlArray) }}
 {{- $problems = concat $problems (include "liveact.validate.exposure" . | fromYamlArray) }}
+{{- $problems = concat $problems (include "liveact.validate.telemetry" . | fromYamlArray) }}
 {{- if $problems }}
 {{- fail (printf "\n\nLIVEACT VALUES ERROR:\n  - %s\n" ($problems | join "\n  - ")) }}
 {{- end }}
@@ -103,6 +104,25 @@ templates/validate.yaml, so `helm template`, `helm install` and `helm lint` all 
 {{- end }}
 {{- if and .Values.gateway.enabled (not .Values.gateway.parentRefs) }}
 {{- $out = append $out "gateway.enabled: set gateway.parentRefs to the Gateway(s) the GRPCRoute attaches to" }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
+
+{{- define "liveact.validate.telemetry" -}}
+{{- $t := .Values.telemetry }}
+{{- $out := list }}
+{{- if and .Values.generator.autoscaling.enabled (not $t.metrics.enabled) }}
+{{- $out = append $out (printf "generator.autoscaling.enabled needs telemetry.metrics.enabled=true: the HPA scales on %s, which the generator exports at /metrics for Prometheus and a custom-metrics adapter" .Values.generator.autoscaling.metricName) }}
+{{- end }}
+{{- if $t.metrics.enabled }}
+{{- range $key := list "generator" "audioEncoder" "decoder" }}
+{{- if eq (int (index $.Values $key).port) (int $t.metrics.port) }}
+{{- $out = append $out (printf "telemetry.metrics.port %d is also %s.port: use another port for /metrics" (int $t.metrics.port) $key) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and $t.otlpEndpoint (not (regexMatch "^https?://[^/]+" $t.otlpEndpoint)) }}
+{{- $out = append $out (printf "telemetry.otlpEndpoint %q must be http://host:port or https://host:port (the collector's OTLP/gRPC port, usually 4317)" $t.otlpEndpoint) }}
 {{- end }}
 {{- toYaml $out }}
 {{- end }}
