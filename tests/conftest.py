@@ -1,8 +1,11 @@
-"""Shared fixtures: the golden fixture directory."""
+"""Shared fixtures: the golden fixture directory; a private Redis and the generator's two peer services."""
 
 from __future__ import annotations
 
 import pytest
+from generator_helpers import FACE
+from redis_server import RedisServer
+from servers import service_process
 
 from liveact.cli.parity import default_golden_dir
 
@@ -18,3 +21,22 @@ def golden_dir():
             "set LIVEACT_GOLDEN_DIR to the directory holding it (CI has it in ../shared/golden)"
         )
     return d
+
+
+@pytest.fixture(scope="module")
+def redis():
+    """A private redis-server on a free port, for one test module."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def peers():
+    """An audio encoder and a decoder process, for one test module: (encoder address, decoder address)."""
+    with service_process("audio_encoder") as (enc, _), service_process("decoder") as (dec, _):
+        yield enc, dec
+
+
+@pytest.fixture(scope="module")
+def image() -> bytes:
+    return FACE

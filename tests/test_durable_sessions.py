@@ -10,7 +10,7 @@ import time
 import grpc
 import numpy as np
 import pytest
-from generator_helpers import FACE, RATE, frames_of, raw_animate, speech_clip
+from generator_helpers import RATE, frames_of, raw_animate, speech_clip
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis_server import RedisServer
 from servers import service_process
@@ -26,18 +26,6 @@ SECONDS = 8  # 160 frames: chunks of 21, 32, 32, 32, 32, 32 frames
 EVERY = 1  # checkpoint after every chunk
 
 
-@pytest.fixture(scope="module")
-def redis():
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def peers():
-    with service_process("audio_encoder") as (enc, _), service_process("decoder") as (dec, _):
-        yield enc, dec
-
-
 def generator(peers, redis, *extra):
     enc, dec = peers
     return service_process(
@@ -49,11 +37,6 @@ def generator(peers, redis, *extra):
 @pytest.fixture(scope="module")
 def speech() -> np.ndarray:
     return speech_clip(SECONDS)
-
-
-@pytest.fixture(scope="module")
-def image() -> bytes:
-    return FACE
 
 
 raw = raw_animate

@@ -15,7 +15,6 @@ import pytest
 from generator_helpers import FACE, raw_animate, speech_clip
 from otlp_collector import start_collector
 from prometheus_client.parser import text_string_to_metric_families
-from redis_server import RedisServer
 from servers import service_process
 
 from liveact.cli.launch import free_port
@@ -160,13 +159,11 @@ def test_otlp_metrics_from_all_three_services(run):
     assert latest("liveact.generator.active_sessions", "liveact-generator") == 0
 
 
-def test_checkpoint_and_resume_metrics():
+def test_checkpoint_and_resume_metrics(redis, peers):
     """A durable session: its checkpoints' bytes and write times, then an EXACT resume, counted."""
     metrics_port = free_port()
+    enc, dec = peers
     with (
-        RedisServer() as redis,
-        service_process("audio_encoder") as (enc, _),
-        service_process("decoder") as (dec, _),
         service_process(
             "generator", "--audio-encoder", enc, "--decoder", dec, "--redis-url", redis.url,
             "--checkpoint-every-chunks", "1", "--metrics-port", str(metrics_port),
@@ -211,10 +208,9 @@ def test_telemetry_is_off_by_default_and_then_does_no_span_work():
     traces = ChunkTraces(telemetry.tracing, "s")
     assert traces.carrier(0) == {} and not traces.child(0, "x").get_span_context().is_valid
     assert traces._open == {}  # nothing was started, nothing is held
-    assert (
-        telemetry.tracing.start_from("x", {"traceparent": f"00-{CLIENT_TRACE}-00f067aa0ba902b7-01"}).is_recording()
-        is False
-    )
+    carrier = {"traceparent": f"00-{CLIENT_TRACE}-00f067aa0ba902b7-01"}
+    assert telemetry.tracing.start_from("x", carrier).is_recording() is False
+    assert telemetry.tracing.remote(carrier) is None  # no client link is looked for
 
 
 @pytest.mark.parametrize(

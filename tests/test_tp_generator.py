@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 from generator_helpers import (
     END,
-    FACE,
     TONE,
     audio,
     config,
@@ -33,7 +32,6 @@ from generator_helpers import (
     speech_clip,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from redis_server import RedisServer
 from servers import service_process
 
 from liveact.client.animate import AnimateResult
@@ -50,18 +48,6 @@ TP_TIMEOUT_S = 4.0  # --tp-timeout-s of the pods here: a hang is declared after 
 # VAE and rounding to uint8 a few pixels move by one level
 PIXEL_TOLERANCE = 2
 NOT_SERVING_WITHIN_S = 3.0  # a killed rank -> NOT_SERVING (checked every --tp-check-s 0.5 s)
-
-
-@pytest.fixture(scope="module")
-def redis():
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def peers():
-    with service_process("audio_encoder") as (enc, _), service_process("decoder") as (dec, _):
-        yield enc, dec
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -83,11 +69,6 @@ def generator(peers, redis, tp: int, *extra: str):
 @pytest.fixture(scope="module")
 def speech() -> np.ndarray:
     return speech_clip(SECONDS)
-
-
-@pytest.fixture(scope="module")
-def image() -> bytes:
-    return FACE
 
 
 raw = raw_animate

@@ -168,7 +168,7 @@ class AudioEncoder(audio_encoder_pb2_grpc.AudioEncoderServicer):
                 piece = self._piece_bytes(stream.format)
                 span = self.tracing.start_from("audio_encoder.encode", request.trace_context)
                 for offset in range(0, len(request.pcm), piece):
-                    rows = await self._encoded(stream.push, request.pcm[offset : offset + piece])
+                    rows = await self._checked(stream.push, request.pcm[offset : offset + piece])
                     if rows.rows.shape[0]:
                         yield _response(rows)
                 span.set_attribute("liveact.pcm_bytes", len(request.pcm))
@@ -179,7 +179,7 @@ class AudioEncoder(audio_encoder_pb2_grpc.AudioEncoderServicer):
                         grpc.StatusCode.INVALID_ARGUMENT, "end_of_audio must be true: set it to end the audio"
                     )
                 span = self.tracing.start_from("audio_encoder.finish", request.trace_context)
-                rows = await self._encoded(stream.finish)
+                rows = await self._checked(stream.finish)
                 span.end()
                 total = stream.features.total_frames
                 audio_s = stream.bytes_received / stream.format.frame_bytes / stream.format.sample_rate
@@ -242,20 +242,17 @@ class AudioEncoder(audio_encoder_pb2_grpc.AudioEncoderServicer):
         seconds = min(_PIECE_SECONDS, max(_MIN_PIECE_SECONDS, rows / fmt.fps))
         return max(1, round(seconds * fmt.sample_rate)) * fmt.frame_bytes
 
-    async def _encoded(self, fn: Callable[..., FeatureRows], *args: object) -> FeatureRows:
-        """``_checked``, timed and counted (metrics)."""
+    async def _checked(self, fn: Callable[..., FeatureRows], *args: object) -> FeatureRows:
+        """``fn`` off the event loop, timed and its rows counted (metrics); an ``AudioError`` (bad samples,
+        too little audio) is INVALID_ARGUMENT."""
         t0 = time.monotonic()
-        rows = await self._checked(fn, *args)
+        try:
+            rows = await self._off_loop(fn, *args)
+        except AudioError as exc:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
         self.metrics.duration.record(time.monotonic() - t0)
         self.metrics.output.add(rows.rows.shape[0])
         return rows
-
-    async def _checked(self, fn: Callable[..., FeatureRows], *args: object) -> FeatureRows:
-        """``fn`` off the event loop; an ``AudioError`` (bad samples, too little audio) is INVALID_ARGUMENT."""
-        try:
-            return await self._off_loop(fn, *args)
-        except AudioError as exc:
-            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
 
     async def _off_loop(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)

@@ -1,6 +1,6 @@
 """OpenTelemetry for the services: traces, metrics and the trace ids in logs. Off unless configured.
 
-``setup(settings, service)`` reads the common flags once (``services/common/settings.py``):
+``Telemetry(settings, service)`` reads the common flags once (``services/common/settings.py``):
 
 - ``--otel-endpoint http://collector:4317``: spans (batched) and metrics (every ``--otel-export-s``)
   go to that OTLP/gRPC collector; standard ``OTEL_*`` variables (``OTEL_RESOURCE_ATTRIBUTES``,
@@ -55,6 +55,13 @@ class Tracing:
         get_global_textmap().inject(out, context=context)
         return out
 
+    def remote(self, carrier: Mapping[str, str]) -> trace.SpanContext | None:
+        """The span a carrier (``trace_context``, gRPC metadata) names; None when off or it names none."""
+        if not self.enabled or not carrier:
+            return None
+        context = trace.get_current_span(get_global_textmap().extract(dict(carrier))).get_span_context()
+        return context if context.is_valid else None
+
     def start_from(self, name: str, carrier: Mapping[str, str], **attributes: object) -> trace.Span:
         """A span continuing the trace a message's ``trace_context`` names (none: a no-op span)."""
         if not self.enabled or not carrier:
@@ -77,7 +84,8 @@ class Telemetry:
         self.meter_provider = None
         self.metrics_server = None
         endpoint = settings.otel_endpoint
-        if endpoint or settings.metrics_port:
+        on = bool(endpoint or settings.metrics_port)
+        if on:
             from opentelemetry.sdk.resources import Resource
 
             name = "liveact-" + service.replace("_", "-")
@@ -100,7 +108,7 @@ class Telemetry:
             self.meter_provider = MeterProvider(resource=resource, metric_readers=readers)
             metrics.set_meter_provider(self.meter_provider)
         self.tracing = Tracing(trace.get_tracer(f"liveact.{service}"), enabled=self.tracer_provider is not None)
-        if endpoint or settings.metrics_port:
+        if on:
             log.info(
                 "telemetry on",
                 extra={"otel_endpoint": endpoint or None, "metrics_port": settings.metrics_port or None},

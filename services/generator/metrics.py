@@ -95,6 +95,11 @@ class GeneratorMetrics:
             "liveact.generator.fps", [self._fps], unit="", description=f"frames/s sent, over {RATE_WINDOW_S} s"
         )
 
+    def checkpoint_committed(self, size: int, seconds: float) -> None:
+        """``CheckpointWriter``'s ``on_commit``: tensor bytes, seconds from snapshot ready to commit."""
+        self.checkpoint_size.record(size)
+        self.checkpoint_duration.record(seconds)
+
     def sent(self, frames: int) -> None:
         self.frames.add(frames)
         self.frame_rate.add(frames)

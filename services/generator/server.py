@@ -34,8 +34,6 @@ import os
 from collections.abc import AsyncIterator
 
 import grpc
-from opentelemetry import trace
-from opentelemetry.propagate import get_global_textmap
 
 from liveact.parallel.ranks import DitRanks, LocalRanks, RankFailure, TensorParallelRanks
 from liveact.pipeline import Engine, load_engine, prepare_sampler
@@ -200,12 +198,8 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
         info = session_info(params, self.engine.config.name)
         return CheckpointWriter(
             self.store, lease, s.checkpoint_policy(), s.backoff(), params.resume_secret, info, log_from,
-            s.audio_log_max_mb * 1024 * 1024, self._checkpoint_committed,
+            s.audio_log_max_mb * 1024 * 1024, self.metrics.checkpoint_committed,
         )  # fmt: skip
-
-    def _checkpoint_committed(self, size: int, seconds: float) -> None:
-        self.metrics.checkpoint_size.record(size)
-        self.metrics.checkpoint_duration.record(seconds)
 
     async def _resume(self, request) -> tuple[SessionParams, Restored, CheckpointWriter]:
         if self.store is None:
@@ -267,7 +261,9 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                 dit = await self.ranks.open(sampler)  # on every tensor-parallel rank
             else:
                 dit = restored.dit
-            traces = ChunkTraces(self.tracing, session_id, _client_span(context) if self.tracing.enabled else None)
+            # a client that sent ``traceparent`` metadata gets every chunk trace linked to its span
+            client = self.tracing.remote({k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)})
+            traces = ChunkTraces(self.tracing, session_id, client)
             session = GeneratorSession(
                 self.engine, params, dit, self.peers, self.settings.audio_queue, self.settings.chunk_queue,
                 traces, self.metrics, checkpoints, restored,
@@ -306,12 +302,6 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                 dit.close()
             if session is not None:
                 self.sessions.discard(session)
-
-
-def _client_span(context: grpc.aio.ServicerContext) -> trace.SpanContext:
-    """The client's span if it sent ``traceparent`` metadata: every chunk trace links to it."""
-    carrier = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
-    return trace.get_current_span(get_global_textmap().extract(carrier)).get_span_context()
 
 
 def serve(argv: list[str] | None = None) -> None:

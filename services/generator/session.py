@@ -400,8 +400,7 @@ class GeneratorSession:
         """The trace of the chunk that the PCM sent so far completes (its last row is that chunk's)."""
         if not self.traces.enabled:
             return {}
-        rows = self.pcm_frames_sent * self.params.fps / self.params.sample_rate + self.row_offset
-        last_row = max(int(rows) - 1, 0)
+        last_row = max(int(self._pcm_rows()) - 1, 0)
         return self.traces.carrier(max(chunk_needing_row(self.engine.config, last_row), self.next_chunk))
 
     def _ring_room(self) -> int:
@@ -409,10 +408,13 @@ class GeneratorSession:
         ring = self.windows.ring
         return ring.capacity - (ring.end - self._rows_needed_by(self.next_chunk)[0])
 
+    def _pcm_rows(self) -> float:
+        """Feature rows (model numbering) the PCM sent to the encoder makes."""
+        return self.pcm_frames_sent * self.params.fps / self.params.sample_rate + self.row_offset
+
     def _pcm_rows_ahead(self) -> float:
         """Feature rows the PCM sent to the encoder makes, past the first row still needed."""
-        rows = self.pcm_frames_sent * self.params.fps / self.params.sample_rate + self.row_offset
-        return rows - self._rows_needed_by(self.next_chunk)[0]
+        return self._pcm_rows() - self._rows_needed_by(self.next_chunk)[0]
 
     # -- 3. DiT -------------------------------------------------------------------------------------
     async def _generate(self) -> None:

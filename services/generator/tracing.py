@@ -34,7 +34,7 @@ class ChunkTraces:
         self.tracing = tracing
         self.enabled = tracing.enabled
         self.session_id = session_id
-        self._links = [Link(client)] if client is not None and client.is_valid else []
+        self._links = [Link(client)] if client is not None else []  # the client's span (Tracing.remote)
         self._open: dict[int, tuple[trace.Span, Context]] = {}  # chunk index -> root span, its context
         self._ended_below = 0  # every chunk before this one has had its root ended
 
