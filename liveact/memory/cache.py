@@ -108,20 +108,13 @@ class LayerKV:
         """
         if not self.needs_update:
             return
-        cfg = self.cfg
-        wk, wv = _select_weights(cfg, weight_k, weight_v)
-        g = cfg.compress_group
-        for j in range(cfg.compressed_slots):
-            src = cfg.sink_slots + j * g
-            k, v = self.get(src, src + g)
-            self.put(
-                cfg.sink_slots + j,
-                compress_tokens(k, wk, g).clone(),
-                compress_tokens(v, wv, g).clone(),
-            )
-        recent_dst = cfg.sink_slots + cfg.compressed_slots
-        k, v = self.get(cfg.total_slots - cfg.recent_slots, cfg.total_slots)
-        self.put(recent_dst, k.clone(), v.clone())
+        wk, wv = select_weights(self.cfg, weight_k, weight_v)
+        g = self.cfg.compress_group
+        for move in update_moves(self.cfg):
+            k, v = self.get(move.src0, move.src1)
+            if move.compress:
+                k, v = compress_tokens(k, wk, g), compress_tokens(v, wv, g)
+            self.put(move.dst, k.clone(), v.clone())
         self.compacted = True
 
     def append(
@@ -179,9 +172,37 @@ class LayerKV:
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
-def _select_weights(
+@dataclass(frozen=True)
+class SlotMove:
+    """One step of the update rule: slots [src0, src1) -> slot(s) from ``dst``, compressed or copied."""
+
+    dst: int
+    src0: int
+    src1: int
+    compress: bool  # True: C folds the ``compress_group`` source slots into the one slot ``dst``
+
+
+def update_moves(cfg: MemoryConfig) -> list[SlotMove]:
+    """The update rule as moves, in the order they run (each reads slots no earlier move wrote).
+
+    The sink stays; compressed slot j <- C(``compress_group`` slots from ``sink + j*group``); the recent
+    slots <- the last ``recent_slots`` slots. Both the serving cache (in place) and the training
+    rollout cache (functional) apply exactly these moves.
+    """
+    g = cfg.compress_group
+    moves = [
+        SlotMove(cfg.sink_slots + j, cfg.sink_slots + j * g, cfg.sink_slots + (j + 1) * g, True)
+        for j in range(cfg.compressed_slots)
+    ]
+    recent_dst = cfg.sink_slots + cfg.compressed_slots
+    moves.append(SlotMove(recent_dst, cfg.total_slots - cfg.recent_slots, cfg.total_slots, False))
+    return moves
+
+
+def select_weights(
     cfg: MemoryConfig, weight_k: torch.Tensor | None, weight_v: torch.Tensor | None
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The kernels C uses for K and V: none for the mean; V takes K's when ``compress_v_with_k``."""
     if cfg.compressor == "mean":
         return None, None
     return weight_k, (weight_k if cfg.compress_v_with_k else weight_v)
