@@ -26,6 +26,7 @@ __all__ = [
     "MemoryConfig",
     "ModelConfig",
     "SamplerConfig",
+    "build_section",
     "get_preset",
     "preset_names",
 ]
@@ -252,13 +253,13 @@ class LiveActConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LiveActConfig:
         top = {k: v for k, v in data.items() if k not in ("model", "memory", "sampler")}
-        return _build(
+        return build_section(
             cls,
             {
                 **top,
-                "model": _build(ModelConfig, data.get("model", {}), "model"),
-                "memory": _build(MemoryConfig, data.get("memory", {}), "memory"),
-                "sampler": _build(SamplerConfig, data.get("sampler", {}), "sampler"),
+                "model": build_section(ModelConfig, data.get("model", {}), "model"),
+                "memory": build_section(MemoryConfig, data.get("memory", {}), "memory"),
+                "sampler": build_section(SamplerConfig, data.get("sampler", {}), "sampler"),
             },
             "top-level",
         )
@@ -271,7 +272,7 @@ class LiveActConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-def _build(kind: type, values: dict[str, Any], section: str) -> Any:
+def build_section(kind: type, values: dict[str, Any], section: str) -> Any:
     """Construct a config dataclass, refusing unknown keys by name."""
     names = {f.name for f in dataclasses.fields(kind)}
     unknown = sorted(set(values) - names)

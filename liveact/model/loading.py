@@ -110,3 +110,25 @@ def load_checkpoint_dir(model: LiveActDiT, directory: str | Path) -> LiveActDiT:
         with safe_open(path, framework="pt") as f:
             state.update({k: f.get_tensor(k) for k in f.keys() if where.get(k) == path})
     return load_weights(model, state)
+
+
+CONFIG_FILE = "config.json"
+
+
+def save_checkpoint_dir(model: LiveActDiT, directory: str | Path) -> Path:
+    """Write ``model`` as a single-file checkpoint directory that ``load_checkpoint_dir`` reads.
+
+    ``config.json`` records the ``LiveActConfig`` the weights were trained with (for people; loading
+    checks keys and shapes against the preset, not this file). The weights file is written under a
+    temporary name and renamed, so a reader never sees half of it.
+    """
+    from safetensors.torch import save_file
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    partial = d / f".{SINGLE_FILE}.partial"
+    save_file(state, partial, metadata={"format": "pt"})
+    partial.replace(d / SINGLE_FILE)
+    model.config.save(d / CONFIG_FILE)
+    return d

@@ -1,0 +1,118 @@
+"""``train(config, run_dir)``: the stages of a training run, in order, each reading what the last wrote.
+
+Run directory::
+
+    config.json               the TrainConfig of the run (written when it starts)
+    vae/                      stage vae: the VAE, diffusers format
+    encoded.safetensors       stage encode: latents, y, CLIP tokens, audio rows, true mouth opening
+    dit_nf/, dit_convkv/      stages nf and convkv: DiT checkpoint directories (config.json + safetensors)
+    curves/<stage>.csv|png    loss curves
+    weights/{dit,vae}/        stage export: what ``liveact animate --model`` loads
+    summary.json              per stage: steps, seconds, first and last logged losses
+
+Stages can run one at a time (``stages=("nf",)``); a stage reads its inputs from the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from liveact.conditioning import build_encoders
+from liveact.config import get_preset
+from liveact.data.clip import MANIFEST, Clip, read_clip
+from liveact.model.loading import build_model, load_checkpoint_dir
+from liveact.pipeline.engine import DIT_SUBDIR, VAE_SUBDIR
+from liveact.training.config import STAGES, TrainConfig
+from liveact.training.dit_stage import train_dit
+from liveact.training.encoded import EncodedSet, encode_clips
+from liveact.training.vae_stage import train_vae
+from liveact.vae import get_vae_preset, load_vae_dir
+
+__all__ = ["load_clips", "train"]
+
+log = logging.getLogger(__name__)
+
+VAE_DIR, ENCODED, NF_DIR, CONVKV_DIR, WEIGHTS_DIR = "vae", "encoded.safetensors", "dit_nf", "dit_convkv", "weights"
+CURVES, SUMMARY, CONFIG = "curves", "summary.json", "config.json"
+
+
+def load_clips(data_dir: str | Path) -> list[Clip]:
+    """Every clip named by a dataset's manifest, in manifest order."""
+    d = Path(data_dir)
+    manifest = d / MANIFEST
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{d} holds no dataset ({MANIFEST} missing): write one with `liveact data synth`")
+    names = [json.loads(line)["file"] for line in manifest.read_text().splitlines() if line.strip()]
+    if not names:
+        raise ValueError(f"{manifest} lists no clips")
+    return [read_clip(d / n) for n in names]
+
+
+def _need(path: Path, stage: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run stage {stage!r} first")
+    return path
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, stages: Sequence[str] = STAGES, progress: bool = True) -> dict:
+    """Run ``stages`` (a subset of ``STAGES``, run in ``STAGES`` order) in ``run_dir``; returns the summary."""
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise ValueError(f"unknown stages {unknown}; choose from {list(STAGES)}")
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    cfg.save(run / CONFIG)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    config = get_preset(cfg.preset)
+    vae_config = get_vae_preset(config.vae)
+    curves = run / CURVES
+    summary_path = run / SUMMARY
+    summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+
+    def done(stage: str, result: dict) -> None:
+        summary[stage] = result
+        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+
+    clips: list[Clip] | None = None
+    if "vae" in stages or "encode" in stages:
+        clips = load_clips(cfg.data)
+    if "vae" in stages:
+        assert clips is not None
+        _, result = train_vae(cfg, vae_config, [c.frames for c in clips], run / VAE_DIR, curves, progress)
+        done("vae", result)
+    if "encode" in stages:
+        assert clips is not None
+        vae = load_vae_dir(vae_config, _need(run / VAE_DIR, "vae"))
+        chunks = max(cfg.nf.chunks, cfg.convkv.chunks)
+        data = encode_clips(config, vae, vae_config, clips, chunks, progress)
+        data.save(run / ENCODED)
+        std = data.latents.std(dim=(0, 2, 3, 4))
+        done("encode", {"clips": len(data), "latent_std_min": float(std.min()), "latent_std_max": float(std.max())})
+    dit_stages = [s for s in ("nf", "convkv") if s in stages]
+    if dit_stages:
+        data = EncodedSet.load(_need(run / ENCODED, "encode"))
+        text = build_encoders(config.name, config.model).encode_text([""])[0]
+        for name in dit_stages:
+            st, out = (cfg.nf, run / NF_DIR) if name == "nf" else (cfg.convkv, run / CONVKV_DIR)
+            init = None
+            if name == "convkv":
+                init = load_checkpoint_dir(build_model(config), _need(run / NF_DIR, "nf"))
+            _, result = train_dit(name, cfg, st, config, data, text, out, curves, init, progress)
+            done(name, result)
+    if "export" in stages:
+        weights = run / WEIGHTS_DIR
+        source = run / CONVKV_DIR if (run / CONVKV_DIR).is_dir() else _need(run / NF_DIR, "nf")
+        for src, dst in ((source, weights / DIT_SUBDIR), (_need(run / VAE_DIR, "vae"), weights / VAE_SUBDIR)):
+            if dst.exists():
+                shutil.rmtree(dst)
+            shutil.copytree(src, dst)
+        done("export", {"weights": str(weights), "dit_from": source.name})
+    return summary

@@ -1,0 +1,159 @@
+"""`liveact train`: settings files, the learning-rate schedule, loss curves, and a few steps of every
+stage through the real CLI on a tiny synthetic dataset, ending in weights `liveact animate` loads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from liveact.cli.main import main
+from liveact.config import ConfigError, get_preset
+from liveact.data.clip import write_dataset
+from liveact.model.loading import build_model, load_checkpoint_dir, save_checkpoint_dir
+from liveact.pipeline.engine import load_engine
+from liveact.training.config import OptimConfig, TrainConfig
+from liveact.training.curves import CurveWriter, read_curves
+from liveact.training.loop import learning_rate
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_config_file_gives_only_what_it_changes(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"data": "d", "nf": {"steps": 7, "optim": {"lr": 0.5}}}))
+    cfg = TrainConfig.load(path)
+    assert (cfg.nf.steps, cfg.nf.optim.lr) == (7, 0.5)
+    assert cfg.nf.optim.warmup_steps == OptimConfig().warmup_steps  # untouched fields keep their defaults
+    assert (cfg.convkv.chunks, cfg.convkv.levels) == (5, "sampler")  # the convkv stage's own defaults
+    cfg.save(tmp_path / "again.json")
+    assert TrainConfig.load(tmp_path / "again.json") == cfg
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"data": "d", "nf": {"stepz": 1}}, r"unknown nf config keys \['stepz'\]"),
+        ({"data": "d", "convkv": {"levels": "cosine"}}, "levels must be 'shifted' or 'sampler'"),
+        ({"data": "d", "vae": {"optim": {"lr": -1}}}, "invalid optimiser settings"),
+        ({"data": "d", "nf": {"audio_dropout": 1.0}}, r"audio_dropout=1.0 must be in \[0, 1\)"),
+    ],
+)
+def test_bad_settings_are_refused_by_name(data, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig.from_dict(data)
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor():
+    cfg = OptimConfig(lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert learning_rate(cfg, 0, 100) == pytest.approx(0.1)
+    assert learning_rate(cfg, 9, 100) == pytest.approx(1.0)
+    assert learning_rate(cfg, 10, 100) == pytest.approx(1.0)
+    assert learning_rate(cfg, 55, 100) == pytest.approx(0.55)  # half-way down the cosine
+    assert learning_rate(cfg, 100, 100) == pytest.approx(0.1)
+
+
+def test_curve_rows_average_the_steps_since_the_last_row(tmp_path):
+    writer = CurveWriter(tmp_path / "c.csv", ["loss"], every=2)
+    assert writer.add(1, 0.1, 1e-3, {"loss": 1.0}) is None
+    assert writer.add(2, 0.2, 1e-3, {"loss": 3.0}) == {"loss": 2.0}
+    writer.add(3, 0.3, 1e-3, {"loss": 5.0})
+    writer.add(4, 0.4, 1e-3, {"loss": 7.0})
+    assert read_curves(tmp_path / "c.csv")["loss"] == [2.0, 6.0]
+
+
+def test_checkpoint_directory_round_trip(tmp_path):
+    from helpers import micro_config
+
+    model = build_model(micro_config()).init_weights(4)
+    save_checkpoint_dir(model, tmp_path / "dit")
+    again = load_checkpoint_dir(build_model(micro_config()), tmp_path / "dit")
+    for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    assert json.loads((tmp_path / "dit" / "config.json").read_text())["name"] == "micro"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Two 6-second clips: enough for 2-chunk nf and 3-chunk convkv rollouts (117 frames at 20 fps)."""
+    return write_dataset(tmp_path_factory.mktemp("synth"), clips=2, seconds=6.0, progress=False)
+
+
+def _train(args, cwd):
+    cmd = [sys.executable, "-m", "liveact.cli.main", "train", *args, "--no-progress"]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+SMOKE = {
+    "log_every": 2,
+    "save_every": 3,
+    "threads": 1,
+    "vae": {"steps": 4, "batch": 2},
+    "nf": {"steps": 4, "batch": 2, "chunks": 2},
+    "convkv": {"steps": 4, "batch": 2, "chunks": 3},
+}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(dataset, tmp_path_factory):
+    """Every stage, a few steps each, through the real CLI in a child process."""
+    tmp = tmp_path_factory.mktemp("train")
+    config = tmp / "smoke.json"
+    config.write_text(json.dumps({"data": str(dataset), **SMOKE}))
+    proc = _train(["--config", str(config), "--run", str(tmp / "run")], tmp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp / "run", json.loads(proc.stdout.strip().splitlines()[-1]), config
+
+
+def test_every_stage_runs_and_exports_weights_animate_loads(smoke_run):
+    run, summary, _ = smoke_run
+    assert set(summary) >= {"vae", "encode", "nf", "convkv", "export"}
+    assert summary["encode"]["clips"] == 2
+    for stage, columns in (("vae", {"l1", "kl"}), ("nf", {"chunk0", "chunk1"}), ("convkv", {"chunk2"})):
+        assert summary[stage]["steps"] == 4
+        curve = read_curves(run / "curves" / f"{stage}.csv")
+        assert curve["step"] == [2.0, 4.0]
+        assert columns | {"loss", "lr"} <= set(curve)
+        assert all(v > 0 for v in curve["loss"])
+        assert (run / "curves" / f"{stage}.png").read_bytes()[:8] == PNG_MAGIC
+    assert TrainConfig.load(run / "config.json").nf.chunks == 2  # the run's settings travel with it
+
+    # the convkv stage started from the nf weights and changed them, compressors included
+    nf = load_checkpoint_dir(_tiny_model(), run / "dit_nf")
+    kv = load_checkpoint_dir(_tiny_model(), run / "dit_convkv")
+    assert not torch.equal(nf.blocks[0].self_attn.memory_proj_k.weight, kv.blocks[0].self_attn.memory_proj_k.weight)
+
+    engine = load_engine("tiny", model_dir=run / "weights")
+    assert engine.trained
+    torch.testing.assert_close(engine.model.blocks[0].ffn[0].weight, kv.blocks[0].ffn[0].weight, rtol=0, atol=0)
+
+
+def _tiny_model():
+    return build_model(get_preset("tiny"))
+
+
+def test_a_stage_is_reproducible_from_its_config(smoke_run, tmp_path):
+    """The nf stage run again from the same config and encoded clips gives bitwise-equal DiT weights."""
+    run, _, config = smoke_run
+    again = tmp_path / "again"
+    again.mkdir()
+    shutil.copy(run / "encoded.safetensors", again)
+    proc = _train(["--config", str(config), "--run", str(again), "--stages", "nf"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = load_checkpoint_dir(_tiny_model(), run / "dit_nf").state_dict()
+    b = load_checkpoint_dir(_tiny_model(), again / "dit_nf").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_missing_inputs_say_which_stage_to_run(dataset, tmp_path, capsys):
+    run = str(tmp_path / "r")
+    assert main(["train", "--data", str(dataset), "--run", run, "--stages", "nf", "--no-progress"]) == 2
+    assert "encoded.safetensors is missing: run stage 'encode' first" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "nothing"), "--run", run, "--no-progress"]) == 2
+    assert "write one with `liveact data synth`" in capsys.readouterr().err
+    assert main(["train", "--data", str(dataset), "--run", run, "--stages", "vae,polish"]) == 2
+    assert "unknown stages ['polish']" in capsys.readouterr().err
