@@ -46,7 +46,16 @@ from liveact.data.speech import (
     speak,
 )
 
-__all__ = ["DATASET_FORMAT", "Clip", "clip_seed", "read_clip", "read_dataset_info", "synth_clip", "write_dataset"]
+__all__ = [
+    "DATASET_FORMAT",
+    "Clip",
+    "clip_seed",
+    "read_clip",
+    "read_dataset_info",
+    "speech_pieces",
+    "synth_clip",
+    "write_dataset",
+]
 
 DATASET_FORMAT = 1  # bump when the files' layout or meaning changes
 LEADING_SILENCE_S = (0.1, 0.5)  # before the first sentence
@@ -98,18 +107,27 @@ def clip_seed(dataset_seed: int, index: int) -> int:
     return int(np.random.SeedSequence([dataset_seed, index]).generate_state(1, np.uint32)[0])
 
 
+def speech_pieces(rng: np.random.Generator, style: SpeechStyle) -> Iterator[tuple[np.ndarray, str]]:
+    """Endless speech, unnormalised: a leading silence, then (sentence, its text), (pause, "") alternating."""
+    yield np.zeros(round(rng.uniform(*LEADING_SILENCE_S) * SAMPLE_RATE), np.float32), ""
+    while True:
+        sentence = random_sentence(rng)
+        yield speak(sentence, style.voice, style.words_per_minute, style.pitch, SAMPLE_RATE), sentence
+        yield np.zeros(round(rng.uniform(*PAUSE_S) * SAMPLE_RATE), np.float32), ""
+
+
 def _speech(rng: np.random.Generator, style: SpeechStyle, n_samples: int) -> tuple[np.ndarray, str]:
     """(n_samples,) float32: sentences and pauses, cut to length; and the text of the sentences begun."""
-    pieces = [np.zeros(round(rng.uniform(*LEADING_SILENCE_S) * SAMPLE_RATE), np.float32)]
+    pieces: list[np.ndarray] = []
     sentences: list[str] = []
-    total = len(pieces[0])
-    while total < n_samples and len(sentences) < MAX_SENTENCES:
-        sentence = random_sentence(rng)
-        voice = speak(sentence, style.voice, style.words_per_minute, style.pitch, SAMPLE_RATE)
-        pause = np.zeros(round(rng.uniform(*PAUSE_S) * SAMPLE_RATE), np.float32)
-        pieces += [voice, pause]
-        sentences.append(sentence)
-        total += len(voice) + len(pause)
+    total = 0
+    for pcm, text in speech_pieces(rng, style):
+        pieces.append(pcm)
+        sentences += [text] if text else []
+        total += len(pcm)
+        # stop once long enough, only ever after a silence (the leading one, or a sentence's pause)
+        if not text and (total >= n_samples or len(sentences) >= MAX_SENTENCES):
+            break
     pcm = np.concatenate(pieces)[:n_samples]
     pcm = np.pad(pcm, (0, n_samples - len(pcm)))
     peak = float(np.abs(pcm).max())
