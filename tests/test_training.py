@@ -157,3 +157,24 @@ def test_missing_inputs_say_which_stage_to_run(dataset, tmp_path, capsys):
     assert "write one with `liveact data synth`" in capsys.readouterr().err
     assert main(["train", "--data", str(dataset), "--run", run, "--stages", "vae,polish"]) == 2
     assert "unknown stages ['polish']" in capsys.readouterr().err
+
+
+def test_standardized_latents_are_unit_scaled_and_decode_the_same(dataset):
+    from liveact.data.clip import read_clip
+    from liveact.training.vae_stage import frames_to_video, latent_stats, standardize_latents
+    from liveact.vae import build_vae, get_vae_preset
+
+    torch.manual_seed(0)
+    vae = build_vae(get_vae_preset("tiny"))
+    clips = [read_clip(p).frames for p in sorted(dataset.glob("clip_*.npz"))]
+    x = frames_to_video(clips[0][None, :9])
+    with torch.no_grad():
+        before = vae.decode(vae.encode(x).latent_dist.mode()).sample
+        mean, std = latent_stats(vae, clips, 9, seed=1)
+        assert (std - 1).abs().max() > 0.5  # a fresh VAE's latents are far from unit scale
+        standardize_latents(vae, mean, std)
+        mean2, std2 = latent_stats(vae, clips, 9, seed=1)  # the same windows again
+        after = vae.decode(vae.encode(x).latent_dist.mode()).sample
+    torch.testing.assert_close(mean2, torch.zeros_like(mean2), rtol=0, atol=1e-4)
+    torch.testing.assert_close(std2, torch.ones_like(std2), rtol=0, atol=1e-4)
+    torch.testing.assert_close(after, before, rtol=0, atol=1e-5)

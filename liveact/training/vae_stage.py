@@ -4,7 +4,13 @@ Legend: B batch, T = ``clip_frames`` video frames (1 + 4k), H x W pixels.
 
 Each step takes B random windows of T consecutive frames from random clips, encodes them as a causal
 video, samples the posterior, decodes and minimises ``L1(reconstruction, frames) + kl_weight * KL``
-(KL per latent element against N(0, 1), which keeps the latents near unit scale for the DiT).
+(KL per latent element against N(0, 1)).
+
+The stage ends by standardising the latent space (``standardize_latents``): per-channel mean and
+standard deviation of the posterior mean over ``STATS_WINDOWS`` windows are folded into the VAE's
+``quant_conv`` and ``post_quant_conv``, so the saved VAE encodes to zero-mean, unit-variance latents
+(what the DiT's flow matching assumes, and what the tiny preset's ``latents_mean = 0``,
+``latents_std = 1`` say) and decodes exactly what it decoded before.
 """
 
 from __future__ import annotations
@@ -19,13 +25,54 @@ from liveact.training.config import TrainConfig
 from liveact.training.loop import StageResult, run_stage
 from liveact.vae import VaeConfig, build_vae
 
-__all__ = ["frames_to_video", "train_vae"]
+__all__ = ["frames_to_video", "latent_stats", "standardize_latents", "train_vae"]
+
+STATS_WINDOWS = 64  # windows whose posterior means give the latent statistics
 
 
 def frames_to_video(frames: np.ndarray) -> torch.Tensor:
     """uint8 (B, T, H, W, 3) -> float32 (B, 3, T, H, W) in [-1, 1]."""
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 4, 1, 2, 3)
     return x.float() / 127.5 - 1.0
+
+
+def _windows(clips: list[np.ndarray], frames: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """(count, frames, H, W, 3) uint8: windows of consecutive frames from random clips."""
+    out = []
+    for c in rng.integers(0, len(clips), count):
+        start = int(rng.integers(0, len(clips[c]) - frames + 1))
+        out.append(clips[c][start : start + frames])
+    return np.stack(out)
+
+
+@torch.no_grad()
+def latent_stats(
+    vae: AutoencoderKLWan, clips: list[np.ndarray], frames: int, seed: int, batch: int = 8
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation (Cz,) of the posterior mean over ``STATS_WINDOWS`` windows."""
+    rng = np.random.default_rng(seed)
+    mus = []
+    for _ in range(0, STATS_WINDOWS, batch):
+        mus.append(vae.encode(frames_to_video(_windows(clips, frames, batch, rng))).latent_dist.mean)
+    mu = torch.cat(mus).transpose(0, 1).flatten(1)  # (Cz, N*T*h*w)
+    return mu.mean(dim=1), mu.std(dim=1)
+
+
+@torch.no_grad()
+def standardize_latents(vae: AutoencoderKLWan, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """Fold (Cz,) statistics into the VAE: mu' = (mu - mean) / std, and decode(z') = old decode(z' * std + mean).
+
+    ``quant_conv`` (1x1x1, outputs [mu | logvar]) gets its mu rows scaled and shifted and logvar
+    shifted by -2 log std; ``post_quant_conv`` (1x1x1, input z) absorbs the inverse map.
+    """
+    cz = mean.numel()
+    q = vae.quant_conv
+    q.weight[:cz] /= std.view(cz, 1, 1, 1, 1)
+    q.bias[:cz] = (q.bias[:cz] - mean) / std
+    q.bias[cz:] -= 2.0 * torch.log(std)
+    p = vae.post_quant_conv
+    p.bias += p.weight[:, :, 0, 0, 0] @ mean
+    p.weight *= std.view(1, cz, 1, 1, 1)
 
 
 def train_vae(
@@ -48,12 +95,7 @@ def train_vae(
     gen = torch.Generator().manual_seed(st.seed)
 
     def step(_: int) -> dict[str, torch.Tensor]:
-        picks = rng.integers(0, len(clips), st.batch)
-        windows = []
-        for c in picks:
-            start = int(rng.integers(0, len(clips[c]) - st.clip_frames + 1))
-            windows.append(clips[c][start : start + st.clip_frames])
-        x = frames_to_video(np.stack(windows))  # (B, 3, T, H, W)
+        x = frames_to_video(_windows(clips, st.clip_frames, st.batch, rng))  # (B, 3, T, H, W)
         posterior = vae.encode(x).latent_dist
         z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
         recon = vae.decode(z).sample
@@ -68,4 +110,10 @@ def train_vae(
         "vae", vae.parameters(), st.optim, st.steps, step, ["loss", "l1", "kl"],
         curves_dir, cfg.log_every, save, cfg.save_every, progress,
     )  # fmt: skip
-    return vae.eval(), result
+    vae.eval()
+    mean, std = latent_stats(vae, clips, st.clip_frames, st.seed)
+    standardize_latents(vae, mean, std)
+    save(st.steps)
+    result["latent_mean"] = [round(float(v), 4) for v in mean]
+    result["latent_std"] = [round(float(v), 4) for v in std]
+    return vae, result
