@@ -431,6 +431,10 @@ def test_wheel_has_the_services_the_stubs_and_the_cli(wheel):
     for module in COMPONENTS.values():
         assert f"services/{module}/__main__.py" in names
     assert "liveact/v1/generator_pb2.py" in names and "services/common/settings.py" in names
+    builtin = ROOT / "liveact" / "weights"
+    for path in builtin.rglob("*") if builtin.is_dir() else ():  # the built-in tiny model is package data
+        if path.is_file():
+            assert path.relative_to(ROOT).as_posix() in names
     assert not [n for n in names if n.startswith(("tests/", "deploy/", "examples/")) or "__pycache__" in n]
     assert not [n for n in names if n.endswith("Dockerfile")]
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]

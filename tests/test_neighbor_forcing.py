@@ -159,3 +159,31 @@ def test_shifted_levels_put_more_mass_near_one():
     assert float(sigma[0]) == 0.0 and 0.99 < float(sigma[-1]) < 1.0
     assert float((sigma > 0.8333).float().mean()) == pytest.approx(0.5, abs=0.01)  # u > 0.5 <=> sigma > 5/6
     torch.testing.assert_close(shifted_levels(u, 1.0), u)
+
+
+def test_uniform_loss_weights_change_nothing_and_a_mouth_weight_moves_the_loss():
+    model = make_model(micro_config())
+    batch = _batch(model)
+    sigma = torch.tensor([0.9, 0.6])
+    plain = _losses(model, batch, sigma)
+    batch.weight = torch.full((2, 1, 1, LATENT, LATENT), 3.0)
+    torch.testing.assert_close(_losses(model, batch, sigma), plain, rtol=1e-6, atol=0)
+    batch.weight[:, :, :, 5:7, 3:5] += 4.0  # emphasise a few cells
+    assert (_losses(model, batch, sigma) - plain).abs().min() > 0
+
+
+def test_mouth_region_covers_the_mouth_cells_of_the_latent_grid():
+    import numpy as np
+
+    from liveact.data.face import NEUTRAL, FaceRenderer, Identity
+    from liveact.data.measure import locate_mouth
+    from liveact.training.encoded import mouth_region
+
+    for seed in range(5):
+        face = FaceRenderer(Identity.sample(np.random.default_rng(seed)), 64)(NEUTRAL)
+        region = mouth_region(face, (8, 8), 8)
+        y0, y1, x0, x1 = locate_mouth(face).box
+        assert 2 <= int(region.sum()) <= 12  # a few cells of 64, around the mouth
+        assert region[(y0 + y1) // 16, (x0 + x1) // 16] == 1.0
+        assert region[:3].sum() == 0  # never the eyes or the hair
+    assert mouth_region(np.zeros((64, 64, 3), np.uint8), (8, 8), 8).sum() == 0  # no face: no emphasis

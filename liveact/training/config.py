@@ -73,6 +73,7 @@ class DitStageConfig:
     levels: LevelDistribution = "shifted"
     shift: float = 5.0  # sigma = shift*u / (1 + (shift-1)*u), u ~ U(0, 1): the Wan schedule's shift
     audio_dropout: float = 0.1  # share of steps trained without audio tokens (as the sampler's step 0 runs)
+    mouth_weight: float = 0.0  # extra loss weight on the latent cells of the mouth region (0: uniform)
     seed: int = 2
     optim: OptimConfig = field(default_factory=OptimConfig)
 
@@ -83,6 +84,8 @@ class DitStageConfig:
             raise ConfigError(f"levels must be 'shifted' or 'sampler', got {self.levels!r}")
         if not 0 <= self.audio_dropout < 1:
             raise ConfigError(f"audio_dropout={self.audio_dropout} must be in [0, 1)")
+        if self.mouth_weight < 0:
+            raise ConfigError(f"mouth_weight={self.mouth_weight} must be >= 0")
 
 
 @dataclass(frozen=True)

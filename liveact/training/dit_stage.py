@@ -63,7 +63,10 @@ def train_dit(
 
     def step(_: int) -> dict[str, torch.Tensor]:
         idx = torch.from_numpy(rng.integers(0, len(data), st.batch))
-        batch = RolloutBatch(data.latents[idx], data.y[idx], data.clip[idx], data.audio[idx])
+        weight = None
+        if st.mouth_weight > 0:
+            weight = (1.0 + st.mouth_weight * data.mouth_region[idx])[:, None, None]  # (B, 1, 1, h, w)
+        batch = RolloutBatch(data.latents[idx], data.y[idx], data.clip[idx], data.audio[idx], weight)
         sigma, use_audio = _levels(st, config, st.batch, rng, gen)
         loss, per_chunk = neighbor_forcing_loss(model, batch, texts, sigma, st.chunks, gen, use_audio)
         return {"loss": loss, **{f"chunk{k}": v for k, v in enumerate(per_chunk)}}

@@ -10,7 +10,10 @@ What a DiT training step needs, exactly as a serving session computes it:
 * ``y`` (N, 4+Cz, window, h, w): ``encode_condition`` of the reference (mask + image latent);
 * ``clip`` (N, P, Cp): the preset's image tokens of the reference;
 * ``audio`` (N, Tv, L, Ca): the feature rows of the clip's speech at the clip's fps (``audio_features``);
-* ``mouth`` (N, Tv): the renderer's true mouth opening, for evaluation.
+* ``mouth`` (N, Tv): the renderer's true mouth opening, for evaluation;
+* ``mouth_region`` (N, h, w): 1 on the latent cells that overlap the reference's mouth box (where
+  ``liveact.data.measure`` looks for the mouth, head motion included), else 0; all 0 where no mouth
+  is found. The DiT stages can weight the loss there (``DitStageConfig.mouth_weight``).
 
 Saved as ``<run>/encoded.safetensors`` (plain tensors, no pickle) with the run's sizes in its metadata.
 """
@@ -31,19 +34,31 @@ from liveact.audio import AudioConfig, audio_features, load_backend
 from liveact.conditioning import build_encoders
 from liveact.config import LiveActConfig
 from liveact.data.clip import Clip
+from liveact.data.measure import locate_mouth
 from liveact.media import to_model_tensor
 from liveact.sampling.chunking import total_video_frames, window_video_frames
 from liveact.training.vae_stage import frames_to_video
 from liveact.vae import VaeConfig, encode_condition, normalize
 
-__all__ = ["EncodedSet", "encode_clips", "rollout_video_frames"]
+__all__ = ["EncodedSet", "encode_clips", "mouth_region", "rollout_video_frames"]
 
-FIELDS = ("latents", "y", "clip", "audio", "mouth")
+FIELDS = ("latents", "y", "clip", "audio", "mouth", "mouth_region")
 
 
 def rollout_video_frames(config: LiveActConfig, chunks: int) -> int:
     """Video frames a rollout of ``chunks`` chunks covers (85 for 3 chunks, 149 for 5)."""
     return total_video_frames(config, chunks)
+
+
+def mouth_region(reference: np.ndarray, grid: tuple[int, int], stride: int) -> torch.Tensor:
+    """(h, w) float32: 1 on latent cells overlapping the reference's mouth measuring box, 0 elsewhere."""
+    region = torch.zeros(grid)
+    try:
+        y0, y1, x0, x1 = locate_mouth(reference).box
+    except ValueError:  # no mouth found: no emphasis for this clip
+        return region
+    region[y0 // stride : -(-y1 // stride), x0 // stride : -(-x1 // stride)] = 1.0
+    return region
 
 
 @dataclass
@@ -53,6 +68,7 @@ class EncodedSet:
     clip: torch.Tensor  # (N, P, Cp)
     audio: torch.Tensor  # (N, Tv, L, Ca)
     mouth: torch.Tensor  # (N, Tv)
+    mouth_region: torch.Tensor  # (N, h, w)
     fps: float
 
     def __len__(self) -> int:
@@ -105,6 +121,7 @@ def encode_clips(
         rows = audio_features(clip.audio, backend, audio_config, clip.fps)  # (Tv', L, Ca)
         out["audio"].append(rows)
         out["mouth"].append(torch.from_numpy(np.ascontiguousarray(clip.mouth[: len(rows), 0])))
+        out["mouth_region"].append(mouth_region(clip.reference, mu.shape[-2:], vae_config.spatial_stride))
     lengths = {len(a) for a in out["audio"]}
     if len(lengths) != 1:
         raise ValueError(f"clips give different numbers of audio rows {sorted(lengths)}: use one clip length")

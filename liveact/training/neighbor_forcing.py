@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from liveact.memory.rollout import RolloutLayerKV
 from liveact.model.dit import LiveActDiT
@@ -35,6 +34,7 @@ class RolloutBatch:
     y: torch.Tensor  # (B, 4+Cz, window, h, w)
     clip: torch.Tensor  # (B, P, Cp)
     audio: torch.Tensor  # (B, Tv, L, Ca) feature rows
+    weight: torch.Tensor | None = None  # (B, 1, 1, h, w) per-cell loss weight (None: uniform)
 
 
 def chunk_latent_range(model: LiveActDiT, index: int) -> tuple[int, int]:
@@ -88,5 +88,10 @@ def neighbor_forcing_loss(
             idx = window_index(cfg, k, batch.audio.shape[1])  # (Fv, W)
             audio = model.project_audio(batch.audio[:, idx])[:, a:e]  # (B, f, N_a, C_a)
         v = model(x, batch.y[:, :, a:e], t, context, audio, caches, plan.is_first)
-        losses.append(F.mse_loss(v.float(), (eps - x0).float()))
+        sq = (v.float() - (eps - x0).float()) ** 2  # (B, Cz, f, h, w)
+        if batch.weight is None:
+            losses.append(sq.mean())
+        else:  # weighted mean: the same scale as the plain MSE when the weights are uniform
+            w = batch.weight.expand_as(sq)
+            losses.append((w * sq).sum() / w.sum())
     return torch.stack(losses).mean(), losses
