@@ -127,6 +127,9 @@ def test_every_stage_runs_and_exports_weights_animate_loads(smoke_run):
     kv = load_checkpoint_dir(_tiny_model(), run / "dit_convkv")
     assert not torch.equal(nf.blocks[0].self_attn.memory_proj_k.weight, kv.blocks[0].self_attn.memory_proj_k.weight)
 
+    card = (run / "weights" / "MODEL_CARD.md").read_text()
+    assert "| nf | 4 |" in card and "2 clips of 6.0 s at 64x64" in card
+
     engine = load_engine("tiny", model_dir=run / "weights")
     assert engine.trained
     torch.testing.assert_close(engine.model.blocks[0].ffn[0].weight, kv.blocks[0].ffn[0].weight, rtol=0, atol=0)

@@ -8,6 +8,8 @@ Run directory::
     dit_nf/, dit_convkv/      stages nf and convkv: DiT checkpoint directories (config.json + safetensors)
     curves/<stage>.csv|png    loss curves
     weights/{dit,vae}/        stage export: what ``liveact animate --model`` loads
+    weights/MODEL_CARD.md     stage export: how it was trained, on what, and its scores (from eval.json if present)
+    eval.json                 optional, written by you: ``liveact eval --json --model <run>/weights``
     summary.json              per stage: steps, seconds, first and last logged losses
 
 Stages can run one at a time (``stages=("nf",)``); a stage reads its inputs from the run directory.
@@ -26,9 +28,10 @@ import torch
 
 from liveact.conditioning import build_encoders
 from liveact.config import get_preset
-from liveact.data.clip import MANIFEST, Clip, read_clip
+from liveact.data.clip import DATASET_JSON, MANIFEST, Clip, read_clip
 from liveact.model.loading import build_model, load_checkpoint_dir
 from liveact.pipeline.engine import DIT_SUBDIR, VAE_SUBDIR
+from liveact.training.card import model_card
 from liveact.training.config import STAGES, TrainConfig
 from liveact.training.dit_stage import train_dit
 from liveact.training.encoded import EncodedSet, encode_clips
@@ -40,7 +43,7 @@ __all__ = ["load_clips", "train"]
 log = logging.getLogger(__name__)
 
 VAE_DIR, ENCODED, NF_DIR, CONVKV_DIR, WEIGHTS_DIR = "vae", "encoded.safetensors", "dit_nf", "dit_convkv", "weights"
-CURVES, SUMMARY, CONFIG = "curves", "summary.json", "config.json"
+CURVES, SUMMARY, CONFIG, MODEL_CARD = "curves", "summary.json", "config.json", "MODEL_CARD.md"
 
 
 def load_clips(data_dir: str | Path) -> list[Clip]:
@@ -115,4 +118,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, stages: Sequence[str] = STAGES,
                 shutil.rmtree(dst)
             shutil.copytree(src, dst)
         done("export", {"weights": str(weights), "dit_from": source.name})
+        data_json = Path(cfg.data) / DATASET_JSON
+        dataset = json.loads(data_json.read_text()) if data_json.is_file() else {}
+        (weights / MODEL_CARD).write_text(model_card(cfg, run, summary, dataset))
     return summary
