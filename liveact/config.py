@@ -121,7 +121,7 @@ class ModelConfig:
 # memory
 # ---------------------------------------------------------------------------------------------
 
-CompressorKind = Literal["conv", "mean"]
+CompressorKind = Literal["conv", "mean", "none"]
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,10 @@ class MemoryConfig:
     Update rule (run before a chunk writes, once the previous chunk sat in the chunk slots):
     compressed slot j <- C(``compress_group`` consecutive slots starting at ``sink + j*group``),
     recent slots <- the last ``recent_slots`` slots. C maps ``group`` slots of tokens to one slot.
+
+    ``compressor``: "conv" (the learned depthwise kernels), "mean" (the public ``--mean_memory``), or
+    "none": the sliding-window ablation with no compressed memory, in which a chunk that would find
+    compressed memory in the compressed slots does not attend to them (sink + recent + itself only).
     """
 
     sink_slots: int = 2
@@ -165,8 +169,8 @@ class MemoryConfig:
                 f"update rule does not tile: compressed_slots*compress_group + recent_slots = {consumed}"
                 f" but slots after the sink = {available}"
             )
-        if self.compressor not in ("conv", "mean"):
-            raise ConfigError(f"compressor must be 'conv' or 'mean', got {self.compressor!r}")
+        if self.compressor not in ("conv", "mean", "none"):
+            raise ConfigError(f"compressor must be 'conv', 'mean' or 'none', got {self.compressor!r}")
 
     @property
     def persistent_slots(self) -> int:
@@ -186,6 +190,13 @@ class MemoryConfig:
 
     def query_slot_start(self, chunk_index: int) -> int:
         return 0 if chunk_index == 0 else self.persistent_slots
+
+    def unattended_slots(self, chunk_index: int) -> tuple[int, int] | None:
+        """Slots [a, b) chunk ``chunk_index`` does not attend to: the compressed slots under compressor
+        "none" once they would hold compressed memory (from chunk 2 on); None: it attends to all."""
+        if self.compressor != "none" or chunk_index < 2:
+            return None
+        return self.sink_slots, self.sink_slots + self.compressed_slots
 
 
 # ---------------------------------------------------------------------------------------------

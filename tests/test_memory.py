@@ -205,3 +205,46 @@ def test_liveact_18b_state_sizes_follow_the_method_doc():
     assert session_state(get_preset("liveact-18b"), 720, 416, tp=2).per_rank_checkpoint_bytes == 8_626_176_000
     assert s.conditioning_bytes == 2_620_800 + 7_874_560  # y + projected context (what a checkpoint stores)
     assert s.decoder_context_bytes == 449_280
+
+
+def test_sliding_window_never_attends_the_compressed_slots():
+    """compressor 'none': from chunk 2 on, whatever sits in the compressed slots changes nothing."""
+    from liveact.model.attention import SelfAttention
+
+    outputs = {}
+    for compressor in ("none", "mean"):
+        cfg = micro_config(compressor=compressor)
+        m = cfg.model
+        torch.manual_seed(0)
+        attn = SelfAttention(m, cfg.memory.compress_group)
+        rope = Rope3D(m)
+        kv = LayerKV(cfg.memory, 1, 16, m.num_heads, m.head_dim, torch.float32)
+        g = torch.Generator().manual_seed(1)
+        for chunk in range(3):
+            frames = cfg.memory.chunk_latent_frames(chunk)
+            attn(torch.randn(1, frames * 16, m.dim, generator=g), (frames, 4, 4), kv, rope)
+        x = torch.randn(1, cfg.memory.chunk_frames * 16, m.dim, generator=g)
+        results = []
+        for garbage in (0.0, 100.0):
+            trial = LayerKV(cfg.memory, 1, 16, m.num_heads, m.head_dim, torch.float32)
+            trial.k, trial.v = kv.k.clone(), kv.v.clone()
+            trial.chunks_written, trial.compacted = kv.chunks_written, kv.compacted
+            trial.compact(*attn.compressor_weights())
+            a, b = cfg.memory.sink_slots * 16, (cfg.memory.sink_slots + cfg.memory.compressed_slots) * 16
+            trial.k[:, a:b] += garbage
+            trial.v[:, a:b] += garbage
+            with torch.no_grad():
+                results.append(attn(x, (cfg.memory.chunk_frames, 4, 4), trial, rope))
+        outputs[compressor] = results
+    torch.testing.assert_close(outputs["none"][0], outputs["none"][1], rtol=0, atol=0)
+    assert (outputs["mean"][0] - outputs["mean"][1]).abs().max() > 1e-3  # with memory, the slots matter
+
+
+def test_sliding_window_streams_in_constant_memory():
+    sampler, feats = _stream(micro_config(compressor="none"), 12)
+    sizes = []
+    for _ in range(12):
+        result = sampler.next_chunk(feats)
+        sizes.append(sampler.memory.nbytes())
+        assert torch.isfinite(result.latent).all()
+    assert len(set(sizes)) == 1

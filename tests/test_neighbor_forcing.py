@@ -31,7 +31,7 @@ def _kv(cfg, chunk, fl, heads=2, head_dim=16, seed=0):
     return torch.randn(shape, generator=g), torch.randn(shape, generator=g)
 
 
-@pytest.mark.parametrize("compressor", ["conv", "mean"])
+@pytest.mark.parametrize("compressor", ["conv", "mean", "none"])
 def test_rollout_cache_attends_to_what_the_serving_cache_does(compressor):
     cfg = dataclasses.replace(micro_config().memory, compressor=compressor)
     fl, heads, head_dim = 16, 2, 16
@@ -42,9 +42,12 @@ def test_rollout_cache_attends_to_what_the_serving_cache_does(compressor):
     for chunk in range(6):
         k, v = _kv(cfg, chunk, fl, heads, head_dim)
         a, b = serving.append(k, v, wk, wv), rollout.append(k, v, wk, wv)
-        assert (a.key_frames, a.query_t0, a.bounded) == (b.key_frames, b.query_t0, b.bounded)
-        torch.testing.assert_close(a.k, b.k, rtol=0, atol=1e-6)
-        torch.testing.assert_close(a.v, b.v, rtol=0, atol=1e-6)
+        assert (a.key_frames, a.query_t0, a.bounded, a.skip) == (b.key_frames, b.query_t0, b.bounded, b.skip)
+        kept = torch.ones(a.key_frames * fl, dtype=torch.bool)
+        if a.skip is not None:  # the sliding window: what sits in the skipped slots is never attended
+            kept[a.skip[0] * fl : a.skip[1] * fl] = False
+        torch.testing.assert_close(a.k[:, kept], b.k[:, kept], rtol=0, atol=1e-6)
+        torch.testing.assert_close(a.v[:, kept], b.v[:, kept], rtol=0, atol=1e-6)
 
 
 def test_rollout_cache_is_differentiable_into_compressor_and_old_chunks():

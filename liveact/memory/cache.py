@@ -40,6 +40,7 @@ class AttendView:
     key_frames: int  # keys sit at temporal positions 0..key_frames-1
     query_t0: int  # the chunk's queries sit at query_t0..query_t0+frames-1
     bounded: bool  # positions are slot indices (bounded) rather than absolute frames
+    skip: tuple[int, int] | None = None  # key frames [a, b) left out after RoPE (``MemoryConfig.unattended_slots``)
 
 
 class LayerKV:
@@ -111,6 +112,8 @@ class LayerKV:
         wk, wv = select_weights(self.cfg, weight_k, weight_v)
         g = self.cfg.compress_group
         for move in update_moves(self.cfg):
+            if move.compress and self.cfg.compressor == "none":
+                continue  # the sliding window keeps no compressed memory
             k, v = self.get(move.src0, move.src1)
             if move.compress:
                 k, v = compress_tokens(k, wk, g), compress_tokens(v, wv, g)
@@ -139,7 +142,7 @@ class LayerKV:
         self.compacted = False
         end = start + frames
         k_all, v_all = self.get(0, end)
-        return AttendView(k=k_all, v=v_all, key_frames=end, query_t0=start, bounded=True)
+        return AttendView(k_all, v_all, end, start, bounded=True, skip=cfg.unattended_slots(chunk))
 
     # -- persistence -------------------------------------------------------------------------------
     def persistent(self) -> dict[str, torch.Tensor]:
@@ -203,7 +206,7 @@ def select_weights(
     cfg: MemoryConfig, weight_k: torch.Tensor | None, weight_v: torch.Tensor | None
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """The kernels C uses for K and V: none for the mean; V takes K's when ``compress_v_with_k``."""
-    if cfg.compressor == "mean":
+    if cfg.compressor != "conv":
         return None, None
     return weight_k, (weight_k if cfg.compress_v_with_k else weight_v)
 

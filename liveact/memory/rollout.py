@@ -36,7 +36,12 @@ class RolloutLayerKV:
         parts = [self._slots(x, 0, cfg.sink_slots)]
         for move in update_moves(cfg):
             src = self._slots(x, move.src0, move.src1)
-            parts.append(compress_tokens(src, weight, cfg.compress_group) if move.compress else src)
+            if not move.compress:
+                parts.append(src)
+            elif cfg.compressor == "none":  # a placeholder keeps slot positions; the chunk never attends it
+                parts.append(torch.zeros_like(src[:, : self.fl]))
+            else:
+                parts.append(compress_tokens(src, weight, cfg.compress_group))
         return torch.cat(parts, dim=1)
 
     def append(
@@ -67,4 +72,5 @@ class RolloutLayerKV:
         self.v = torch.cat([past_v, v], dim=1)
         self.chunks_written += 1
         key_frames = self.k.shape[1] // self.fl
-        return AttendView(k=self.k, v=self.v, key_frames=key_frames, query_t0=key_frames - frames, bounded=True)
+        skip = cfg.unattended_slots(chunk)
+        return AttendView(self.k, self.v, key_frames, key_frames - frames, bounded=True, skip=skip)

@@ -61,7 +61,12 @@ class SelfAttention(nn.Module):
         view = kv.append(k, v, *self.compressor_weights())
         q = rope.apply(q, view.query_t0, frames, rows, cols, view.bounded)
         keys = rope.apply(view.k, 0, view.key_frames, rows, cols, view.bounded)
-        out = attend(q, keys, view.v.type_as(q))  # (B, S, H, D)
+        values = view.v
+        if view.skip is not None:  # slots left out (sliding-window ablation), after RoPE placed the rest
+            a, b = (slot * rows * cols for slot in view.skip)
+            keys = torch.cat([keys[:, :a], keys[:, b:]], dim=1)
+            values = torch.cat([values[:, :a], values[:, b:]], dim=1)
+        out = attend(q, keys, values.type_as(q))  # (B, S, H, D)
         return self.o(out.flatten(2))
 
 

@@ -164,6 +164,9 @@ def forward_flops(
     frames = mem.chunk_latent_frames(chunk_index) // pt  # token frames of the chunk (= latent frames)
     s = frames * fl  # query tokens
     t = (mem.query_slot_start(chunk_index) + frames) * fl  # keys: the cache up to the chunk's last slot
+    skip = mem.unattended_slots(chunk_index)
+    if skip is not None:  # the sliding-window ablation leaves the compressed slots out
+        t -= (skip[1] - skip[0]) * fl
 
     # self-attention: q, k, v, o (B, S, C) -> (B, S, C); QK^T (S x T) and PV per head
     self_proj = QKVO * linear(s, c, c)
