@@ -204,17 +204,25 @@ class MemoryConfig:
 # ---------------------------------------------------------------------------------------------
 
 SamplerKind = Literal["x0_renoise", "euler"]
+ContextKind = Literal["neighbor", "clean"]
 
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """The 3-step distilled schedule. Timesteps are in units of ``num_train_timesteps``."""
+    """The 3-step distilled schedule. Timesteps are in units of ``num_train_timesteps``.
+
+    ``context``: what a chunk's steps attend to from earlier chunks. "neighbor" (LiveAct): each step
+    has its own cache, holding the earlier chunks' K/V at that step's noise level. "clean" (the
+    sample-level ablation, as Teacher or Self Forcing condition): one cache for all steps, holding the
+    earlier chunks' *clean* K/V, written by one extra forward of each generated chunk at t = 0.
+    """
 
     timesteps: tuple[float, ...] = (1000.0, 937.5, 833.3333333333334)
     num_train_timesteps: float = 1000.0
     kind: SamplerKind = "x0_renoise"
     audio_cfg: float = 1.0  # 1.0 = off; > 1 runs a null-audio forward with its own caches
     skip_audio_steps: tuple[int, ...] = (0,)  # audio cross-attention is skipped at these steps
+    context: ContextKind = "neighbor"
 
     def __post_init__(self) -> None:
         if not self.timesteps:
@@ -225,10 +233,19 @@ class SamplerConfig:
             raise ConfigError(f"sampler kind must be 'x0_renoise' or 'euler', got {self.kind!r}")
         if self.audio_cfg < 1.0:
             raise ConfigError(f"audio_cfg={self.audio_cfg} must be >= 1 (1 disables it)")
+        if self.context not in ("neighbor", "clean"):
+            raise ConfigError(f"sampler context must be 'neighbor' or 'clean', got {self.context!r}")
+        if self.context == "clean" and self.audio_cfg != 1.0:
+            raise ConfigError("audio CFG needs per-step null caches: use context 'neighbor' with audio_cfg > 1")
 
     @property
     def num_steps(self) -> int:
         return len(self.timesteps)
+
+    @property
+    def cache_steps(self) -> int:
+        """Caches per layer: one per step for "neighbor" context, one shared for "clean"."""
+        return self.num_steps if self.context == "neighbor" else 1
 
     def cfg_steps(self) -> tuple[int, ...]:
         """Steps that run a second, null-audio forward (none when CFG is off)."""

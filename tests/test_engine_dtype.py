@@ -53,3 +53,12 @@ def test_bf16_engine_follows_the_fp32_one_and_fp8_halves_the_cache():
     assert bf16_bytes < model_bytes  # bf16 caches: 2 bytes per value instead of 4
     _, fp8_bytes = rollout(load_engine("tiny", dtype="fp32", kv_cache="fp8"))
     assert fp8_bytes < 0.3 * model_bytes  # 1 byte per value (plus a scale per token and head) vs 4
+
+
+def test_runtime_config_selects_the_ablations():
+    config = runtime_config("tiny", "fp8", context="clean", compressor="none")
+    assert (config.sampler.context, config.memory.compressor, config.memory.fp8) == ("clean", "none", True)
+    assert config.model == get_preset("tiny").model
+    assert runtime_config("tiny") is get_preset("tiny")  # nothing asked, nothing changed
+    with pytest.raises(ConfigError, match="compressor must be 'conv', 'mean' or 'none'"):
+        runtime_config("tiny", compressor="max")

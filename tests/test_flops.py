@@ -136,3 +136,17 @@ def test_18b_count_is_plausible_for_its_parameter_count():
     # the public figure: 27.2 TFLOPs per video frame at 512x512 (liveact-method.md sections 6 and 8)
     per_frame = steady_chunk_flops(config, 512, 512).total / video_frames_per_chunk(config, FIRST_COMPACTING_CHUNK)
     assert per_frame == pytest.approx(27.2e12, rel=0.25)
+
+
+@pytest.mark.parametrize(("context", "compressor", "forwards"), [("clean", "conv", 4), ("neighbor", "none", 3)])
+def test_formula_matches_flop_counter_for_the_ablations(context, compressor, forwards):
+    """Sample-level context: one shared cache (compacted once) and a clean re-encoding forward at t = 0.
+    Sliding window: no compression, and the compressed slots' keys are left out."""
+    tiny = get_preset("tiny")
+    config = dataclasses.replace(
+        tiny,
+        sampler=dataclasses.replace(tiny.sampler, context=context),
+        memory=dataclasses.replace(tiny.memory, compressor=compressor),
+    )
+    _check_rollout(config, 64, 64)
+    assert len(chunk_flops(config, 64, 64, FIRST_COMPACTING_CHUNK).forwards) == forwards

@@ -106,8 +106,11 @@ def test_loss_is_causal_across_chunks():
     assert (changed[2:] - base[2:]).abs().min() > 0  # chunk 2 itself and every later one (through the memory)
 
 
-def test_each_chunk_attends_to_its_predecessor_at_the_same_level():
-    """The rollout's chunk n equals a serving-cache forward whose cache holds chunk n-1's same-level input."""
+@pytest.mark.parametrize("context", ["neighbor", "clean"])
+def test_each_chunk_sees_what_the_serving_sampler_would_show_it(context):
+    """neighbor: chunk n's rollout forward equals a serving-cache forward whose cache holds chunk n-1's
+    same-level input. clean (the teacher-forcing ablation): the chunk drafts into the cache, and the
+    clean latent at t = 0 commits, exactly as the "clean" sampler context does."""
     model = make_model(micro_config())
     cfg = model.config
     batch = _batch(model, batch=1)
@@ -119,22 +122,46 @@ def test_each_chunk_attends_to_its_predecessor_at_the_same_level():
         a, b = chunk_latent_range(model, k)
         x0 = batch.latents[:, :, a:b]
         eps = torch.randn(x0.shape, generator=gen)
-        xs.append(((1 - sigma) * x0 + sigma * eps, eps - x0))
+        xs.append(((1 - sigma) * x0 + sigma * eps, eps - x0, x0))
     with torch.no_grad():
         _, per_chunk = neighbor_forcing_loss(
-            model, batch, _text(model, 1), sigma, CHUNKS, torch.Generator().manual_seed(11)
+            model, batch, _text(model, 1), sigma, CHUNKS, torch.Generator().manual_seed(11), context=context
         )
-        context = model.encode_context(_text(model, 1), batch.clip)
+        ctx = model.encode_context(_text(model, 1), batch.clip)
         kv = [
             LayerKV(cfg.memory, 1, 16, cfg.model.num_heads, cfg.model.head_dim, torch.float32)
             for _ in range(cfg.model.num_layers)
         ]
-        for k, (x, target) in enumerate(xs):
+        for k, (x, target, x0) in enumerate(xs):
             plan = plan_chunk(cfg, k)
             a, b = plan.latent_slice
             tokens = model.project_audio(gather_window(cfg, batch.audio[0], k))[:, a:b]
-            v = model(x, batch.y[:, :, a:b], sigma * 1000, context, tokens, kv, plan.is_first)
+            step_kv = kv if context == "neighbor" else [layer.draft() for layer in kv]
+            v = model(x, batch.y[:, :, a:b], sigma * 1000, ctx, tokens, step_kv, plan.is_first)
             torch.testing.assert_close(((v - target) ** 2).mean(), per_chunk[k], rtol=1e-5, atol=1e-6)
+            if context == "clean":
+                model(x0, batch.y[:, :, a:b], torch.zeros(1), ctx, tokens, kv, plan.is_first)
+        assert kv[0].chunks_written == CHUNKS  # drafts never advanced the cache
+
+
+def test_sample_level_contexts_differ_from_neighbor_forcing_and_train():
+    model = make_model(micro_config())
+    batch = _batch(model)
+    sigma = torch.tensor([0.9, 0.6])
+    losses = {}
+    for context in ("neighbor", "clean", "self"):
+        model.zero_grad(set_to_none=True)
+        loss, per_chunk = neighbor_forcing_loss(
+            model, batch, _text(model), sigma, 3, torch.Generator().manual_seed(3), context=context
+        )
+        loss.backward()
+        assert model.blocks[0].self_attn.q.weight.grad.abs().sum() > 0
+        losses[context] = torch.stack(per_chunk).detach()
+    for context in ("clean", "self"):
+        torch.testing.assert_close(losses[context][0], losses["neighbor"][0])  # chunk 0 has no context yet
+        assert (losses[context][1:] - losses["neighbor"][1:]).abs().min() > 0
+    with pytest.raises(ValueError, match="context must be one of"):
+        neighbor_forcing_loss(model, batch, _text(model), sigma, 2, torch.Generator(), context="diffusion")
 
 
 def test_compressors_get_gradients_from_the_third_chunk_on():

@@ -116,3 +116,26 @@ def test_conditioning_of_wrong_length_is_refused():
     cond.y = cond.y[:, :, :10]
     with pytest.raises(ValueError, match="must span 14 latent frames"):
         StreamingSampler(model, cond, SeededNoise(0))
+
+
+def test_clean_context_shares_one_cache_and_commits_each_chunk_once():
+    """The sample-level ablation: one cache for all steps, one committing (t = 0) forward per chunk."""
+    outputs = {}
+    for context in ("neighbor", "clean", "clean"):
+        cfg = _with_sampler(context=context)
+        model = make_model(cfg)
+        cond, feats = make_session(model, chunks=4)
+        sampler = StreamingSampler(model, cond, SeededNoise(0))
+        latents = [sampler.next_chunk(feats).latent for _ in range(4)]
+        assert len(sampler.memory.steps) == (3 if context == "neighbor" else 1)
+        assert sampler.memory.chunks_written == 4
+        assert all(torch.isfinite(x).all() for x in latents)
+        outputs.setdefault(context, []).append(latents)
+    torch.testing.assert_close(outputs["clean"][0], outputs["clean"][1], rtol=0, atol=0)  # deterministic
+    torch.testing.assert_close(outputs["clean"][0][0], outputs["neighbor"][0][0])  # chunk 0: no context yet
+    assert (outputs["clean"][0][1] - outputs["neighbor"][0][1]).abs().max() > 1e-4
+
+
+def test_clean_context_refuses_audio_cfg():
+    with pytest.raises(ConfigError, match="audio CFG needs per-step null caches"):
+        SamplerConfig(context="clean", audio_cfg=1.5)

@@ -41,6 +41,8 @@ def test_config_file_gives_only_what_it_changes(tmp_path):
         ({"data": "d", "convkv": {"levels": "cosine"}}, "levels must be 'shifted' or 'sampler'"),
         ({"data": "d", "vae": {"optim": {"lr": -1}}}, "invalid optimiser settings"),
         ({"data": "d", "nf": {"audio_dropout": 1.0}}, r"audio_dropout=1.0 must be in \[0, 1\)"),
+        ({"data": "d", "nf": {"context": "diffusion"}}, "context must be 'neighbor', 'clean' or 'self'"),
+        ({"data": "d", "convkv": {"compressor": "max"}}, "compressor must be null, 'conv', 'mean' or 'none'"),
     ],
 )
 def test_bad_settings_are_refused_by_name(data, message):

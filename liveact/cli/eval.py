@@ -38,6 +38,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--identity-seed", type=int, default=11, help="the face's identity seed (default: 11)")
     p.add_argument("--speech-seed", type=int, default=0, help="the speech's seed (default: 0)")
     p.add_argument("--seed", type=int, default=0, help="the session's noise seed (default: 0)")
+    p.add_argument(
+        "--context",
+        choices=("neighbor", "clean"),
+        default=None,
+        help="sampler context: 'clean' for models trained with sample-level context (the ablations' "
+        "teacher/self forcing); default: the preset's (neighbor)",
+    )
+    p.add_argument(
+        "--compressor",
+        choices=("conv", "mean", "none"),
+        default=None,
+        help="ConvKV memory: 'none' for the sliding-window ablation; default: the preset's (conv)",
+    )
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--json", action="store_true", help="print the report as JSON (default: a table)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -55,7 +68,9 @@ def run_eval(args: argparse.Namespace) -> int:
         speech_seed=args.speech_seed,
         seed=args.seed,
     )
-    engine = load_engine(args.preset, args.model, args.device, args.seed)
+    engine = load_engine(
+        args.preset, args.model, args.device, args.seed, context=args.context, compressor=args.compressor
+    )
     report = evaluate(engine, settings, progress=not args.no_progress)
     if args.json:
         print(json.dumps(report, indent=2))

@@ -23,6 +23,7 @@ and skipping it later is bitwise identical to running it lazily.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -120,14 +121,23 @@ class LayerKV:
             self.put(move.dst, k.clone(), v.clone())
         self.compacted = True
 
+    def draft(self) -> Draft:
+        """This cache seen through writes that do not commit (``append(commit=False)``)."""
+        return Draft(self)
+
     def append(
         self,
         k: torch.Tensor,
         v: torch.Tensor,
         weight_k: torch.Tensor | None,
         weight_v: torch.Tensor | None,
+        commit: bool = True,
     ) -> AttendView:
-        """Write one chunk's un-rotated K/V (B, frames*fl, H, D) and return what it attends to."""
+        """Write one chunk's un-rotated K/V (B, frames*fl, H, D) and return what it attends to.
+
+        ``commit=False`` writes a draft: the chunk attends to it, but the cache still expects the same
+        chunk next (a later draft or the committing write overwrites it).
+        """
         cfg = self.cfg
         chunk = self.chunks_written
         frames = cfg.chunk_latent_frames(chunk)
@@ -138,8 +148,9 @@ class LayerKV:
         self.compact(weight_k, weight_v)
         start = cfg.query_slot_start(chunk)
         self.put(start, k, v)
-        self.chunks_written += 1
-        self.compacted = False
+        if commit:
+            self.chunks_written += 1
+            self.compacted = False
         end = start + frames
         k_all, v_all = self.get(0, end)
         return AttendView(k_all, v_all, end, start, bounded=True, skip=cfg.unattended_slots(chunk))
@@ -185,6 +196,31 @@ class SlotMove:
     compress: bool  # True: C folds the ``compress_group`` source slots into the one slot ``dst``
 
 
+class Committing(Protocol):
+    """A cache whose ``append`` can write a draft (every cache here: serving, baseline, rollout)."""
+
+    def append(
+        self,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        weight_k: torch.Tensor | None,
+        weight_v: torch.Tensor | None,
+        commit: bool = True,
+    ) -> AttendView: ...
+
+
+class Draft:
+    """A cache whose ``append`` writes drafts: the sample-level context's denoising steps use it."""
+
+    def __init__(self, cache: Committing) -> None:
+        self.cache = cache
+
+    def append(
+        self, k: torch.Tensor, v: torch.Tensor, weight_k: torch.Tensor | None, weight_v: torch.Tensor | None
+    ) -> AttendView:
+        return self.cache.append(k, v, weight_k, weight_v, commit=False)
+
+
 def update_moves(cfg: MemoryConfig) -> list[SlotMove]:
     """The update rule as moves, in the order they run (each reads slots no earlier move wrote).
 
@@ -227,12 +263,18 @@ class UnboundedLayerKV:
         v: torch.Tensor,
         weight_k: torch.Tensor | None = None,
         weight_v: torch.Tensor | None = None,
+        commit: bool = True,
     ) -> AttendView:
         t0 = 0 if self.k is None else self.k.shape[1] // self.fl
-        self.k = k.clone() if self.k is None else torch.cat([self.k, k], dim=1)
-        self.v = v.clone() if self.v is None else torch.cat([self.v, v], dim=1)
-        self.chunks_written += 1
-        return AttendView(k=self.k, v=self.v, key_frames=self.k.shape[1] // self.fl, query_t0=t0, bounded=False)
+        k_all = k.clone() if self.k is None else torch.cat([self.k, k], dim=1)
+        v_all = v.clone() if self.v is None else torch.cat([self.v, v], dim=1)
+        if commit:
+            self.k, self.v = k_all, v_all
+            self.chunks_written += 1
+        return AttendView(k=k_all, v=v_all, key_frames=k_all.shape[1] // self.fl, query_t0=t0, bounded=False)
+
+    def draft(self) -> Draft:
+        return Draft(self)
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.k, self.v) if t is not None)

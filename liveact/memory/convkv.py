@@ -1,7 +1,8 @@
 """``ConvKVMemory``: a session's caches, one per denoising step (Neighbor Forcing at inference).
 
 Chunk n at step i writes the K/V of its *noisy* step-i tokens into cache i; chunk n+1 at step i
-attends to them, at the same noise level. With audio CFG, the null-audio forwards of the CFG steps
+attends to them, at the same noise level. (The "clean" sampler context, an ablation, keeps one cache
+that every step shares.) With audio CFG, the null-audio forwards of the CFG steps
 keep caches of their own. Export/import moves the persistent part (slots 0..persistent after an
 eager update) as plain named tensors, for checkpoints.
 """
@@ -46,11 +47,14 @@ class ConvKVMemory:
                 for _ in range(m.num_layers)
             ]
 
-        self.steps = [make() for _ in range(config.sampler.num_steps)]
+        self.steps = [make() for _ in range(config.sampler.cache_steps)]
         self.null = {i: make() for i in config.sampler.cfg_steps()}
 
     def layers(self, step: int, null: bool = False) -> list[LayerKV | UnboundedLayerKV]:
-        return self.null[step] if null else self.steps[step]
+        """Step ``step``'s caches (with "clean" sampler context every step shares cache 0)."""
+        if null:
+            return self.null[step]
+        return self.steps[step if self.config.sampler.context == "neighbor" else 0]
 
     def _named(self) -> list[tuple[str, int, LayerKV | UnboundedLayerKV]]:
         """(name, layer index, cache) for every cache, in a stable order."""

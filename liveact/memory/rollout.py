@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from liveact.config import MemoryConfig
-from liveact.memory.cache import AttendView, select_weights, update_moves
+from liveact.memory.cache import AttendView, Draft, select_weights, update_moves
 from liveact.memory.compress import compress_tokens
 
 
@@ -50,8 +50,13 @@ class RolloutLayerKV:
         v: torch.Tensor,
         weight_k: torch.Tensor | None,
         weight_v: torch.Tensor | None,
+        commit: bool = True,
     ) -> AttendView:
-        """Add one chunk's un-rotated K/V (B, frames*fl, H, D); returns what it attends to."""
+        """Add one chunk's un-rotated K/V (B, frames*fl, H, D); returns what it attends to.
+
+        ``commit=False``: a draft, attended to but not kept (the sample-level context ablation's
+        noisy forwards; the chunk's clean forward then commits).
+        """
         cfg = self.cfg
         chunk = self.chunks_written
         frames = cfg.chunk_latent_frames(chunk)
@@ -68,9 +73,13 @@ class RolloutLayerKV:
             assert self.k is not None and self.v is not None
             wk, wv = select_weights(cfg, weight_k, weight_v)
             past_k, past_v = self._fold(self.k, wk), self._fold(self.v, wv)
-        self.k = torch.cat([past_k, k], dim=1)
-        self.v = torch.cat([past_v, v], dim=1)
-        self.chunks_written += 1
-        key_frames = self.k.shape[1] // self.fl
+        k_all, v_all = torch.cat([past_k, k], dim=1), torch.cat([past_v, v], dim=1)
+        if commit:
+            self.k, self.v = k_all, v_all
+            self.chunks_written += 1
+        key_frames = k_all.shape[1] // self.fl
         skip = cfg.unattended_slots(chunk)
-        return AttendView(self.k, self.v, key_frames, key_frames - frames, bounded=True, skip=skip)
+        return AttendView(k_all, v_all, key_frames, key_frames - frames, bounded=True, skip=skip)
+
+    def draft(self) -> Draft:
+        return Draft(self)

@@ -155,9 +155,20 @@ class ChunkFlops:
 
 
 def forward_flops(
-    config: LiveActConfig, fl: int, chunk_index: int, audio: bool, step: int = 0, null: bool = False, batch: int = 1
+    config: LiveActConfig,
+    fl: int,
+    chunk_index: int,
+    audio: bool,
+    step: int = 0,
+    null: bool = False,
+    batch: int = 1,
+    compacting: bool = True,
 ) -> ForwardFlops:
-    """One DiT forward of chunk ``chunk_index`` at fl tokens per latent frame."""
+    """One DiT forward of chunk ``chunk_index`` at fl tokens per latent frame.
+
+    ``compacting``: whether this forward's cache runs the update rule (each step's own cache does; a
+    cache shared by several forwards, as with the "clean" sampler context, only on the first).
+    """
     m, mem = config.model, config.memory
     c = m.dim
     pt, ph, pw = m.patch_size
@@ -172,7 +183,7 @@ def forward_flops(
     self_proj = QKVO * linear(s, c, c)
     self_scores = attention(s, t, c)
     compress = 0
-    if compacts(chunk_index) and mem.compressor == "conv":
+    if compacting and compacts(chunk_index) and mem.compressor == "conv":
         # per compressed slot, K and V: depthwise conv of group*fl tokens, one MAC per input token and channel
         compress = mem.compressed_slots * K_AND_V * MULTIPLY_ADD * c * mem.compress_group * fl
     # image + text cross-attention: q, o on the chunk; k, v and k_img, v_img on the context tokens
@@ -228,11 +239,15 @@ def chunk_flops_at(config: LiveActConfig, fl: int, chunk_index: int, batch: int 
     frames = mem.chunk_latent_frames(chunk_index) // m.patch_size[0]
     cfg_steps = sc.cfg_steps()
     forwards = []
+    shared = sc.context == "clean"  # one cache for every forward: it compacts on the first only
     for step in range(sc.num_steps):
         audio = step not in sc.skip_audio_steps
-        forwards.append(forward_flops(config, fl, chunk_index, audio, step, batch=batch))
+        compacting = not shared or step == 0
+        forwards.append(forward_flops(config, fl, chunk_index, audio, step, batch=batch, compacting=compacting))
         if step in cfg_steps:  # the null-audio forward attends to null tokens: audio cross-attention runs
             forwards.append(forward_flops(config, fl, chunk_index, True, step, null=True, batch=batch))
+    if shared:  # the clean re-encoding forward at t = 0, with audio
+        forwards.append(forward_flops(config, fl, chunk_index, True, sc.num_steps, batch=batch, compacting=False))
     return ChunkFlops(
         chunk_index=chunk_index,
         batch=batch,

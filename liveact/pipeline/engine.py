@@ -103,14 +103,28 @@ def runtime_dtype(device: str | torch.device, name: str = "auto") -> torch.dtype
     return DTYPES[name]
 
 
-def runtime_config(preset: str, kv_cache: str = "auto") -> LiveActConfig:
-    """``preset``'s config with the KV cache storage chosen: "auto" (the preset's), "fp8" or "model" (the DiT dtype)."""
+def runtime_config(
+    preset: str, kv_cache: str = "auto", context: str | None = None, compressor: str | None = None
+) -> LiveActConfig:
+    """``preset``'s config with the KV cache storage chosen: "auto" (the preset's), "fp8" or "model" (the DiT dtype).
+
+    ``context`` / ``compressor`` (None: the preset's) select the ablations a model was trained for: the
+    sampler's "clean" sample-level context, the "none" (sliding-window) memory.
+    """
     config = get_preset(preset)
-    if kv_cache == "auto":
+    memory = {} if compressor is None else {"compressor": compressor}
+    if kv_cache != "auto":
+        if kv_cache not in KV_CACHES:
+            raise ConfigError(f"kv cache {kv_cache!r} must be one of {KV_CACHES}")
+        memory["fp8"] = kv_cache == "fp8"
+    sampler = {} if context is None else {"context": context}
+    if not memory and not sampler:
         return config
-    if kv_cache not in KV_CACHES:
-        raise ConfigError(f"kv cache {kv_cache!r} must be one of {KV_CACHES}")
-    return dataclasses.replace(config, memory=dataclasses.replace(config.memory, fp8=kv_cache == "fp8"))
+    return dataclasses.replace(
+        config,
+        memory=dataclasses.replace(config.memory, **memory),
+        sampler=dataclasses.replace(config.sampler, **sampler),
+    )
 
 
 def load_dit(
@@ -136,12 +150,15 @@ def load_engine(
     seed: int = 0,
     dtype: str = "auto",
     kv_cache: str = "auto",
+    context: str | None = None,
+    compressor: str | None = None,
 ) -> Engine:
     """Build every component of ``preset``; ``model_dir`` overrides the built-in weights.
 
-    ``dtype`` / ``kv_cache``: the DiT's runtime dtype and cache storage (``runtime_dtype``, ``runtime_config``).
+    ``dtype`` / ``kv_cache``: the DiT's runtime dtype and cache storage (``runtime_dtype``, ``runtime_config``);
+    ``context`` / ``compressor``: an ablation's sampler context and memory (``runtime_config``).
     """
-    config = runtime_config(preset, kv_cache)
+    config = runtime_config(preset, kv_cache, context, compressor)
     vae_config = get_vae_preset(config.vae)
     if vae_config.temporal_stride != config.model.vae_scale:
         raise ConfigError(

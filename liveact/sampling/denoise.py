@@ -1,7 +1,9 @@
 """Denoising one chunk: the few-step loop against the per-step ConvKV caches.
 
 For each step i the model sees the chunk's noisy latent and step i's cache (Neighbor Forcing at
-inference: the previous chunk wrote its step-i noisy K/V there). Audio cross-attention is skipped
+inference: the previous chunk wrote its step-i noisy K/V there). With the "clean" sampler context
+(the sample-level ablation) every step drafts into one shared cache and a last forward at t = 0 of
+the generated latent commits its clean K/V. Audio cross-attention is skipped
 at ``skip_audio_steps``; with audio CFG a second forward uses null-audio tokens and the null caches.
 """
 
@@ -67,12 +69,15 @@ def denoise_chunk(
     if cfg_steps and null_audio is None:
         raise ValueError("audio CFG is on but the conditioning has no null-audio tokens")
 
+    clean = sc.context == "clean"
     x = noise.draw((batch, config.model.latent_channels, plan.latent_frames, h, w))
     result = ChunkResult(plan=plan, latent=x)
     for c in step_coefficients(sc):
         t = torch.full((batch,), c.t, dtype=torch.float32, device=x.device)
         use_audio = c.step not in sc.skip_audio_steps
-        v = model(x, y, t, cond.context, audio if use_audio else None, memory.layers(c.step), plan.is_first)
+        kv = memory.layers(c.step)
+        kv = [layer.draft() for layer in kv] if clean else kv  # the clean forward below commits
+        v = model(x, y, t, cond.context, audio if use_audio else None, kv, plan.is_first)
         v_cond = v_null = None
         if c.step in cfg_steps:
             v_cond = v
@@ -82,5 +87,8 @@ def denoise_chunk(
         if record:
             result.steps.append(StepRecord(x=x, t=c.t, v=v, fresh=fresh, v_cond=v_cond, v_null=v_null))
         x = sampler_update(sc.kind, x, v, c, fresh)
+    if clean:  # sample-level context: the generated chunk's clean K/V, at t = 0, is what later chunks see
+        t0 = torch.zeros(batch, dtype=torch.float32, device=x.device)
+        model(x, y, t0, cond.context, audio, memory.layers(0), plan.is_first)
     result.latent = x
     return result

@@ -74,6 +74,10 @@ class DitStageConfig:
     shift: float = 5.0  # sigma = shift*u / (1 + (shift-1)*u), u ~ U(0, 1): the Wan schedule's shift
     audio_dropout: float = 0.1  # share of steps trained without audio tokens (as the sampler's step 0 runs)
     mouth_weight: float = 0.0  # extra loss weight on the latent cells of the mouth region (0: uniform)
+    # what a chunk attends to from earlier chunks: "neighbor" (Neighbor Forcing: their latents at the same
+    # noise level) or the ablations' sample-level context, "clean" (teacher forcing) or "self" (own samples)
+    context: str = "neighbor"
+    compressor: str | None = None  # the ConvKV compressor to train with (None: the preset's; "none": sliding window)
     seed: int = 2
     optim: OptimConfig = field(default_factory=OptimConfig)
 
@@ -84,6 +88,10 @@ class DitStageConfig:
             raise ConfigError(f"levels must be 'shifted' or 'sampler', got {self.levels!r}")
         if not 0 <= self.audio_dropout < 1:
             raise ConfigError(f"audio_dropout={self.audio_dropout} must be in [0, 1)")
+        if self.context not in ("neighbor", "clean", "self"):
+            raise ConfigError(f"context must be 'neighbor', 'clean' or 'self', got {self.context!r}")
+        if self.compressor not in (None, "conv", "mean", "none"):
+            raise ConfigError(f"compressor must be null, 'conv', 'mean' or 'none', got {self.compressor!r}")
         if self.mouth_weight < 0:
             raise ConfigError(f"mouth_weight={self.mouth_weight} must be >= 0")
 

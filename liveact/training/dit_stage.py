@@ -9,6 +9,7 @@ the sampler's ``skip_audio_steps``) starts from ``nf``'s weights.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,10 @@ def train_dit(
 
     ``text``: the prompt's unpadded text features (L, text_dim), the same for every clip.
     """
+    if st.compressor is not None:  # the memory this stage trains with (the sliding-window ablation: "none")
+        config = dataclasses.replace(config, memory=dataclasses.replace(config.memory, compressor=st.compressor))
     model = init if init is not None else build_model(config).init_weights(st.seed)
+    model.config = config  # the nf weights continue under this stage's memory
     model.train()
     rng = np.random.default_rng(st.seed)
     gen = torch.Generator().manual_seed(st.seed)
@@ -68,7 +72,7 @@ def train_dit(
             weight = (1.0 + st.mouth_weight * data.mouth_region[idx])[:, None, None]  # (B, 1, 1, h, w)
         batch = RolloutBatch(data.latents[idx], data.y[idx], data.clip[idx], data.audio[idx], weight)
         sigma, use_audio = _levels(st, config, st.batch, rng, gen)
-        loss, per_chunk = neighbor_forcing_loss(model, batch, texts, sigma, st.chunks, gen, use_audio)
+        loss, per_chunk = neighbor_forcing_loss(model, batch, texts, sigma, st.chunks, gen, use_audio, st.context)
         return {"loss": loss, **{f"chunk{k}": v for k, v in enumerate(per_chunk)}}
 
     def save(_: int) -> None:
