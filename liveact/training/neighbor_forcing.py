@@ -104,9 +104,9 @@ def neighbor_forcing_loss(
         if batch.weight is None:
             losses.append(sq.mean())
         else:  # weighted mean: the same scale as the plain MSE when the weights are uniform
-            w = batch.weight.expand_as(sq)
-            losses.append((w * sq).sum() / w.sum())
-        if context != "neighbor":  # commit the sample-level context: a clean forward at t = 0
+            weight = batch.weight.expand_as(sq)
+            losses.append((weight * sq).sum() / weight.sum())
+        if context != "neighbor" and k + 1 < chunks:  # commit the sample-level context: a forward at t = 0
             seen = x0 if context == "clean" else _sample(model, caches, y, ctx, tokens, plan.is_first, generator)
             model(seen, y, torch.zeros_like(t), ctx, tokens, caches, plan.is_first)
     return torch.stack(losses).mean(), losses
