@@ -95,6 +95,7 @@ SMOKE = {
     "save_every": 3,
     "threads": 1,
     "vae": {"steps": 4, "batch": 2},
+    "vae_tune": {"steps": 2, "batch": 1, "clip_frames": 13},
     "nf": {"steps": 4, "batch": 2, "chunks": 2},
     "convkv": {"steps": 4, "batch": 2, "chunks": 3},
 }
@@ -113,7 +114,8 @@ def smoke_run(dataset, tmp_path_factory):
 
 def test_every_stage_runs_and_exports_weights_animate_loads(smoke_run):
     run, summary, _ = smoke_run
-    assert set(summary) >= {"vae", "encode", "nf", "convkv", "export"}
+    assert set(summary) >= {"vae", "vae_tune", "encode", "nf", "convkv", "export"}
+    assert summary["vae_tune"]["steps"] == 2 and (run / "curves" / "vae_tune.png").exists()
     assert summary["encode"]["clips"] == 2
     for stage, columns in (("vae", {"l1", "kl"}), ("nf", {"chunk0", "chunk1"}), ("convkv", {"chunk2"})):
         assert summary[stage]["steps"] == 4

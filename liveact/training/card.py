@@ -61,7 +61,7 @@ def model_card(cfg: TrainConfig, run: Path, summary: dict[str, Any], dataset: di
         "| stage | steps | seconds | first logged losses | last logged losses |",
         "|---|---|---|---|---|",
     ]
-    for stage in ("vae", "nf", "convkv"):
+    for stage in ("vae", "vae_tune", "nf", "convkv"):
         r = summary.get(stage)
         if r:
             lines.append(f"| {stage} | {r['steps']} | {r['seconds']} | {_losses(r['first'])} | {_losses(r['last'])} |")

@@ -4,6 +4,7 @@ Stages, in order (``STAGES``):
 
 * ``vae``    - the tiny VAE (Wan VAE architecture, the preset's small config) on short windows of
                the synthetic clips: L1 reconstruction + a small KL term.
+* ``vae_tune`` - the same VAE on longer windows (>= 3 latents): the causal caches' steady state.
 * ``encode`` - every clip through the trained VAE once: clean latents, conditioning ``y``, CLIP
                tokens and audio feature rows, cached in the run directory.
 * ``nf``     - the DiT with Neighbor Forcing: rollouts of ``chunks`` consecutive chunks, every chunk
@@ -30,7 +31,7 @@ from liveact.config import ConfigError, build_section
 
 __all__ = ["STAGES", "DitStageConfig", "OptimConfig", "TrainConfig", "VaeStageConfig"]
 
-STAGES = ("vae", "encode", "nf", "convkv", "export")
+STAGES = ("vae", "vae_tune", "encode", "nf", "convkv", "export")
 LevelDistribution = Literal["shifted", "sampler"]
 
 
@@ -104,6 +105,11 @@ class TrainConfig:
     log_every: int = 10  # steps between rows of the loss CSV
     save_every: int = 500  # steps between weight snapshots of a stage
     vae: VaeStageConfig = field(default_factory=VaeStageConfig)
+    vae_tune: VaeStageConfig = field(
+        default_factory=lambda: VaeStageConfig(
+            steps=800, batch=4, clip_frames=13, seed=4, optim=OptimConfig(lr=3e-4, warmup_steps=20)
+        )
+    )
     nf: DitStageConfig = field(default_factory=DitStageConfig)
     convkv: DitStageConfig = field(
         default_factory=lambda: DitStageConfig(
@@ -128,8 +134,8 @@ class TrainConfig:
             values["optim"] = build_section(OptimConfig, values["optim"], f"{name}.optim")
             return build_section(kind, values, name)
 
-        sections = {"vae": stage(VaeStageConfig, "vae"), "nf": stage(DitStageConfig, "nf")}
-        sections["convkv"] = stage(DitStageConfig, "convkv")
+        sections = {name: stage(VaeStageConfig, name) for name in ("vae", "vae_tune")}
+        sections |= {name: stage(DitStageConfig, name) for name in ("nf", "convkv")}
         return build_section(cls, {**merged, **sections}, "top-level")
 
     def save(self, path: str | Path) -> None:

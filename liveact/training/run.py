@@ -3,7 +3,7 @@
 Run directory::
 
     config.json               the TrainConfig of the run (written when it starts)
-    vae/                      stage vae: the VAE, diffusers format
+    vae/                      stages vae, vae_tune: the VAE, diffusers format
     encoded.safetensors       stage encode: latents, y, CLIP tokens, audio rows, true mouth opening
     dit_nf/, dit_convkv/      stages nf and convkv: DiT checkpoint directories (config.json + safetensors)
     curves/<stage>.csv|png    loss curves
@@ -85,12 +85,16 @@ def train(cfg: TrainConfig, run_dir: str | Path, stages: Sequence[str] = STAGES,
         summary_path.write_text(json.dumps(summary, indent=2) + "\n")
 
     clips: list[Clip] | None = None
-    if "vae" in stages or "encode" in stages:
+    if {"vae", "vae_tune", "encode"} & set(stages):
         clips = load_clips(cfg.data)
-    if "vae" in stages:
-        assert clips is not None
-        _, result = train_vae(cfg, vae_config, [c.frames for c in clips], run / VAE_DIR, curves, progress)
-        done("vae", result)
+    for name in ("vae", "vae_tune"):
+        if name in stages:
+            assert clips is not None
+            init = None if name == "vae" else load_vae_dir(vae_config, _need(run / VAE_DIR, "vae"))
+            frames = [c.frames for c in clips]
+            st = getattr(cfg, name)
+            _, result = train_vae(name, cfg, st, vae_config, frames, run / VAE_DIR, curves, init, progress)
+            done(name, result)
     if "encode" in stages:
         assert clips is not None
         vae = load_vae_dir(vae_config, _need(run / VAE_DIR, "vae"))

@@ -1,4 +1,9 @@
-"""Stage ``vae``: the tiny VAE (diffusers' ``AutoencoderKLWan``, the preset's small config) on clip windows.
+"""Stages ``vae`` and ``vae_tune``: the tiny VAE (diffusers' ``AutoencoderKLWan``, the preset's small
+config) on clip windows: first short windows from scratch (cheap; spatial detail), then longer ones.
+
+Why two: the causal VAE treats the first latent (one frame) and the second (its cache holds only the
+first frame's features) differently from every later one; the steady state a stream lives in starts
+at the third latent, so ``vae_tune`` trains on windows of at least 3 latents (13 frames by default).
 
 Legend: B batch, T = ``clip_frames`` video frames (1 + 4k), H x W pixels.
 
@@ -21,7 +26,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKLWan
 
-from liveact.training.config import TrainConfig
+from liveact.training.config import TrainConfig, VaeStageConfig
 from liveact.training.loop import StageResult, run_stage
 from liveact.vae import VaeConfig, build_vae
 
@@ -76,21 +81,23 @@ def standardize_latents(vae: AutoencoderKLWan, mean: torch.Tensor, std: torch.Te
 
 
 def train_vae(
+    name: str,
     cfg: TrainConfig,
+    st: VaeStageConfig,
     vae_config: VaeConfig,
     clips: list[np.ndarray],
     out_dir: Path,
     curves_dir: Path,
+    init: AutoencoderKLWan | None = None,
     progress: bool = True,
 ) -> tuple[AutoencoderKLWan, StageResult]:
-    """Train a fresh VAE on ``clips`` (each (T_i, H, W, 3) uint8); save it to ``out_dir`` (diffusers format)."""
-    st = cfg.vae
+    """Train ``init`` (or a fresh VAE) on ``clips`` (each (T_i, H, W, 3) uint8); save to ``out_dir`` (diffusers)."""
     vae_config.latent_frames(st.clip_frames)  # refuses a window that is not 1 + k * temporal stride
     short = [len(c) for c in clips if len(c) < st.clip_frames]
     if short:
-        raise ValueError(f"{len(short)} clips are shorter than vae.clip_frames={st.clip_frames}")
+        raise ValueError(f"{len(short)} clips are shorter than {name}.clip_frames={st.clip_frames}")
     torch.manual_seed(st.seed)
-    vae = build_vae(vae_config).train()
+    vae = (init if init is not None else build_vae(vae_config)).train()
     rng = np.random.default_rng(st.seed)
     gen = torch.Generator().manual_seed(st.seed)
 
@@ -107,7 +114,7 @@ def train_vae(
         vae.save_pretrained(out_dir, safe_serialization=True)
 
     result = run_stage(
-        "vae", vae.parameters(), st.optim, st.steps, step, ["loss", "l1", "kl"],
+        name, vae.parameters(), st.optim, st.steps, step, ["loss", "l1", "kl"],
         curves_dir, cfg.log_every, save, cfg.save_every, progress,
     )  # fmt: skip
     vae.eval()
