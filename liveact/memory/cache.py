@@ -140,11 +140,7 @@ class LayerKV:
         """
         cfg = self.cfg
         chunk = self.chunks_written
-        frames = cfg.chunk_latent_frames(chunk)
-        if k.shape[1] != frames * self.fl:
-            raise ValueError(
-                f"chunk {chunk} must have {frames} latent frames ({frames * self.fl} tokens), got {k.shape[1]} tokens"
-            )
+        frames = chunk_frames(cfg, chunk, self.fl, k)
         self.compact(weight_k, weight_v)
         start = cfg.query_slot_start(chunk)
         self.put(start, k, v)
@@ -184,6 +180,16 @@ class LayerKV:
     def nbytes(self) -> int:
         tensors = [self.k, self.v, self.k_scale, self.v_scale]
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+def chunk_frames(cfg: MemoryConfig, chunk: int, frame_tokens: int, k: torch.Tensor) -> int:
+    """Latent frames of chunk ``chunk``; refuses K/V (B, tokens, H, D) of another length."""
+    frames = cfg.chunk_latent_frames(chunk)
+    if k.shape[1] != frames * frame_tokens:
+        raise ValueError(
+            f"chunk {chunk} must have {frames} latent frames ({frames * frame_tokens} tokens), got {k.shape[1]} tokens"
+        )
+    return frames
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from liveact.config import MemoryConfig
-from liveact.memory.cache import AttendView, Draft, select_weights, update_moves
+from liveact.memory.cache import AttendView, Draft, chunk_frames, select_weights, update_moves
 from liveact.memory.compress import compress_tokens
 
 
@@ -59,11 +59,7 @@ class RolloutLayerKV:
         """
         cfg = self.cfg
         chunk = self.chunks_written
-        frames = cfg.chunk_latent_frames(chunk)
-        if k.shape[1] != frames * self.fl:
-            raise ValueError(
-                f"chunk {chunk} must have {frames} latent frames ({frames * self.fl} tokens), got {k.shape[1]} tokens"
-            )
+        frames = chunk_frames(cfg, chunk, self.fl, k)
         if chunk == 0:
             past_k = past_v = k[:, :0]
         elif chunk == 1:  # chunk 0 sits in the persistent slots as written
