@@ -65,6 +65,10 @@ def model_card(cfg: TrainConfig, run: Path, summary: dict[str, Any], dataset: di
         r = summary.get(stage)
         if r:
             lines.append(f"| {stage} | {r['steps']} | {r['seconds']} | {_losses(r['first'])} | {_losses(r['last'])} |")
+    for stage in ("vae", "vae_tune"):
+        horizon = (summary.get(stage) or {}).get("l1_per_16_frames")
+        if horizon:
+            lines += ["", f"- {stage}: reconstruction L1 per 16 frames of a streamed clip: {horizon}"]
     lines += [
         "",
         f"- nf: Neighbor Forcing rollouts of {cfg.nf.chunks} chunks, batch {cfg.nf.batch}, levels `{cfg.nf.levels}` "

@@ -4,7 +4,7 @@ Stages, in order (``STAGES``):
 
 * ``vae``    - the tiny VAE (Wan VAE architecture, the preset's small config) on short windows of
                the synthetic clips: L1 reconstruction + a small KL term.
-* ``vae_tune`` - the same VAE on longer windows (>= 3 latents): the causal caches' steady state.
+* ``vae_tune`` - the same VAE on long windows (81 frames): the steady state of its causal caches.
 * ``encode`` - every clip through the trained VAE once: clean latents, conditioning ``y``, CLIP
                tokens and audio feature rows, cached in the run directory.
 * ``nf``     - the DiT with Neighbor Forcing: rollouts of ``chunks`` consecutive chunks, every chunk
@@ -107,7 +107,7 @@ class TrainConfig:
     vae: VaeStageConfig = field(default_factory=VaeStageConfig)
     vae_tune: VaeStageConfig = field(
         default_factory=lambda: VaeStageConfig(
-            steps=800, batch=4, clip_frames=13, seed=4, optim=OptimConfig(lr=3e-4, warmup_steps=20)
+            steps=600, batch=2, clip_frames=81, seed=4, optim=OptimConfig(lr=3e-4, warmup_steps=20)
         )
     )
     nf: DitStageConfig = field(default_factory=DitStageConfig)
