@@ -53,8 +53,8 @@ def stream(config: LiveActConfig, pixel: int, chunks: int, unbounded: bool, seed
     }
 
 
+@torch.no_grad()  # scoped: a process-wide set_grad_enabled(False) leaked into whatever ran next (tests)
 def run(config: LiveActConfig, pixel: int, chunks: int, baseline_chunks: int, seed: int = 0) -> dict:
-    torch.set_grad_enabled(False)
     return {
         "benchmark": "memory",
         "preset": config.name,
