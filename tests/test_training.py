@@ -117,6 +117,9 @@ def test_every_stage_runs_and_exports_weights_animate_loads(smoke_run):
     assert set(summary) >= {"vae", "vae_tune", "encode", "nf", "convkv", "export"}
     assert summary["vae_tune"]["steps"] == 2 and (run / "curves" / "vae_tune.png").exists()
     assert summary["encode"]["clips"] == 2
+    for stage in ("vae", "vae_tune"):  # reconstruction error per 16 frames of the streamed 6-s clips
+        horizon = summary[stage]["l1_per_16_frames"]
+        assert len(horizon) == 8 and all(0 < e < 1 for e in horizon)
     for stage, columns in (("vae", {"l1", "kl"}), ("nf", {"chunk0", "chunk1"}), ("convkv", {"chunk2"})):
         assert summary[stage]["steps"] == 4
         curve = read_curves(run / "curves" / f"{stage}.csv")
