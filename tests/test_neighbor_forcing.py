@@ -9,7 +9,7 @@ import pytest
 import torch
 from helpers import make_model, micro_config
 
-from liveact.memory.cache import LayerKV
+from liveact.memory.cache import Draft, LayerKV
 from liveact.memory.rollout import RolloutLayerKV
 from liveact.sampling.audio_window import gather_window
 from liveact.sampling.chunking import plan_chunk, total_video_frames
@@ -136,7 +136,7 @@ def test_each_chunk_sees_what_the_serving_sampler_would_show_it(context):
             plan = plan_chunk(cfg, k)
             a, b = plan.latent_slice
             tokens = model.project_audio(gather_window(cfg, batch.audio[0], k))[:, a:b]
-            step_kv = kv if context == "neighbor" else [layer.draft() for layer in kv]
+            step_kv = kv if context == "neighbor" else [Draft(layer) for layer in kv]
             v = model(x, batch.y[:, :, a:b], sigma * 1000, ctx, tokens, step_kv, plan.is_first)
             torch.testing.assert_close(((v - target) ** 2).mean(), per_chunk[k], rtol=1e-5, atol=1e-6)
             if context == "clean":

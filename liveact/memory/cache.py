@@ -121,10 +121,6 @@ class LayerKV:
             self.put(move.dst, k.clone(), v.clone())
         self.compacted = True
 
-    def draft(self) -> Draft:
-        """This cache seen through writes that do not commit (``append(commit=False)``)."""
-        return Draft(self)
-
     def append(
         self,
         k: torch.Tensor,
@@ -278,9 +274,6 @@ class UnboundedLayerKV:
             self.k, self.v = k_all, v_all
             self.chunks_written += 1
         return AttendView(k=k_all, v=v_all, key_frames=k_all.shape[1] // self.fl, query_t0=t0, bounded=False)
-
-    def draft(self) -> Draft:
-        return Draft(self)
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.k, self.v) if t is not None)

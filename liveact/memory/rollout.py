@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from liveact.config import MemoryConfig
-from liveact.memory.cache import AttendView, Draft, chunk_frames, select_weights, update_moves
+from liveact.memory.cache import AttendView, chunk_frames, select_weights, update_moves
 from liveact.memory.compress import compress_tokens
 
 
@@ -76,6 +76,3 @@ class RolloutLayerKV:
         key_frames = k_all.shape[1] // self.fl
         skip = cfg.unattended_slots(chunk)
         return AttendView(k_all, v_all, key_frames, key_frames - frames, bounded=True, skip=skip)
-
-    def draft(self) -> Draft:
-        return Draft(self)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from liveact.config import LiveActConfig
+from liveact.memory.cache import Draft
 from liveact.memory.convkv import ConvKVMemory
 from liveact.model.dit import LiveActDiT
 from liveact.sampling.chunking import ChunkPlan
@@ -76,7 +77,7 @@ def denoise_chunk(
         t = torch.full((batch,), c.t, dtype=torch.float32, device=x.device)
         use_audio = c.step not in sc.skip_audio_steps
         kv = memory.layers(c.step)
-        kv = [layer.draft() for layer in kv] if clean else kv  # the clean forward below commits
+        kv = [Draft(layer) for layer in kv] if clean else kv  # the clean forward below commits
         v = model(x, y, t, cond.context, audio if use_audio else None, kv, plan.is_first)
         v_cond = v_null = None
         if c.step in cfg_steps:

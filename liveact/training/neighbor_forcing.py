@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from liveact.memory.cache import Draft
 from liveact.memory.rollout import RolloutLayerKV
 from liveact.model.dit import LiveActDiT
 from liveact.sampling.audio_window import window_index
@@ -98,7 +99,7 @@ def neighbor_forcing_loss(
         idx = window_index(cfg, k, batch.audio.shape[1])  # (Fv, W)
         tokens = model.project_audio(batch.audio[:, idx])[:, a:e]  # (B, f, N_a, C_a)
         y = batch.y[:, :, a:e]
-        kv = caches if context == "neighbor" else [c.draft() for c in caches]
+        kv = caches if context == "neighbor" else [Draft(c) for c in caches]
         v = model(x, y, t, ctx, tokens if use_audio else None, kv, plan.is_first)
         sq = (v.float() - (eps - x0).float()) ** 2  # (B, Cz, f, h, w)
         if batch.weight is None:
@@ -126,7 +127,7 @@ def _sample(
     sc = model.config.sampler
     b, _, f, h, w = y.shape
     x = torch.randn((b, model.config.model.latent_channels, f, h, w), generator=generator)
-    drafts = [c.draft() for c in caches]
+    drafts = [Draft(c) for c in caches]
     for c in step_coefficients(sc):
         t = torch.full((b,), c.t)
         v = model(x, y, t, ctx, None if c.step in sc.skip_audio_steps else tokens, drafts, first)
