@@ -95,7 +95,7 @@ SMOKE = {
     "save_every": 3,
     "threads": 1,
     "vae": {"steps": 4, "batch": 2},
-    "vae_tune": {"steps": 2, "batch": 1, "clip_frames": 13},
+    "vae_tune": {"steps": 2, "batch": 1, "clip_frames": 13, "warmup_latents": 3},
     "nf": {"steps": 4, "batch": 2, "chunks": 2},
     "convkv": {"steps": 4, "batch": 2, "chunks": 3},
 }

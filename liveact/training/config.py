@@ -4,7 +4,7 @@ Stages, in order (``STAGES``):
 
 * ``vae``    - the tiny VAE (Wan VAE architecture, the preset's small config) on short windows of
                the synthetic clips: L1 reconstruction + a small KL term.
-* ``vae_tune`` - the same VAE on long windows (81 frames): the steady state of its causal caches.
+* ``vae_tune`` - the same VAE on windows streamed after a no-gradient warm-up: the causal caches' steady state.
 * ``encode`` - every clip through the trained VAE once: clean latents, conditioning ``y``, CLIP
                tokens and audio feature rows, cached in the run directory.
 * ``nf``     - the DiT with Neighbor Forcing: rollouts of ``chunks`` consecutive chunks, every chunk
@@ -57,12 +57,15 @@ class VaeStageConfig:
     steps: int = 2000
     batch: int = 4
     clip_frames: int = 9  # video frames per training window: 1 + a multiple of the temporal stride
+    # streamed warm-up: each step draws m in [0, warmup_latents]; m > 0 streams m latents' frames through
+    # encoder and decoder without gradients first, so the window is trained in the causal caches' steady state
+    warmup_latents: int = 0
     kl_weight: float = 1e-4  # keeps the posterior near N(0, 1): the DiT's latents stay unit-scaled
     seed: int = 1
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, warmup_steps=50))
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.batch < 1 or self.clip_frames < 1 or self.kl_weight < 0:
+        if self.steps < 0 or self.batch < 1 or self.clip_frames < 1 or self.kl_weight < 0 or self.warmup_latents < 0:
             raise ConfigError(f"invalid VAE stage settings: {self}")
 
 
@@ -107,7 +110,7 @@ class TrainConfig:
     vae: VaeStageConfig = field(default_factory=VaeStageConfig)
     vae_tune: VaeStageConfig = field(
         default_factory=lambda: VaeStageConfig(
-            steps=600, batch=2, clip_frames=81, seed=4, optim=OptimConfig(lr=3e-4, warmup_steps=20)
+            steps=700, batch=2, clip_frames=41, warmup_latents=27, seed=4, optim=OptimConfig(lr=3e-4, warmup_steps=20)
         )
     )
     nf: DitStageConfig = field(default_factory=DitStageConfig)

@@ -2,18 +2,21 @@
 config) on clip windows: first short windows from scratch (cheap; spatial detail), then longer ones.
 
 Why two: the causal VAE treats the first latent (one frame) and the second (its cache holds only the
-first frame's features) differently from every later one; the steady state a stream lives in starts
-at the third latent, and the deeper layers' caches settle only after many latents. Measured on the
-tiny VAE (L1 per stretch of a 149-frame streamed clip): trained on 13-frame windows, 0.07 up to frame
-16, then 0.37; 400 more steps on 41-frame windows, 0.07 rising to 0.26 by frame 72, then flat. So
-``vae_tune`` trains on windows that cover that reach (81 frames by default). Each stage reports
-its reconstruction error per stretch of a long clip (``horizon_l1``), so a drift shows in the summary.
+first frame's features) differently from every later one, and the deeper layers' caches settle only
+after ~100 frames. Measured on the tiny VAE (L1 per stretch of a streamed clip): trained on 13-frame
+windows, 0.07 up to frame 16, then 0.37; 400 more steps on 41-frame windows, 0.07 rising to 0.26 by
+frame 72, then flat; 300 steps on 81-frame windows, 0.08 rising to 0.15 by frame 96. A window only
+teaches the transient it starts with, so ``vae_tune`` streams a random number of latents (up to
+``warmup_latents``) through encoder and decoder without gradients before each window
+(``liveact.training.vae_stream``): the window is trained inside the steady state a session runs in.
+Each stage reports its reconstruction error per stretch of a long clip (``horizon_l1``), so a drift
+shows in the summary.
 
 Legend: B batch, T = ``clip_frames`` video frames (1 + 4k), H x W pixels.
 
-Each step takes B random windows of T consecutive frames from random clips, encodes them as a causal
-video, samples the posterior, decodes and minimises ``L1(reconstruction, frames) + kl_weight * KL``
-(KL per latent element against N(0, 1)).
+Each step takes B random windows of T consecutive frames (after the warm-up, if any) from random
+clips, encodes them as a causal video, samples the posterior, decodes and minimises
+``L1(reconstruction, frames) + kl_weight * KL`` (KL per latent element against N(0, 1)).
 
 The stage ends by standardising the latent space (``standardize_latents``): per-channel mean and
 standard deviation of the posterior mean over ``STATS_WINDOWS`` windows are folded into the VAE's
@@ -32,6 +35,7 @@ from diffusers import AutoencoderKLWan
 
 from liveact.training.config import TrainConfig, VaeStageConfig
 from liveact.training.loop import StageResult, run_stage
+from liveact.training.vae_stream import streamed_reconstruction
 from liveact.vae import VaeConfig, build_vae
 
 __all__ = ["frames_to_video", "horizon_l1", "latent_stats", "standardize_latents", "train_vae"]
@@ -45,6 +49,11 @@ def frames_to_video(frames: np.ndarray) -> torch.Tensor:
     """uint8 (B, T, H, W, 3) -> float32 (B, 3, T, H, W) in [-1, 1]."""
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 4, 1, 2, 3)
     return x.float() / 127.5 - 1.0
+
+
+def window_frames(st: VaeStageConfig, vae_config: VaeConfig, warm_latents: int) -> int:
+    """Video frames of a step's window: ``clip_frames``, after the warm-up's 1 + 4 (m - 1) when m > 0."""
+    return st.clip_frames + (vae_config.video_frames(warm_latents) - 1 if warm_latents else 0)
 
 
 def _windows(clips: list[np.ndarray], frames: int, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -111,21 +120,24 @@ def train_vae(
 ) -> tuple[AutoencoderKLWan, StageResult]:
     """Train ``init`` (or a fresh VAE) on ``clips`` (each (T_i, H, W, 3) uint8); save to ``out_dir`` (diffusers)."""
     vae_config.latent_frames(st.clip_frames)  # refuses a window that is not 1 + k * temporal stride
-    short = [len(c) for c in clips if len(c) < st.clip_frames]
+    longest = window_frames(st, vae_config, st.warmup_latents)
+    short = [len(c) for c in clips if len(c) < longest]
     if short:
-        raise ValueError(f"{len(short)} clips are shorter than {name}.clip_frames={st.clip_frames}")
+        raise ValueError(
+            f"{len(short)} clips are shorter than the {longest} frames {name}.clip_frames={st.clip_frames} "
+            f"and warmup_latents={st.warmup_latents} need"
+        )
     torch.manual_seed(st.seed)
     vae = (init if init is not None else build_vae(vae_config)).train()
     rng = np.random.default_rng(st.seed)
     gen = torch.Generator().manual_seed(st.seed)
 
     def step(_: int) -> dict[str, torch.Tensor]:
-        x = frames_to_video(_windows(clips, st.clip_frames, st.batch, rng))  # (B, 3, T, H, W)
-        posterior = vae.encode(x).latent_dist
-        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
-        recon = vae.decode(z).sample
-        l1 = (recon - x).abs().mean()
-        kl = 0.5 * (posterior.mean.pow(2) + posterior.var - 1.0 - posterior.logvar).mean()
+        warm = int(rng.integers(0, st.warmup_latents + 1)) if st.warmup_latents else 0
+        x = frames_to_video(_windows(clips, window_frames(st, vae_config, warm), st.batch, rng))  # (B, 3, T, H, W)
+        out = streamed_reconstruction(vae, x, warm, gen)
+        l1 = (out.recon - out.target).abs().mean()
+        kl = 0.5 * (out.mean.pow(2) + out.logvar.exp() - 1.0 - out.logvar).mean()
         return {"loss": l1 + st.kl_weight * kl, "l1": l1, "kl": kl}
 
     def save(_: int) -> None:
