@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 
 REDIS_SERVER = "redis-server"
+REDIS_CLI = "redis-cli"
+CLUSTER_SIZE = 3  # masters: the smallest cluster redis-cli creates
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 POLL_S = 0.02
@@ -91,9 +93,16 @@ def _kill_quietly(proc: subprocess.Popen) -> None:
 class RedisServer:
     """``redis-server`` as a child process (not daemonized) on 127.0.0.1:``port``."""
 
-    def __init__(self, password: str | None = None, port: int | None = None, tls: TlsFiles | None = None) -> None:
+    def __init__(
+        self,
+        password: str | None = None,
+        port: int | None = None,
+        tls: TlsFiles | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.password = password
         self.tls = tls  # serve TLS only (mutual: clients must present a certificate the CA signed)
+        self.extra_args = extra_args
         self.proc: subprocess.Popen | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="liveact-redis-")
         for attempt in range(START_ATTEMPTS):  # a free port can be taken between probe and bind
@@ -126,6 +135,7 @@ class RedisServer:
             ]
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra_args
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         weakref.finalize(self, _kill_quietly, self.proc)  # never outlive the tests, even if close() is missed
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -164,6 +174,60 @@ class RedisServer:
         self._dir.cleanup()
 
     def __enter__(self) -> RedisServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class RedisClusterServers:
+    """A Redis Cluster of ``size`` masters (no replicas) on free ports, created with ``redis-cli --cluster``."""
+
+    def __init__(self, size: int = CLUSTER_SIZE) -> None:
+        args = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000")
+        self.nodes: list[RedisServer] = []
+        try:
+            for _ in range(size):
+                self.nodes.append(RedisServer(extra_args=args))
+            addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+            subprocess.run(
+                [REDIS_CLI, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+                check=True,
+                capture_output=True,
+                timeout=START_TIMEOUT_S * 3,
+            )
+            self._wait_ok()
+        except BaseException:
+            self.close()
+            raise
+
+    def _wait_ok(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S * 3
+        while True:
+            states = [self.info(n) for n in self.nodes]
+            if all("cluster_state:ok" in s for s in states):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cluster did not become ok: {states}")
+            time.sleep(POLL_S * 10)
+
+    @staticmethod
+    def info(node: RedisServer) -> str:
+        out = subprocess.run(
+            [REDIS_CLI, "-p", str(node.port), "cluster", "info"], capture_output=True, text=True, timeout=5
+        )
+        return out.stdout
+
+    @property
+    def url(self) -> str:
+        """One node's URL: a cluster client discovers the others from it."""
+        return self.nodes[0].url
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+    def __enter__(self) -> RedisClusterServers:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from generator_helpers import RATE, frames_of, raw_animate, speech_clip
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from redis_server import RedisServer
+from redis_server import RedisClusterServers, RedisServer
 from servers import service_process
 
 from liveact.client import animate_resumable
@@ -267,6 +267,34 @@ def test_resumable_client_follows_a_crash_to_another_generator(peers, redis, spe
                               seed=3, on_chunk=on_chunk)
         )  # fmt: skip
     assert proc_a.poll() == -signal.SIGKILL
+    got, want = frames_of(result.chunks), frames_of(reference.chunks)
+    assert [i for i, _ in got] == list(range(SECONDS * 20))
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, want, strict=True))
+
+
+def test_sessions_resume_through_a_redis_cluster(peers, speech, image):
+    """Generators on a 3-master Redis Cluster (--redis-cluster): a crash mid-session, the resumable client
+    goes on at the other generator from the checkpoint in the cluster, frames equal to an uninterrupted run."""
+    with RedisClusterServers() as cluster:
+        with generator(peers, cluster, "--redis-cluster") as (gen, _):
+            reference = asyncio.run(raw(gen, image, speech))
+        with (
+            generator(peers, cluster, "--redis-cluster") as (gen_a, proc_a),
+            generator(peers, cluster, "--redis-cluster") as (gen_b, _),
+        ):
+            seen = []
+
+            def on_chunk(chunk):
+                seen.append(chunk)
+                if len(seen) == 3:
+                    os.kill(proc_a.pid, signal.SIGKILL)
+
+            result = asyncio.run(
+                animate_resumable([gen_a, gen_b], image, speech, sample_rate=RATE, output_format=common_pb2.RAW_RGB,
+                                  seed=3, on_chunk=on_chunk)
+            )  # fmt: skip
+        assert proc_a.poll() == -signal.SIGKILL
+        assert result.checkpoints  # announced by the generators: written to the cluster
     got, want = frames_of(result.chunks), frames_of(reference.chunks)
     assert [i for i, _ in got] == list(range(SECONDS * 20))
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, want, strict=True))

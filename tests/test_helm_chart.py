@@ -285,6 +285,14 @@ def test_default_generator_uses_the_bundled_redis_with_its_secret():
     assert "LIVEACT_REDIS_TLS" not in gen_env
 
 
+def test_external_redis_cluster_turns_on_the_cluster_client():
+    external = {"url": "redis://r-0.r:6379", "cluster": True}
+    docs = render({"redis": {"bundled": {"enabled": False}, "external": external}})
+    e = env(container(find(docs, "Deployment", "generator")))
+    assert (e["LIVEACT_REDIS_URL"], e["LIVEACT_REDIS_CLUSTER"]) == ("redis://r-0.r:6379", "true")
+    assert "LIVEACT_REDIS_CLUSTER" not in env(container(find(render(EXTERNAL_TLS), "Deployment", "generator")))
+
+
 def test_external_redis_with_tls_comes_from_secrets():
     docs = render(EXTERNAL_TLS)
     assert not [d for d in docs if d["metadata"]["labels"].get("app.kubernetes.io/component") == "redis"]
@@ -586,9 +594,9 @@ BAD_VALUES = [
         ['redis.external.url "http://r:6379" must be redis://host:port[/db] or rediss://'],
     ),
     (
-        {"redis": {"bundled": {"enabled": False}, "external": {"url": "redis://r:6379", "cluster": True}}},
+        {"redis": {"bundled": {"enabled": False}, "external": {"url": "redis://r:6379/3", "cluster": True}}},
         HelmRenderError,
-        ["redis.external.cluster: the generator does not speak the Redis Cluster protocol yet"],
+        ['redis.external.url "redis://r:6379/3": Redis Cluster has only database 0'],
     ),
     (
         {"redis": {"bundled": {"enabled": False}, "external": {"url": "rediss://r", "tls": {"clientCert": True}}}},

@@ -269,7 +269,7 @@ def redis() -> Schema:
             "url": string("redis:// or rediss:// URL"),
             "existingSecret": string("Secret with the URL"),
             "existingSecretUrlKey": string("key of the URL", minLength=1),
-            "cluster": boolean("Redis Cluster (not supported by the generator yet)"),
+            "cluster": boolean("Redis Cluster: url names one node (database 0); the generator discovers the shards"),
             "auth": obj(
                 {
                     "username": string("ACL user"),

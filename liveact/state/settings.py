@@ -2,7 +2,9 @@
 
 A frozen dataclass of plain values; the generator fills it from its flags / ``LIVEACT_*``
 environment. ``validate()`` lists every problem at once (each says what to fix) and ``connect()``
-builds the ``redis.asyncio`` client: credentials, TLS and socket timeouts.
+builds the ``redis.asyncio`` client: credentials, TLS and socket timeouts; with ``cluster`` a
+``RedisCluster`` that discovers the shards from the URL's node and follows slot moves (the key
+layout in ``keys.py`` keeps each session's scripted keys in one slot and spreads checkpoint parts).
 
 The client does no retries of its own: a failed call raises at once (as ``StoreUnavailable`` from
 ``SessionStore``) and the caller retries whole operations with ``liveact.state.backoff``, so no
@@ -17,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -41,6 +44,7 @@ class StoreSettings:
     password: str | None = None
     username: str | None = None  # Redis ACL user; None = the default user
     tls: bool = False  # also implied by a rediss:// url
+    cluster: bool = False  # Redis Cluster: the url names any one node, the client finds the others
     tls_ca_file: str | None = None  # CA bundle that signed the server's certificate
     tls_cert_file: str | None = None  # client certificate (mutual TLS), with tls_key_file
     tls_key_file: str | None = None
@@ -63,6 +67,10 @@ class StoreSettings:
             problems.append(f"url {self.url!r} must start with redis://, rediss:// or unix://")
         if self.tls and scheme == "unix":
             problems.append("tls cannot be used with a unix:// url: use rediss://host:port")
+        if self.cluster and scheme == "unix":
+            problems.append("cluster needs a redis:// or rediss:// url of one cluster node, not unix://")
+        if self.cluster and urlsplit(self.url).path.strip("/") not in ("", "0"):
+            problems.append(f"url {self.url!r}: Redis Cluster has only database 0; drop the /N from the url")
         if not self.use_tls and (self.tls_ca_file or self.tls_cert_file or self.tls_key_file):
             problems.append("tls_ca_file / tls_cert_file / tls_key_file are set but tls is off: set tls=True")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
@@ -87,8 +95,8 @@ class StoreSettings:
             problems.append(f"keep_versions {self.keep_versions} must be >= {MIN_KEEP_VERSIONS} (fallback version)")
         return problems
 
-    def connect(self) -> aioredis.Redis:
-        """A ``redis.asyncio.Redis`` for these settings (raises ``ValueError`` listing the problems).
+    def connect(self) -> aioredis.Redis | RedisCluster:
+        """A ``redis.asyncio.Redis`` (or ``RedisCluster``) for these settings; ``ValueError`` lists problems.
 
         Values are bytes (``decode_responses=False``): checkpoint parts and audio are binary.
         """
@@ -113,4 +121,6 @@ class StoreSettings:
                 ssl_certfile=self.tls_cert_file,
                 ssl_keyfile=self.tls_key_file,
             )
+        if self.cluster:  # MOVED / ASK redirects are followed (the command did not run); errors are not retried
+            return RedisCluster.from_url(url, **kwargs)
         return aioredis.from_url(url, **kwargs)

@@ -45,6 +45,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 import torch
+from redis.asyncio.cluster import RedisCluster
 
 from liveact.state import codec, scripts
 from liveact.state.errors import (
@@ -94,6 +95,7 @@ _UNAVAILABLE = (
     rexc.TimeoutError,
     rexc.ReadOnlyError,  # a replica after failover
     rexc.ClusterDownError,
+    rexc.RedisClusterException,  # no node of the cluster answered (RedisClusterUnreachableError), no slots
     rexc.TryAgainError,
     rexc.MasterDownError,
     TimeoutError,
@@ -194,7 +196,7 @@ def _decode_shard(rank: int, parts: list[_Part], blobs: list[bytes]) -> tuple[st
 class SessionStore:
     """Async access to every session's state; safe to share between concurrent sessions."""
 
-    def __init__(self, settings: StoreSettings, client: aioredis.Redis | None = None) -> None:
+    def __init__(self, settings: StoreSettings, client: aioredis.Redis | RedisCluster | None = None) -> None:
         """``client`` defaults to ``settings.connect()`` (connects lazily, on the first call)."""
         problems = settings.validate()
         if problems:
@@ -524,8 +526,8 @@ class SessionStore:
     async def _delete_parts(self, keys: list[str]) -> None:
         if keys:
             pipe = self.client.pipeline(transaction=False)
-            for key in keys:
-                pipe.unlink(key)
+            for key in keys:  # not pipe.unlink: a ClusterPipeline runs multi-key commands at once, unqueued
+                pipe.execute_command("UNLINK", key)
             await pipe.execute()
 
     async def _touch_parts(self, keys: list[str]) -> None:

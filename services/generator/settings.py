@@ -37,6 +37,7 @@ class GeneratorSettings(ServerSettings):
     redis_password: str = ""  # better given as LIVEACT_REDIS_PASSWORD than as a flag
     redis_username: str = ""
     redis_tls: bool = False
+    redis_cluster: bool = False  # Redis Cluster: --redis-url names one node, the others are discovered
     redis_tls_ca_file: str = ""
     redis_tls_cert_file: str = ""
     redis_tls_key_file: str = ""
@@ -105,6 +106,7 @@ class GeneratorSettings(ServerSettings):
             password=self.redis_password or None,
             username=self.redis_username or None,
             tls=self.redis_tls,
+            cluster=self.redis_cluster,
             tls_ca_file=self.redis_tls_ca_file or None,
             tls_cert_file=self.redis_tls_cert_file or None,
             tls_key_file=self.redis_tls_key_file or None,

@@ -1,6 +1,6 @@
 {{/*
 The generator's Redis settings (services/generator/settings.py: --redis-url, --redis-password,
---redis-username, --redis-tls, --redis-tls-ca-file, --redis-tls-cert-file, --redis-tls-key-file),
+--redis-username, --redis-cluster, --redis-tls, --redis-tls-ca-file, --redis-tls-cert-file, --redis-tls-key-file),
 as LIVEACT_* environment variables. Secrets stay in Secrets: the password is never a flag.
 */}}
 {{- define "liveact.redis.env" -}}
@@ -34,6 +34,10 @@ as LIVEACT_* environment variables. Secrets stay in Secrets: the password is nev
 {{- with $ext.auth.username }}
 - name: LIVEACT_REDIS_USERNAME
   value: {{ . | quote }}
+{{- end }}
+{{- if $ext.cluster }}
+- name: LIVEACT_REDIS_CLUSTER
+  value: "true"
 {{- end }}
 {{- if $ext.tls.enabled }}
 - name: LIVEACT_REDIS_TLS

@@ -75,8 +75,8 @@ templates/validate.yaml, so `helm template`, `helm install` and `helm lint` all 
 {{- if and $ext.url (not (regexMatch "^rediss?://[^/]+" $ext.url)) }}
 {{- $out = append $out (printf "redis.external.url %q must be redis://host:port[/db] or rediss://host:port[/db] (TLS)" $ext.url) }}
 {{- end }}
-{{- if and $external $ext.cluster }}
-{{- $out = append $out "redis.external.cluster: the generator does not speak the Redis Cluster protocol yet (its keys are laid out for it, liveact/state/keys.py); use a single Redis endpoint or a cluster proxy, and leave cluster false" }}
+{{- if and $external $ext.cluster $ext.url (regexMatch "^rediss?://[^/]+/([1-9][0-9]*)$" $ext.url) }}
+{{- $out = append $out (printf "redis.external.url %q: Redis Cluster has only database 0; drop the /N (or set cluster false)" $ext.url) }}
 {{- end }}
 {{- if and $ext.auth.password $ext.auth.existingSecret }}
 {{- $out = append $out "redis.external.auth: set password or existingSecret, not both" }}
