@@ -159,6 +159,40 @@ def test_a_stage_is_reproducible_from_its_config(smoke_run, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def _ablate(args, cwd):
+    cmd = [sys.executable, "-m", "liveact.cli.main", "ablate", *args, "--marks", "2", "--window", "2", "--no-progress"]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_ablations_retrain_what_they_change_and_land_in_one_table(smoke_run, tmp_path):
+    run, _, _ = smoke_run
+    base = tmp_path / "base"  # a copy: the variants are written beside it
+    shutil.copytree(run, base, symlinks=True)
+    for variant in ("neighbor", "window", "clean"):
+        proc = _ablate(["--base", str(base), "--variant", variant], tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        report = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert report["variant"] == variant and report["generated_s"] == 2.0 and report["trained"]
+    window, clean = tmp_path / "base-window", tmp_path / "base-clean"
+    assert TrainConfig.load(window / "config.json").convkv.compressor == "none"
+    assert (window / "dit_nf").resolve() == (base / "dit_nf").resolve()  # nf weights shared, convkv retrained
+    assert not (window / "curves" / "nf.csv").exists() and (window / "curves" / "convkv.csv").exists()
+    cfg = TrainConfig.load(clean / "config.json")
+    assert (cfg.nf.context, cfg.convkv.context) == ("clean", "clean")
+    a = load_checkpoint_dir(_tiny_model(), clean / "dit_nf").state_dict()
+    b = load_checkpoint_dir(_tiny_model(), base / "dit_nf").state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # retrained under its own context
+    assert "## Scores" in (clean / "weights" / "MODEL_CARD.md").read_text()
+
+    proc = _ablate(["--base", str(base), "--report", str(tmp_path / "docs")], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = (tmp_path / "docs" / "ablations-table.md").read_text().splitlines()
+    assert [row.split(" | ")[0].lstrip("| ") for row in table[2:]] == ["neighbor", "clean", "window"]
+    assert table[4].split(" | ")[2] == "-"  # window: nf not retrained
+    for png in ("ablation-nf-loss.png", "ablation-long-horizon.png"):
+        assert (tmp_path / "docs" / png).read_bytes()[:8] == PNG_MAGIC
+
+
 def test_missing_inputs_say_which_stage_to_run(dataset, tmp_path, capsys):
     run = str(tmp_path / "r")
     assert main(["train", "--data", str(dataset), "--run", run, "--stages", "nf", "--no-progress"]) == 2

@@ -38,7 +38,7 @@ from liveact.training.encoded import EncodedSet, encode_clips
 from liveact.training.vae_stage import train_vae
 from liveact.vae import get_vae_preset, load_vae_dir
 
-__all__ = ["load_clips", "train"]
+__all__ = ["load_clips", "train", "write_model_card"]
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,15 @@ def train(cfg: TrainConfig, run_dir: str | Path, stages: Sequence[str] = STAGES,
                 shutil.rmtree(dst)
             shutil.copytree(src, dst)
         done("export", {"weights": str(weights), "dit_from": source.name})
-        data_json = Path(cfg.data) / DATASET_JSON
-        dataset = json.loads(data_json.read_text()) if data_json.is_file() else {}
-        (weights / MODEL_CARD).write_text(model_card(cfg, run, summary, dataset))
+        write_model_card(cfg, run)
     return summary
+
+
+def write_model_card(cfg: TrainConfig, run: Path) -> Path:
+    """RUN/weights/MODEL_CARD.md from the run's settings, summary, dataset and (if present) eval.json."""
+    data_json = Path(cfg.data) / DATASET_JSON
+    dataset = json.loads(data_json.read_text()) if data_json.is_file() else {}
+    summary = json.loads((run / SUMMARY).read_text())
+    path = run / WEIGHTS_DIR / MODEL_CARD
+    path.write_text(model_card(cfg, run, summary, dataset))
+    return path
