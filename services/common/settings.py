@@ -8,25 +8,29 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 S = TypeVar("S", bound="ServerSettings")
 
+_FIELD_COMMENT = re.compile(r"^\s+(\w+): [^#]*#\s*(.+)$")  # "    name: type = default  # what it is"
+
 
 @dataclass(frozen=True)
 class ServerSettings:
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # address to listen on (0.0.0.0 in a container)
     port: int = 50051  # 0 = any free port (logged and written to --port-file)
     port_file: str = ""  # write the bound port here once serving (for tests and supervisors)
     max_message_mb: int = 32  # gRPC send/receive limit per message
     grace_s: float = 20.0  # SIGTERM: time to finish in-flight streams before they are cancelled
     keepalive_s: float = 30.0  # server pings idle connections this often (hour-long streams)
-    keepalive_timeout_s: float = 10.0
-    reflection: bool = False
-    log_level: str = "INFO"
-    device: str = "cpu"
+    keepalive_timeout_s: float = 10.0  # a ping unanswered this long closes the connection
+    reflection: bool = False  # gRPC server reflection (for grpcurl)
+    log_level: str = "INFO"  # DEBUG, INFO, WARNING or ERROR (JSON lines on stderr)
+    device: str = "cpu"  # torch device: cpu, cuda, cuda:N
     # observability (services/common/telemetry.py): off by default, and then it costs nothing
     otel_endpoint: str = ""  # OTLP/gRPC collector for traces and metrics, e.g. http://otel-collector:4317
     otel_export_s: float = 15.0  # how often metrics are pushed to --otel-endpoint
@@ -60,14 +64,21 @@ class ServerSettings:
     def parse(cls: type[S], argv: list[str] | None = None, description: str = "") -> S:
         """Flags override ``LIVEACT_*`` environment variables, which override the defaults."""
         parser = argparse.ArgumentParser(description=description)
+        explained = field_help(cls)
         for f in dataclasses.fields(cls):
             flag = "--" + f.name.replace("_", "-")
             env = "LIVEACT_" + f.name.upper()
             default = _from_env(env, f.type, f.default)
+            what = explained.get(f.name, "")
+            what = what.replace("%", "%%") + " " if what else ""  # argparse formats help with %
             if f.type in ("bool", bool):
-                parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=f"(env {env})")
+                parser.add_argument(
+                    flag, action=argparse.BooleanOptionalAction, default=default, help=f"{what}(env {env})"
+                )
             else:
-                parser.add_argument(flag, type=_caster(f.type), default=default, help=f"(env {env}; default {default})")
+                parser.add_argument(
+                    flag, type=_caster(f.type), default=default, help=f"{what}(env {env}; default {default!r})"
+                )
         args = parser.parse_args(argv)
         settings = cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
         try:
@@ -75,6 +86,23 @@ class ServerSettings:
         except ValueError as exc:
             parser.error(str(exc))
         return settings
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Each field's trailing ``# comment`` in the settings classes' source (subclasses win): its --help."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            lines = inspect.getsource(klass).splitlines()
+        except (OSError, TypeError):  # no source (e.g. a frozen build): flags keep their env / default text
+            continue
+        for line in lines:
+            match = _FIELD_COMMENT.match(line)
+            if match:
+                out[match[1]] = match[2].strip()
+    return out
 
 
 def _caster(kind: Any):

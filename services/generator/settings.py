@@ -21,7 +21,7 @@ STREAM_BY_DEFAULT_VAE = "tiny"  # its causal cache is small (~560 B per output p
 
 @dataclass(frozen=True)
 class GeneratorSettings(ServerSettings):
-    preset: str = "tiny"
+    preset: str = "tiny"  # model preset: tiny (built-in weights), liveact-18b (--model-dir)
     model_dir: str = ""  # local weights directory; empty = the preset's built-in weights
     audio_encoder: str = ""  # host:port of the audio encoder service (required)
     decoder: str = ""  # host:port of the decoder service (required)
@@ -35,29 +35,29 @@ class GeneratorSettings(ServerSettings):
     # durable sessions (checkpoints in Redis); an empty --redis-url turns them off
     redis_url: str = ""  # e.g. redis://host:6379/0 or rediss://host:6380/0 (TLS)
     redis_password: str = ""  # better given as LIVEACT_REDIS_PASSWORD than as a flag
-    redis_username: str = ""
-    redis_tls: bool = False
+    redis_username: str = ""  # Redis ACL user; empty = the default user
+    redis_tls: bool = False  # TLS to Redis (also implied by a rediss:// url)
     redis_cluster: bool = False  # Redis Cluster: --redis-url names one node, the others are discovered
-    redis_tls_ca_file: str = ""
-    redis_tls_cert_file: str = ""
-    redis_tls_key_file: str = ""
-    redis_key_prefix: str = "liveact"
+    redis_tls_ca_file: str = ""  # CA bundle that signed the Redis certificate; empty = system CAs
+    redis_tls_cert_file: str = ""  # client certificate for mutual TLS (with --redis-tls-key-file)
+    redis_tls_key_file: str = ""  # client key for mutual TLS
+    redis_key_prefix: str = "liveact"  # every key starts with it: deployments can share one Redis
     checkpoint_every_chunks: int = 4  # checkpoint after every N chunks (0 = not by count)
     checkpoint_every_s: float = 0.0  # and/or every S seconds (0 = not by time)
     checkpoint_part_mb: int = 64  # largest Redis value a checkpoint is split into
     session_ttl_s: float = 3600.0  # a session not written for this long expires from Redis
-    lease_ttl_s: float = 30.0
+    lease_ttl_s: float = 30.0  # a generator that stops renewing a session lease loses it after this
     replica_id: str = ""  # this generator's name in session leases (default: hostname-pid)
     # how the decoder decodes: "stream" keeps the VAE causal cache (bit-exact with one whole decode; its
     # state is ~9.5 KB per output pixel for the Wan VAE), "context" the public 3-latent context (state
     # ~0.45 MB at 416x720); "auto" = stream for the small tiny VAE, context otherwise (checkpoint size)
-    decode_mode: str = "auto"
+    decode_mode: str = "auto"  # VAE decoding: stream (causal cache, exact), context (3-latent re-decode) or auto
     audio_log_max_mb: int = 64  # audio logged without a checkpoint commit before the log is dropped
     store_check_s: float = 2.0  # how often health checks the session store (degraded while it is away)
     # tensor parallelism: this pod runs the DiT on --tp ranks (rank 0 serves gRPC, the others are its child
     # processes; gloo on CPU, NCCL on GPU with one GPU per rank). A rank that exits, or an operation that runs
     # longer than --tp-timeout-s (a hang), turns the pod NOT_SERVING and ends it within --tp-check-s
-    tp: int = 1
+    tp: int = 1  # tensor-parallel ranks (GPUs) of this pod
     tp_timeout_s: float = 30.0  # longest one step of every session on every rank may take
     tp_check_s: float = 0.5  # how often the ranks are checked
     tp_threads: int = 0  # torch threads per rank on CPU (0 = cores / tp)
