@@ -215,7 +215,10 @@ class TensorParallelRanks:
         torch.set_num_threads(spec.rank_threads())
         for rank in range(1, spec.tp):
             self.workers.append(self._spawn(rank, env))
-        deepspeed.init_distributed(dist_backend=spec.backend, timeout=timedelta(seconds=spec.timeout_s))
+        # the rendezvous waits for workers still importing and loading weights: the startup bound, not the hang bound
+        # (hangs are caught by the busy-time monitor below, whatever gloo's own timeout)
+        rendezvous = timedelta(seconds=max(spec.timeout_s, spec.startup_timeout_s))
+        deepspeed.init_distributed(dist_backend=spec.backend, timeout=rendezvous)
         dist.barrier()  # every rank has mapped every rank's all-reduce segment (DeepSpeed does it in init)
         if not spec.cuda:  # so their names can go now: nothing is left in /dev/shm, even after a kill -9
             shm.remove(shm.group_buffers(MASTER_ADDR, self.port))

@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.device(f"cuda:{args.rank}" if spec.cuda else args.device)
         if spec.cuda:
             torch.cuda.set_device(device)
-        deepspeed.init_distributed(dist_backend=spec.backend, timeout=timedelta(seconds=args.timeout_s))
+        rendezvous = timedelta(seconds=max(args.timeout_s, spec.startup_timeout_s))  # as rank 0 (ranks.py)
+        deepspeed.init_distributed(dist_backend=spec.backend, timeout=rendezvous)
         dist.barrier()  # rank 0 then unlinks the /dev/shm all-reduce segments every rank has mapped
         group = dist.new_group(list(range(args.tp)))
         config = runtime_config(args.preset, args.kv_cache)
