@@ -45,9 +45,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--decode",
         choices=("stream", "context"),
-        default="stream",
-        help="VAE decoding: 'stream' keeps the causal cache across chunks (equal to a full decode); 'context' "
-        "re-decodes the previous 3 latents with each chunk, as the public implementation does (default: stream)",
+        default="context",
+        help="VAE decoding: 'context' re-decodes the previous 3 latents with each chunk from a fresh cache, as "
+        "the public implementation does and the built-in model is trained for; 'stream' keeps the causal cache "
+        "across chunks (equal to one full decode) (default: context)",
     )
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--json", action="store_true", help="print a JSON summary (frames, seconds, fps) at the end")

@@ -5,13 +5,16 @@ audio window became final, ``finish()`` returns the rest. Per chunk: the audio w
 ``StreamingSampler`` (3 denoising steps against the per-step ConvKV caches) -> streaming VAE
 decode -> uint8 frames stamped with their index and presentation time. Everything the session
 holds is bounded: the audio front end keeps a fixed number of rows, the sampler fixed-size caches,
-the decoder a fixed-size causal cache.
+the decoder its last 3 latents (or a fixed-size causal cache).
 
 The video has exactly as many frames as the audio has frame periods: the last chunk is trimmed.
 
-Decoding: ``"stream"`` (default) keeps the VAE's causal cache across chunks, which equals one
-decode of the whole latent sequence; ``"context"`` is the public implementation's approximation:
-each chunk is decoded from a fresh cache together with the previous chunk's last 3 clean latents.
+Decoding: ``"context"`` (default, as the public implementation does) decodes each chunk from a fresh
+cache together with the previous chunk's last 3 clean latents, so the VAE never runs longer than one
+window of latents, whatever the session's length (the built-in VAE is trained on exactly those
+windows, and its DiT on latents encoded the same way: ``liveact.vae.encode_chunk_windows``);
+``"stream"`` keeps the VAE's causal cache across chunks, which equals one decode of the whole latent
+sequence (for a VAE trained on long streams).
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ class AnimationSession:
         prompt: str = "",
         fps: float | None = None,
         seed: int = 0,
-        decode: DecodeMode = "stream",
+        decode: DecodeMode = "context",
     ):
         """image: (H, W, 3) uint8 RGB, H and W multiples of 16 (``liveact.media.load_reference_image``)."""
         self.engine = engine

@@ -69,6 +69,9 @@ def model_card(cfg: TrainConfig, run: Path, summary: dict[str, Any], dataset: di
         horizon = (summary.get(stage) or {}).get("l1_per_16_frames")
         if horizon:
             lines += ["", f"- {stage}: reconstruction L1 per 16 frames of a streamed clip: {horizon}"]
+        per_chunk = (summary.get(stage) or {}).get("l1_per_chunk_context")
+        if per_chunk:
+            lines += [f"- {stage}: reconstruction L1 per chunk as sessions decode (chunk windows): {per_chunk}"]
     lines += [
         "",
         f"- nf: Neighbor Forcing rollouts of {cfg.nf.chunks} chunks, batch {cfg.nf.batch}, levels `{cfg.nf.levels}` "

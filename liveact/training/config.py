@@ -4,7 +4,7 @@ Stages, in order (``STAGES``):
 
 * ``vae``    - the tiny VAE (Wan VAE architecture, the preset's small config) on short windows of
                the synthetic clips: L1 reconstruction + a small KL term.
-* ``vae_tune`` - the same VAE on windows streamed after a no-gradient warm-up: the causal caches' steady state.
+* ``vae_tune`` - the same VAE on the 41-frame windows a context-mode session decodes (3 + 8 latents).
 * ``encode`` - every clip through the trained VAE once: clean latents, conditioning ``y``, CLIP
                tokens and audio feature rows, cached in the run directory.
 * ``nf``     - the DiT with Neighbor Forcing: rollouts of ``chunks`` consecutive chunks, every chunk
@@ -110,7 +110,7 @@ class TrainConfig:
     vae: VaeStageConfig = field(default_factory=VaeStageConfig)
     vae_tune: VaeStageConfig = field(
         default_factory=lambda: VaeStageConfig(
-            steps=700, batch=2, clip_frames=41, warmup_latents=27, seed=4, optim=OptimConfig(lr=3e-4, warmup_steps=20)
+            steps=1200, batch=2, clip_frames=41, seed=4, optim=OptimConfig(lr=3e-4, warmup_steps=20)
         )
     )
     nf: DitStageConfig = field(default_factory=DitStageConfig)

@@ -5,8 +5,10 @@ Tv video frames of the clip, L x Ca audio feature rows, P CLIP tokens x Cp.
 
 What a DiT training step needs, exactly as a serving session computes it:
 
-* ``latents`` (N, Cz, F, h, w): the normalised posterior mean of [reference image, frames 1..] encoded
-  as one causal video (chunk 0's latent 0 is the reference slot, as in serving);
+* ``latents`` (N, Cz, F, h, w): the normalised posterior means of [reference image, frames 1..], each
+  chunk encoded in the window its context-mode decode covers (``liveact.vae.encode_chunk_windows``), so
+  the tiny VAE never runs past the window lengths it was trained on; chunk 0's latent 0 is the
+  reference slot, as in serving;
 * ``y`` (N, 4+Cz, window, h, w): ``encode_condition`` of the reference (mask + image latent);
 * ``clip`` (N, P, Cp): the preset's image tokens of the reference;
 * ``audio`` (N, Tv, L, Ca): the feature rows of the clip's speech at the clip's fps (``audio_features``);
@@ -38,7 +40,7 @@ from liveact.data.measure import locate_mouth
 from liveact.media import to_model_tensor
 from liveact.sampling.chunking import total_video_frames, window_video_frames
 from liveact.training.vae_stage import frames_to_video
-from liveact.vae import VaeConfig, encode_condition, normalize
+from liveact.vae import VaeConfig, encode_chunk_windows, encode_condition
 
 __all__ = ["EncodedSet", "encode_clips", "mouth_region", "rollout_video_frames"]
 
@@ -109,19 +111,20 @@ def encode_clips(
     encoders = build_encoders(config.name, config.model)
     audio_config = AudioConfig.for_model(config.model)
     backend = load_backend(audio_config)
+    chunk_latents = [config.memory.chunk_latent_frames(k) for k in range(chunks)]
     out: dict[str, list[torch.Tensor]] = {f: [] for f in FIELDS}
     for clip in tqdm(clips, desc="encode clips", unit="clip", file=sys.stderr, disable=not progress):
         ref = to_model_tensor(clip.reference)  # (1, 3, H, W)
         video = frames_to_video(clip.frames[None, :frames].copy())  # (1, 3, Tv, H, W)
         video[:, :, 0] = ref[:, :, :]  # latent 0 is the reference slot
-        mu = vae.encode(video).latent_dist.mode()
-        out["latents"].append(normalize(mu, vae_config)[0])
+        latents = encode_chunk_windows(vae, vae_config, video, chunk_latents)  # (1, Cz, F, h, w)
+        out["latents"].append(latents[0])
         out["y"].append(encode_condition(vae, vae_config, ref, window_video_frames(config))[0])
         out["clip"].append(encoders.encode_image(ref)[0])
         rows = audio_features(clip.audio, backend, audio_config, clip.fps)  # (Tv', L, Ca)
         out["audio"].append(rows)
         out["mouth"].append(torch.from_numpy(np.ascontiguousarray(clip.mouth[: len(rows), 0])))
-        out["mouth_region"].append(mouth_region(clip.reference, mu.shape[-2:], vae_config.spatial_stride))
+        out["mouth_region"].append(mouth_region(clip.reference, latents.shape[-2:], vae_config.spatial_stride))
     lengths = {len(a) for a in out["audio"]}
     if len(lengths) != 1:
         raise ValueError(f"clips give different numbers of audio rows {sorted(lengths)}: use one clip length")

@@ -93,7 +93,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, stages: Sequence[str] = STAGES,
             init = None if name == "vae" else load_vae_dir(vae_config, _need(run / VAE_DIR, "vae"))
             frames = [c.frames for c in clips]
             st = getattr(cfg, name)
-            _, result = train_vae(name, cfg, st, vae_config, frames, run / VAE_DIR, curves, init, progress)
+            chunks = session_chunk_latents(config, vae_config, min(len(f) for f in frames))
+            _, result = train_vae(name, cfg, st, vae_config, frames, run / VAE_DIR, curves, init, progress, chunks)
             done(name, result)
     if "encode" in stages:
         assert clips is not None
@@ -124,6 +125,17 @@ def train(cfg: TrainConfig, run_dir: str | Path, stages: Sequence[str] = STAGES,
         done("export", {"weights": str(weights), "dit_from": source.name})
         write_model_card(cfg, run)
     return summary
+
+
+def session_chunk_latents(config, vae_config, frames: int) -> list[int]:
+    """A session's chunk sizes in latents ([6, 8, 8, ...]) for as many chunks as ``frames`` video frames hold."""
+    chunks, k = [], 0
+    while True:
+        n = config.memory.chunk_latent_frames(k)
+        if vae_config.video_frames(sum(chunks) + n) > frames:
+            return chunks
+        chunks.append(n)
+        k += 1
 
 
 def write_model_card(cfg: TrainConfig, run: Path) -> Path:

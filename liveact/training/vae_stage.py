@@ -6,11 +6,15 @@ first frame's features) differently from every later one, and the deeper layers'
 after ~100 frames. Measured on the tiny VAE (L1 per stretch of a streamed clip): trained on 13-frame
 windows, 0.07 up to frame 16, then 0.37; 400 more steps on 41-frame windows, 0.07 rising to 0.26 by
 frame 72, then flat; 300 steps on 81-frame windows, 0.08 rising to 0.15 by frame 96. A window only
-teaches the transient it starts with, so ``vae_tune`` streams a random number of latents (up to
-``warmup_latents``) through encoder and decoder without gradients before each window
-(``liveact.training.vae_stream``): the window is trained inside the steady state a session runs in.
-Each stage reports its reconstruction error per stretch of a long clip (``horizon_l1``), so a drift
-shows in the summary.
+teaches the transient it starts with. ``warmup_latents`` streams a random number of latents through
+encoder and decoder without gradients before each window (``liveact.training.vae_stream``), so the
+window is trained inside the steady state: 700 such steps (41-frame windows, up to 105 warm-up frames)
+made the error flat (0.16 from frame 0 to 160) but blurred every frame, a steady state as costly to
+learn as the VAE itself. So the built-in recipe never runs the VAE past one window: sessions decode in
+context mode (each chunk from a fresh cache with the previous chunk's last 3 latents: 41 frames at most)
+and the DiT's targets are encoded in the same windows (``liveact.vae.encode_chunk_windows``);
+``vae_tune`` trains on exactly those 41-frame windows. Each stage reports its reconstruction error per
+stretch of a long streamed clip (``horizon_l1``) and per chunk of the context-mode path (``chunked_l1``).
 
 Legend: B batch, T = ``clip_frames`` video frames (1 + 4k), H x W pixels.
 
@@ -27,6 +31,7 @@ standard deviation of the posterior mean over ``STATS_WINDOWS`` windows are fold
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +41,9 @@ from diffusers import AutoencoderKLWan
 from liveact.training.config import TrainConfig, VaeStageConfig
 from liveact.training.loop import StageResult, run_stage
 from liveact.training.vae_stream import streamed_reconstruction
-from liveact.vae import VaeConfig, build_vae
+from liveact.vae import StreamingDecoder, VaeConfig, build_vae, chunk_windows, encode_chunk_windows
 
-__all__ = ["frames_to_video", "horizon_l1", "latent_stats", "standardize_latents", "train_vae"]
+__all__ = ["chunked_l1", "frames_to_video", "horizon_l1", "latent_stats", "standardize_latents", "train_vae"]
 
 STATS_WINDOWS = 64  # windows whose posterior means give the latent statistics
 HORIZON_CLIPS = 4  # clips whose reconstruction error is reported per stretch of frames
@@ -91,6 +96,27 @@ def horizon_l1(vae: AutoencoderKLWan, clips: list[np.ndarray], frames: int) -> l
 
 
 @torch.no_grad()
+def chunked_l1(
+    vae: AutoencoderKLWan, vae_config: VaeConfig, clips: list[np.ndarray], chunk_latents: Sequence[int]
+) -> list[float]:
+    """Mean L1 per chunk of the serving path: ``encode_chunk_windows``, then ``decode_with_context`` chunk by chunk.
+
+    Flat from chunk to chunk by construction (every chunk is a fresh window); its level says how well the
+    VAE reconstructs the windows a session decodes.
+    """
+    frames = chunk_windows(vae_config, chunk_latents)[-1][1]
+    x = frames_to_video(np.stack([c[:frames] for c in clips[:HORIZON_CLIPS]]))  # (B, 3, T, H, W)
+    latents = encode_chunk_windows(vae, vae_config, x, chunk_latents)
+    decoder = StreamingDecoder(vae, vae_config)
+    errors, context, at, done = [], None, 0, 0
+    for n in chunk_latents:
+        out, context = decoder.decode_with_context(context, latents[:, :, at : at + n])
+        errors.append(round(float((out - x[:, :, done : done + out.shape[2]]).abs().mean()), 4))
+        at, done = at + n, done + out.shape[2]
+    return errors
+
+
+@torch.no_grad()
 def standardize_latents(vae: AutoencoderKLWan, mean: torch.Tensor, std: torch.Tensor) -> None:
     """Fold (Cz,) statistics into the VAE: mu' = (mu - mean) / std, and decode(z') = old decode(z' * std + mean).
 
@@ -117,8 +143,12 @@ def train_vae(
     curves_dir: Path,
     init: AutoencoderKLWan | None = None,
     progress: bool = True,
+    chunk_latents: Sequence[int] = (),
 ) -> tuple[AutoencoderKLWan, StageResult]:
-    """Train ``init`` (or a fresh VAE) on ``clips`` (each (T_i, H, W, 3) uint8); save to ``out_dir`` (diffusers)."""
+    """Train ``init`` (or a fresh VAE) on ``clips`` (each (T_i, H, W, 3) uint8); save to ``out_dir`` (diffusers).
+
+    ``chunk_latents``: a session's chunk sizes in latents, for the per-chunk error of context-mode decoding.
+    """
     vae_config.latent_frames(st.clip_frames)  # refuses a window that is not 1 + k * temporal stride
     longest = window_frames(st, vae_config, st.warmup_latents)
     short = [len(c) for c in clips if len(c) < longest]
@@ -155,4 +185,6 @@ def train_vae(
     result["latent_std"] = [round(float(v), 4) for v in std]
     horizon = 1 + (min(len(c) for c in clips) - 1) // vae_config.temporal_stride * vae_config.temporal_stride
     result[f"l1_per_{HORIZON_BIN}_frames"] = horizon_l1(vae, clips, horizon)
+    if chunk_latents:
+        result["l1_per_chunk_context"] = chunked_l1(vae, vae_config, clips, chunk_latents)
     return vae, result

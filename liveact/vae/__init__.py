@@ -5,6 +5,7 @@ from liveact.vae.encode import condition_mask, encode_condition
 from liveact.vae.latents import denormalize, normalize
 from liveact.vae.loading import build_vae, load_vae_dir
 from liveact.vae.streaming import DecoderState, StreamingDecoder
+from liveact.vae.windows import chunk_windows, encode_chunk_windows
 
 __all__ = [
     "VAE_PRESETS",
@@ -12,8 +13,10 @@ __all__ = [
     "StreamingDecoder",
     "VaeConfig",
     "build_vae",
+    "chunk_windows",
     "condition_mask",
     "denormalize",
+    "encode_chunk_windows",
     "encode_condition",
     "get_vae_preset",
     "load_vae_dir",

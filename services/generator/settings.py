@@ -16,7 +16,6 @@ from services.common.settings import ServerSettings
 from services.generator.checkpoint import CheckpointPolicy
 
 DECODE_MODES = ("auto", "stream", "context")
-STREAM_BY_DEFAULT_VAE = "tiny"  # its causal cache is small (~560 B per output pixel): stream by default
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ class GeneratorSettings(ServerSettings):
     replica_id: str = ""  # this generator's name in session leases (default: hostname-pid)
     # how the decoder decodes: "stream" keeps the VAE causal cache (bit-exact with one whole decode; its
     # state is ~9.5 KB per output pixel for the Wan VAE), "context" the public 3-latent context (state
-    # ~0.45 MB at 416x720); "auto" = stream for the small tiny VAE, context otherwise (checkpoint size)
+    # ~0.45 MB at 416x720); "auto" = context, what the VAEs are trained for (the public one and the built-in)
     decode_mode: str = "auto"  # VAE decoding: stream (causal cache, exact), context (3-latent re-decode) or auto
     audio_log_max_mb: int = 64  # audio logged without a checkpoint commit before the log is dropped
     store_check_s: float = 2.0  # how often health checks the session store (degraded while it is away)
@@ -129,10 +128,8 @@ class GeneratorSettings(ServerSettings):
         return Backoff()
 
     def decode_mode_for(self, vae_preset: str) -> str:
-        """ "stream" or "context" for a session on ``vae_preset``."""
-        if self.decode_mode != "auto":
-            return self.decode_mode
-        return "stream" if vae_preset == STREAM_BY_DEFAULT_VAE else "context"
+        """ "stream" or "context" for a session on ``vae_preset`` (every preset's VAE decodes in context)."""
+        return "context" if self.decode_mode == "auto" else self.decode_mode
 
     @property
     def owner(self) -> str:

@@ -1,0 +1,52 @@
+"""Chunk-window encoding lines up with context-mode decoding: each later chunk's window starts at the
+frame the decode's single-frame context latent stands for, and the decoded frames land where they belong."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from liveact.config import get_preset
+from liveact.training.run import session_chunk_latents
+from liveact.vae import StreamingDecoder, build_vae, chunk_windows, encode_chunk_windows, get_vae_preset, normalize
+
+CFG = get_vae_preset("tiny")
+
+
+def test_windows_of_a_session():
+    assert chunk_windows(CFG, [6, 8, 8]) == [(0, 21, 6), (12, 53, 8), (44, 85, 8)]  # 41-frame later windows
+    for start, end, keep in chunk_windows(CFG, [6, 8, 8, 8])[1:]:
+        s = (start // CFG.temporal_stride) + CFG.decode_context_latents  # the chunk's first global latent
+        # the decode drops the context's frames; what is left starts at the global first frame of latent s
+        assert start + CFG.video_frames(CFG.decode_context_latents) == CFG.video_frames(s) and end - start == 41
+        assert keep == 8
+
+
+def test_session_chunks_fit_the_clip():
+    config = get_preset("tiny")
+    assert session_chunk_latents(config, CFG, 150) == [6, 8, 8, 8, 8]  # 149 frames
+    assert session_chunk_latents(config, CFG, 148) == [6, 8, 8, 8]
+
+
+@pytest.fixture(scope="module")
+def vae():
+    torch.manual_seed(0)
+    return build_vae(CFG).eval()
+
+
+def test_each_chunk_is_its_own_fresh_window(vae):
+    video = torch.rand(1, 3, 60, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    latents = encode_chunk_windows(vae, CFG, video, [6, 8])
+    assert latents.shape[2] == 14
+    with torch.no_grad():
+        first = vae.encode(video[:, :, :21]).latent_dist.mode()
+        second = vae.encode(video[:, :, 12:53]).latent_dist.mode()[:, :, -8:]
+    torch.testing.assert_close(latents[:, :, :6], normalize(first, CFG))
+    torch.testing.assert_close(latents[:, :, 6:], normalize(second, CFG))
+    frames, context = StreamingDecoder(vae, CFG).decode_with_context(latents[:, :, :6], latents[:, :, 6:])
+    assert frames.shape[2] == 32 and context.shape[2] == CFG.decode_context_latents
+
+
+def test_too_short_a_video_is_refused(vae):
+    with pytest.raises(ValueError, match="cannot cover chunks"):
+        encode_chunk_windows(vae, CFG, torch.zeros(1, 3, 40, 32, 32), [6, 8])
