@@ -24,8 +24,8 @@ def test_windows_of_a_session():
 
 def test_session_chunks_fit_the_clip():
     config = get_preset("tiny")
-    assert session_chunk_latents(config, CFG, 150) == [6, 8, 8, 8, 8]  # 149 frames
-    assert session_chunk_latents(config, CFG, 148) == [6, 8, 8, 8]
+    assert session_chunk_latents(config, 150) == [6, 8, 8, 8, 8]  # 149 frames
+    assert session_chunk_latents(config, 148) == [6, 8, 8, 8]
 
 
 @pytest.fixture(scope="module")

@@ -65,6 +65,11 @@ def chunks_for_frames(config: LiveActConfig, n_video_frames: int) -> int:
     return n_video_frames // video_frames_per_chunk(config, 1) + 1
 
 
+def chunk_latent_sizes(config: LiveActConfig, n_chunks: int) -> list[int]:
+    """Latent frames of chunks 0 .. n_chunks - 1 ([6, 8, 8, ...] with the defaults)."""
+    return [config.memory.chunk_latent_frames(k) for k in range(n_chunks)]
+
+
 def total_video_frames(config: LiveActConfig, n_chunks: int) -> int:
     return video_frames_per_chunk(config, 0) + (n_chunks - 1) * video_frames_per_chunk(config, 1)
 

@@ -38,7 +38,7 @@ from liveact.config import LiveActConfig
 from liveact.data.clip import Clip
 from liveact.data.measure import locate_mouth
 from liveact.media import to_model_tensor
-from liveact.sampling.chunking import total_video_frames, window_video_frames
+from liveact.sampling.chunking import chunk_latent_sizes, total_video_frames, window_video_frames
 from liveact.training.vae_stage import frames_to_video
 from liveact.vae import VaeConfig, encode_chunk_windows, encode_condition
 
@@ -111,7 +111,7 @@ def encode_clips(
     encoders = build_encoders(config.name, config.model)
     audio_config = AudioConfig.for_model(config.model)
     backend = load_backend(audio_config)
-    chunk_latents = [config.memory.chunk_latent_frames(k) for k in range(chunks)]
+    chunk_latents = chunk_latent_sizes(config, chunks)
     out: dict[str, list[torch.Tensor]] = {f: [] for f in FIELDS}
     for clip in tqdm(clips, desc="encode clips", unit="clip", file=sys.stderr, disable=not progress):
         ref = to_model_tensor(clip.reference)  # (1, 3, H, W)

@@ -27,10 +27,11 @@ from typing import Any
 import torch
 
 from liveact.conditioning import build_encoders
-from liveact.config import get_preset
+from liveact.config import LiveActConfig, get_preset
 from liveact.data.clip import DATASET_JSON, MANIFEST, Clip, read_clip
 from liveact.model.loading import build_model, load_checkpoint_dir
 from liveact.pipeline.engine import DIT_SUBDIR, VAE_SUBDIR
+from liveact.sampling.chunking import chunk_latent_sizes, total_video_frames
 from liveact.training.card import model_card
 from liveact.training.config import STAGES, TrainConfig
 from liveact.training.dit_stage import train_dit
@@ -93,7 +94,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, stages: Sequence[str] = STAGES,
             init = None if name == "vae" else load_vae_dir(vae_config, _need(run / VAE_DIR, "vae"))
             frames = [c.frames for c in clips]
             st = getattr(cfg, name)
-            chunks = session_chunk_latents(config, vae_config, min(len(f) for f in frames))
+            chunks = session_chunk_latents(config, min(len(f) for f in frames))
             _, result = train_vae(name, cfg, st, vae_config, frames, run / VAE_DIR, curves, init, progress, chunks)
             done(name, result)
     if "encode" in stages:
@@ -127,15 +128,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, stages: Sequence[str] = STAGES,
     return summary
 
 
-def session_chunk_latents(config, vae_config, frames: int) -> list[int]:
-    """A session's chunk sizes in latents ([6, 8, 8, ...]) for as many chunks as ``frames`` video frames hold."""
-    chunks, k = [], 0
-    while True:
-        n = config.memory.chunk_latent_frames(k)
-        if vae_config.video_frames(sum(chunks) + n) > frames:
-            return chunks
-        chunks.append(n)
-        k += 1
+def session_chunk_latents(config: LiveActConfig, frames: int) -> list[int]:
+    """A session's chunk sizes in latents ([6, 8, 8, ...]) for as many whole chunks as ``frames`` video frames hold."""
+    n = 0
+    while total_video_frames(config, n + 1) <= frames:
+        n += 1
+    return chunk_latent_sizes(config, n)
 
 
 def write_model_card(cfg: TrainConfig, run: Path) -> Path:
