@@ -251,10 +251,12 @@ def test_sigterm_hands_sessions_off_and_the_client_resumes_elsewhere(peers, redi
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, expected, strict=True))
 
 
-def test_resumable_client_follows_a_crash_to_another_generator(peers, redis, speech, image):
-    with generator(peers, redis) as (gen, _):
+def crash_then_resumable_client(peers, store, speech, image, *extra) -> None:
+    """A reference run, then a run whose generator is SIGKILLed after 3 chunks: the resumable client goes on
+    at a second generator from the checkpoint in ``store``, every frame equal to the reference."""
+    with generator(peers, store, *extra) as (gen, _):
         reference = asyncio.run(raw(gen, image, speech))
-    with generator(peers, redis) as (gen_a, proc_a), generator(peers, redis) as (gen_b, _):
+    with generator(peers, store, *extra) as (gen_a, proc_a), generator(peers, store, *extra) as (gen_b, _):
         seen = []
 
         def on_chunk(chunk):
@@ -267,37 +269,20 @@ def test_resumable_client_follows_a_crash_to_another_generator(peers, redis, spe
                               seed=3, on_chunk=on_chunk)
         )  # fmt: skip
     assert proc_a.poll() == -signal.SIGKILL
+    assert result.checkpoints  # announced by the generators: written to the store
     got, want = frames_of(result.chunks), frames_of(reference.chunks)
     assert [i for i, _ in got] == list(range(SECONDS * 20))
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, want, strict=True))
+
+
+def test_resumable_client_follows_a_crash_to_another_generator(peers, redis, speech, image):
+    crash_then_resumable_client(peers, redis, speech, image)
 
 
 def test_sessions_resume_through_a_redis_cluster(peers, speech, image):
-    """Generators on a 3-master Redis Cluster (--redis-cluster): a crash mid-session, the resumable client
-    goes on at the other generator from the checkpoint in the cluster, frames equal to an uninterrupted run."""
+    """The same on a 3-master Redis Cluster (--redis-cluster)."""
     with RedisClusterServers() as cluster:
-        with generator(peers, cluster, "--redis-cluster") as (gen, _):
-            reference = asyncio.run(raw(gen, image, speech))
-        with (
-            generator(peers, cluster, "--redis-cluster") as (gen_a, proc_a),
-            generator(peers, cluster, "--redis-cluster") as (gen_b, _),
-        ):
-            seen = []
-
-            def on_chunk(chunk):
-                seen.append(chunk)
-                if len(seen) == 3:
-                    os.kill(proc_a.pid, signal.SIGKILL)
-
-            result = asyncio.run(
-                animate_resumable([gen_a, gen_b], image, speech, sample_rate=RATE, output_format=common_pb2.RAW_RGB,
-                                  seed=3, on_chunk=on_chunk)
-            )  # fmt: skip
-        assert proc_a.poll() == -signal.SIGKILL
-        assert result.checkpoints  # announced by the generators: written to the cluster
-    got, want = frames_of(result.chunks), frames_of(reference.chunks)
-    assert [i for i, _ in got] == list(range(SECONDS * 20))
-    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, want, strict=True))
+        crash_then_resumable_client(peers, cluster, speech, image, "--redis-cluster")
 
 
 def test_live_resume_goes_on_from_the_restored_memory_within_two_chunk_periods(peers, redis, speech, image):
