@@ -43,6 +43,8 @@ def test_config_file_gives_only_what_it_changes(tmp_path):
         ({"data": "d", "nf": {"audio_dropout": 1.0}}, r"audio_dropout=1.0 must be in \[0, 1\)"),
         ({"data": "d", "nf": {"context": "diffusion"}}, "context must be 'neighbor', 'clean' or 'self'"),
         ({"data": "d", "convkv": {"compressor": "max"}}, "compressor must be null, 'conv', 'mean' or 'none'"),
+        ({"data": "d", "vae_context": {"windows": "pairs"}}, "windows must be 'clip' or 'chunk_pairs'"),
+        ({"data": "d", "vae_context": {"warmup_latents": 2}}, "'chunk_pairs' decodes as sessions do"),
     ],
 )
 def test_bad_settings_are_refused_by_name(data, message):
@@ -96,6 +98,7 @@ SMOKE = {
     "threads": 1,
     "vae": {"steps": 4, "batch": 2},
     "vae_tune": {"steps": 2, "batch": 1, "clip_frames": 13, "warmup_latents": 3},
+    "vae_context": {"steps": 2, "batch": 1},
     "nf": {"steps": 4, "batch": 2, "chunks": 2},
     "convkv": {"steps": 4, "batch": 2, "chunks": 3},
 }
@@ -114,12 +117,15 @@ def smoke_run(dataset, tmp_path_factory):
 
 def test_every_stage_runs_and_exports_weights_animate_loads(smoke_run):
     run, summary, _ = smoke_run
-    assert set(summary) >= {"vae", "vae_tune", "encode", "nf", "convkv", "export"}
-    assert summary["vae_tune"]["steps"] == 2 and (run / "curves" / "vae_tune.png").exists()
+    assert set(summary) >= {"vae", "vae_tune", "vae_context", "encode", "nf", "convkv", "export"}
+    for stage in ("vae_tune", "vae_context"):
+        assert summary[stage]["steps"] == 2 and (run / "curves" / f"{stage}.png").exists()
     assert summary["encode"]["clips"] == 2
-    for stage in ("vae", "vae_tune"):  # reconstruction error per 16 frames of the streamed 6-s clips
+    for stage in ("vae", "vae_tune", "vae_context"):  # reconstruction error per 16 frames of the streamed 6-s clips
         horizon = summary[stage]["l1_per_16_frames"]
         assert len(horizon) == 8 and all(0 < e < 1 for e in horizon)
+        per_chunk = summary[stage]["l1_per_chunk_context"]  # and per chunk as sessions decode (4 in 117 frames)
+        assert len(per_chunk) == 4 and all(0 < e < 1 for e in per_chunk)
     for stage, columns in (("vae", {"l1", "kl"}), ("nf", {"chunk0", "chunk1"}), ("convkv", {"chunk2"})):
         assert summary[stage]["steps"] == 4
         curve = read_curves(run / "curves" / f"{stage}.csv")
@@ -182,7 +188,10 @@ def test_ablations_retrain_what_they_change_and_land_in_one_table(smoke_run, tmp
     a = load_checkpoint_dir(_tiny_model(), clean / "dit_nf").state_dict()
     b = load_checkpoint_dir(_tiny_model(), base / "dit_nf").state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a)  # retrained under its own context
-    assert "## Scores" in (clean / "weights" / "MODEL_CARD.md").read_text()
+    card = (clean / "weights" / "MODEL_CARD.md").read_text()
+    assert "## Scores" in card
+    assert card.splitlines()[0].startswith("# LiveAct `tiny`: ablation `clean`, sample-level context")
+    assert (base / "weights" / "MODEL_CARD.md").read_text().splitlines()[0].endswith(": the built-in model")
 
     proc = _ablate(["--base", str(base), "--report", str(tmp_path / "docs")], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

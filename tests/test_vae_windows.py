@@ -50,3 +50,27 @@ def test_each_chunk_is_its_own_fresh_window(vae):
 def test_too_short_a_video_is_refused(vae):
     with pytest.raises(ValueError, match="cannot cover chunks"):
         encode_chunk_windows(vae, CFG, torch.zeros(1, 3, 40, 32, 32), [6, 8])
+
+
+def test_chunk_pairs_train_exactly_what_a_session_decodes(vae):
+    """vae_context's reconstruction of chunk k (posterior means) is the session's decode of chunk k."""
+    from liveact.training.vae_pairs import chunk_pair_reconstruction, chunk_pairs
+
+    layout = [6, 8, 8]
+    pairs = chunk_pairs(CFG, layout)
+    assert [(p.prev, p.cur, p.first) for p in pairs] == [((0, 21), (12, 53), True), ((0, 41), (32, 73), False)]
+    video = torch.rand(1, 3, 85, 32, 32, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    latents = encode_chunk_windows(vae, CFG, video, layout)
+    decoder = StreamingDecoder(vae, CFG)
+    with torch.no_grad():
+        chunk0, context = decoder.decode_with_context(None, latents[:, :, :6])
+        chunk1, context = decoder.decode_with_context(context, latents[:, :, 6:14])
+        chunk2, _ = decoder.decode_with_context(context, latents[:, :, 14:22])
+        first = chunk_pair_reconstruction(vae, CFG, video[:, :, :53], pairs[0], None)
+        second = chunk_pair_reconstruction(vae, CFG, video[:, :, 12:85], pairs[1], None)
+    torch.testing.assert_close(first.recon[0], chunk1, rtol=0, atol=1e-5)
+    torch.testing.assert_close(first.recon[1], chunk0, rtol=0, atol=1e-5)  # chunk 0's own decode, also trained
+    torch.testing.assert_close(second.recon[0], chunk2, rtol=0, atol=1e-5)
+    assert len(second.recon) == 1
+    torch.testing.assert_close(first.target[0], video[:, :, 21:53], rtol=0, atol=0)  # chunk 1's frames
+    torch.testing.assert_close(second.target[0], video[:, :, 53:85], rtol=0, atol=0)

@@ -15,7 +15,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="train the tiny model on synthetic talking heads (VAE, Neighbor Forcing DiT, ConvKV)",
         description="Train the built-in tiny model from a dataset written by `liveact data synth`. Stages, in "
         f"order: {', '.join(STAGES)}. vae: the tiny Wan-architecture VAE on short clip windows; vae_tune: the same on "
-        "longer windows (a stream's steady state starts at the third latent); encode: every clip "
+        "the 41-frame windows a session decodes each chunk in; vae_context: pairs of consecutive chunk windows, the "
+        "second decoded after the first's last latents, exactly as sessions decode (off at 0 steps); encode: every clip "
         "to latents, conditioning and audio rows once; nf: the DiT on Neighbor Forcing rollouts (each chunk "
         "at noise level t attends to the previous chunk's latents at the same t); convkv: longer rollouts "
         "in which the ConvKV memory compression runs and is learned, at the sampler's 3-step levels; export: "

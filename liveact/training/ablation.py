@@ -115,7 +115,8 @@ def evaluate_run(run: Path, name: str, marks_s: tuple[float, ...], window_s: flo
     engine = load_engine(cfg.preset, run / WEIGHTS_DIR, context=v.context, compressor=v.compressor)
     result = evaluate(engine, EvalSettings(marks_s=marks_s, window_s=window_s), progress=progress)
     (run / EVAL_JSON).write_text(json.dumps(result, indent=2) + "\n")
-    write_model_card(cfg, run)  # the card quotes eval.json
+    title = f"ablation `{name}`, {v.change}" if v.stages else None  # `neighbor` is the base run itself
+    write_model_card(cfg, run, title)  # the card quotes eval.json
     return result
 
 

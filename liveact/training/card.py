@@ -26,11 +26,14 @@ def _losses(result: dict[str, Any] | None) -> str:
     return ", ".join(f"{k} {v:.4g}" for k, v in result.items())
 
 
-def model_card(cfg: TrainConfig, run: Path, summary: dict[str, Any], dataset: dict[str, Any]) -> str:
+def model_card(
+    cfg: TrainConfig, run: Path, summary: dict[str, Any], dataset: dict[str, Any], title: str | None = None
+) -> str:
+    """The card's markdown; ``title`` names a run that is not the built-in model (an ablation)."""
     config = get_preset(cfg.preset)
     params = build_model(config, device="meta").num_parameters()
     lines = [
-        f"# LiveAct `{cfg.preset}`: the built-in model",
+        f"# LiveAct `{cfg.preset}`: {title or 'the built-in model'}",
         "",
         "Trained by this project, from scratch, on procedurally rendered talking heads (`liveact data synth`);",
         "no external weights or data. It exists so that `liveact animate` shows a real talking face on any",
@@ -61,11 +64,11 @@ def model_card(cfg: TrainConfig, run: Path, summary: dict[str, Any], dataset: di
         "| stage | steps | seconds | first logged losses | last logged losses |",
         "|---|---|---|---|---|",
     ]
-    for stage in ("vae", "vae_tune", "nf", "convkv"):
+    for stage in ("vae", "vae_tune", "vae_context", "nf", "convkv"):
         r = summary.get(stage)
         if r:
             lines.append(f"| {stage} | {r['steps']} | {r['seconds']} | {_losses(r['first'])} | {_losses(r['last'])} |")
-    for stage in ("vae", "vae_tune"):
+    for stage in ("vae", "vae_tune", "vae_context"):
         horizon = (summary.get(stage) or {}).get("l1_per_16_frames")
         if horizon:
             lines += ["", f"- {stage}: reconstruction L1 per 16 frames of a streamed clip: {horizon}"]

@@ -5,6 +5,8 @@ Stages, in order (``STAGES``):
 * ``vae``    - the tiny VAE (Wan VAE architecture, the preset's small config) on short windows of
                the synthetic clips: L1 reconstruction + a small KL term.
 * ``vae_tune`` - the same VAE on the 41-frame windows a context-mode session decodes (3 + 8 latents).
+* ``vae_context`` - the same VAE on pairs of consecutive chunk windows, decoded as a session decodes
+               them: the previous window's last 3 latents as context, then the chunk's own latents.
 * ``encode`` - every clip through the trained VAE once: clean latents, conditioning ``y``, CLIP
                tokens and audio feature rows, cached in the run directory.
 * ``nf``     - the DiT with Neighbor Forcing: rollouts of ``chunks`` consecutive chunks, every chunk
@@ -29,9 +31,11 @@ from typing import Any, Literal
 
 from liveact.config import ConfigError, build_section
 
-__all__ = ["STAGES", "DitStageConfig", "OptimConfig", "TrainConfig", "VaeStageConfig"]
+__all__ = ["STAGES", "VAE_STAGES", "DitStageConfig", "OptimConfig", "TrainConfig", "VaeStageConfig"]
 
-STAGES = ("vae", "vae_tune", "encode", "nf", "convkv", "export")
+STAGES = ("vae", "vae_tune", "vae_context", "encode", "nf", "convkv", "export")
+VAE_STAGES = ("vae", "vae_tune", "vae_context")
+VaeWindows = Literal["clip", "chunk_pairs"]
 LevelDistribution = Literal["shifted", "sampler"]
 
 
@@ -56,7 +60,10 @@ class OptimConfig:
 class VaeStageConfig:
     steps: int = 2000
     batch: int = 4
-    clip_frames: int = 9  # video frames per training window: 1 + a multiple of the temporal stride
+    clip_frames: int = 9  # video frames per training window (and latent-statistics window): 1 + k * stride
+    # "clip": windows of clip_frames; "chunk_pairs": two consecutive chunk windows of a session
+    # (liveact.vae.chunk_windows), the second decoded after the first's last latents, as sessions decode
+    windows: VaeWindows = "clip"
     # streamed warm-up: each step draws m in [0, warmup_latents]; m > 0 streams m latents' frames through
     # encoder and decoder without gradients first, so the window is trained in the causal caches' steady state
     warmup_latents: int = 0
@@ -67,6 +74,10 @@ class VaeStageConfig:
     def __post_init__(self) -> None:
         if self.steps < 0 or self.batch < 1 or self.clip_frames < 1 or self.kl_weight < 0 or self.warmup_latents < 0:
             raise ConfigError(f"invalid VAE stage settings: {self}")
+        if self.windows not in ("clip", "chunk_pairs"):
+            raise ConfigError(f"windows must be 'clip' or 'chunk_pairs', got {self.windows!r}")
+        if self.windows == "chunk_pairs" and self.warmup_latents:
+            raise ConfigError("windows='chunk_pairs' decodes as sessions do, from fresh caches: set warmup_latents to 0")
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,11 @@ class TrainConfig:
             steps=1200, batch=2, clip_frames=41, seed=4, optim=OptimConfig(lr=3e-4, warmup_steps=20)
         )
     )
+    vae_context: VaeStageConfig = field(
+        default_factory=lambda: VaeStageConfig(
+            steps=0, batch=2, clip_frames=41, windows="chunk_pairs", seed=5, optim=OptimConfig(lr=3e-4, warmup_steps=20)
+        )
+    )
     nf: DitStageConfig = field(default_factory=DitStageConfig)
     convkv: DitStageConfig = field(
         default_factory=lambda: DitStageConfig(
@@ -137,7 +153,7 @@ class TrainConfig:
             values["optim"] = build_section(OptimConfig, values["optim"], f"{name}.optim")
             return build_section(kind, values, name)
 
-        sections = {name: stage(VaeStageConfig, name) for name in ("vae", "vae_tune")}
+        sections = {name: stage(VaeStageConfig, name) for name in VAE_STAGES}
         sections |= {name: stage(DitStageConfig, name) for name in ("nf", "convkv")}
         return build_section(cls, {**merged, **sections}, "top-level")
 

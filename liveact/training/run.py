@@ -3,7 +3,7 @@
 Run directory::
 
     config.json               the TrainConfig of the run (written when it starts)
-    vae/                      stages vae, vae_tune: the VAE, diffusers format
+    vae/                      stages vae, vae_tune, vae_context: the VAE, diffusers format
     encoded.safetensors       stage encode: latents, y, CLIP tokens, audio rows, true mouth opening
     dit_nf/, dit_convkv/      stages nf and convkv: DiT checkpoint directories (config.json + safetensors)
     curves/<stage>.csv|png    loss curves
@@ -33,7 +33,7 @@ from liveact.model.loading import build_model, load_checkpoint_dir
 from liveact.pipeline.engine import DIT_SUBDIR, VAE_SUBDIR
 from liveact.sampling.chunking import chunk_latent_sizes, total_video_frames
 from liveact.training.card import model_card
-from liveact.training.config import STAGES, TrainConfig
+from liveact.training.config import STAGES, VAE_STAGES, TrainConfig
 from liveact.training.dit_stage import train_dit
 from liveact.training.encoded import EncodedSet, encode_clips
 from liveact.training.vae_stage import train_vae
@@ -86,10 +86,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, stages: Sequence[str] = STAGES,
         summary_path.write_text(json.dumps(summary, indent=2) + "\n")
 
     clips: list[Clip] | None = None
-    if {"vae", "vae_tune", "encode"} & set(stages):
+    if {*VAE_STAGES, "encode"} & set(stages):
         clips = load_clips(cfg.data)
-    for name in ("vae", "vae_tune"):
-        if name in stages:
+    for name in VAE_STAGES:
+        if name in stages and (name == "vae" or getattr(cfg, name).steps):  # a later stage of 0 steps is off
             assert clips is not None
             init = None if name == "vae" else load_vae_dir(vae_config, _need(run / VAE_DIR, "vae"))
             frames = [c.frames for c in clips]
@@ -136,11 +136,14 @@ def session_chunk_latents(config: LiveActConfig, frames: int) -> list[int]:
     return chunk_latent_sizes(config, n)
 
 
-def write_model_card(cfg: TrainConfig, run: Path) -> Path:
-    """RUN/weights/MODEL_CARD.md from the run's settings, summary, dataset and (if present) eval.json."""
+def write_model_card(cfg: TrainConfig, run: Path, title: str | None = None) -> Path:
+    """RUN/weights/MODEL_CARD.md from the run's settings, summary, dataset and (if present) eval.json.
+
+    ``title``: what the run is, when it is not the built-in model (an ablation variant).
+    """
     data_json = Path(cfg.data) / DATASET_JSON
     dataset = json.loads(data_json.read_text()) if data_json.is_file() else {}
     summary = json.loads((run / SUMMARY).read_text())
     path = run / WEIGHTS_DIR / MODEL_CARD
-    path.write_text(model_card(cfg, run, summary, dataset))
+    path.write_text(model_card(cfg, run, summary, dataset, title))
     return path
