@@ -77,7 +77,9 @@ class VaeStageConfig:
         if self.windows not in ("clip", "chunk_pairs"):
             raise ConfigError(f"windows must be 'clip' or 'chunk_pairs', got {self.windows!r}")
         if self.windows == "chunk_pairs" and self.warmup_latents:
-            raise ConfigError("windows='chunk_pairs' decodes as sessions do, from fresh caches: set warmup_latents to 0")
+            raise ConfigError(
+                "windows='chunk_pairs' decodes as sessions do, from fresh caches: set warmup_latents to 0"
+            )
 
 
 @dataclass(frozen=True)

@@ -175,7 +175,7 @@ def train_vae(
             pair = pairs[int(rng.integers(0, len(pairs)))]
             x = frames_to_video(_windows(clips, pair.frames, st.batch, rng))  # (B, 3, T, H, W)
             out = chunk_pair_reconstruction(vae, vae_config, x, pair, gen)
-            l1 = torch.stack([(r - t).abs().mean() for r, t in zip(out.recon, out.target)]).mean()
+            l1 = torch.stack([(r - t).abs().mean() for r, t in zip(out.recon, out.target, strict=True)]).mean()
         else:
             warm = int(rng.integers(0, st.warmup_latents + 1)) if st.warmup_latents else 0
             x = frames_to_video(_windows(clips, window_frames(st, vae_config, warm), st.batch, rng))  # (B, 3, T, H, W)
