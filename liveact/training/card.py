@@ -13,7 +13,7 @@ from typing import Any
 
 from liveact.config import get_preset
 from liveact.model.loading import build_model
-from liveact.training.config import TrainConfig
+from liveact.training.config import VAE_STAGES, TrainConfig
 
 __all__ = ["EVAL_JSON", "model_card"]
 
@@ -64,11 +64,11 @@ def model_card(
         "| stage | steps | seconds | first logged losses | last logged losses |",
         "|---|---|---|---|---|",
     ]
-    for stage in ("vae", "vae_tune", "vae_context", "nf", "convkv"):
+    for stage in (*VAE_STAGES, "nf", "convkv"):
         r = summary.get(stage)
         if r:
             lines.append(f"| {stage} | {r['steps']} | {r['seconds']} | {_losses(r['first'])} | {_losses(r['last'])} |")
-    for stage in ("vae", "vae_tune", "vae_context"):
+    for stage in VAE_STAGES:
         horizon = (summary.get(stage) or {}).get("l1_per_16_frames")
         if horizon:
             lines += ["", f"- {stage}: reconstruction L1 per 16 frames of a streamed clip: {horizon}"]

@@ -88,15 +88,16 @@ def train(cfg: TrainConfig, run_dir: str | Path, stages: Sequence[str] = STAGES,
     clips: list[Clip] | None = None
     if {*VAE_STAGES, "encode"} & set(stages):
         clips = load_clips(cfg.data)
-    for name in VAE_STAGES:
-        if name in stages and (name == "vae" or getattr(cfg, name).steps):  # a later stage of 0 steps is off
-            assert clips is not None
-            init = None if name == "vae" else load_vae_dir(vae_config, _need(run / VAE_DIR, "vae"))
-            frames = [c.frames for c in clips]
-            st = getattr(cfg, name)
-            chunks = session_chunk_latents(config, min(len(f) for f in frames))
-            _, result = train_vae(name, cfg, st, vae_config, frames, run / VAE_DIR, curves, init, progress, chunks)
-            done(name, result)
+    vae_stages = [n for n in VAE_STAGES if n in stages and (n == "vae" or getattr(cfg, n).steps)]  # 0 steps: off
+    if vae_stages:
+        assert clips is not None
+        frames = [c.frames for c in clips]
+        chunks = session_chunk_latents(config, min(len(f) for f in frames))
+    for name in vae_stages:
+        init = None if name == "vae" else load_vae_dir(vae_config, _need(run / VAE_DIR, "vae"))
+        st = getattr(cfg, name)
+        _, result = train_vae(name, cfg, st, vae_config, frames, run / VAE_DIR, curves, init, progress, chunks)
+        done(name, result)
     if "encode" in stages:
         assert clips is not None
         vae = load_vae_dir(vae_config, _need(run / VAE_DIR, "vae"))

@@ -1,7 +1,7 @@
 """Stages ``vae``, ``vae_tune`` and ``vae_context``: the tiny VAE (diffusers' ``AutoencoderKLWan``, the preset's small
-config) on clip windows: first short windows from scratch (cheap; spatial detail), then longer ones.
+config): first short windows from scratch (cheap; spatial detail), then what sessions decode.
 
-Why two: the causal VAE treats the first latent (one frame) and the second (its cache holds only the
+Why more than one: the causal VAE treats the first latent (one frame) and the second (its cache holds only the
 first frame's features) differently from every later one, and the deeper layers' caches settle only
 after ~100 frames. Measured on the tiny VAE (L1 per stretch of a streamed clip): trained on 13-frame
 windows, 0.07 up to frame 16, then 0.37; 400 more steps on 41-frame windows, 0.07 rising to 0.26 by
@@ -105,8 +105,9 @@ def chunked_l1(
 ) -> list[float]:
     """Mean L1 per chunk of the serving path: ``encode_chunk_windows``, then ``decode_with_context`` chunk by chunk.
 
-    Flat from chunk to chunk by construction (every chunk is a fresh window); its level says how well the
-    VAE reconstructs the windows a session decodes.
+    Flat from chunk 1 on by construction (every decode starts from a fresh cache); its level says how well
+    the VAE reconstructs what a session decodes: each chunk's own latents after the previous window's last
+    latents (``liveact.training.vae_pairs``).
     """
     frames = chunk_windows(vae_config, chunk_latents)[-1][1]
     x = frames_to_video(np.stack([c[:frames] for c in clips[:HORIZON_CLIPS]]))  # (B, 3, T, H, W)
