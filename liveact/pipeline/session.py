@@ -11,8 +11,9 @@ The video has exactly as many frames as the audio has frame periods: the last ch
 
 Decoding: ``"context"`` (default, as the public implementation does) decodes each chunk from a fresh
 cache together with the previous chunk's last 3 clean latents, so the VAE never runs longer than one
-window of latents, whatever the session's length (the built-in VAE is trained on exactly those
-windows, and its DiT on latents encoded the same way: ``liveact.vae.encode_chunk_windows``);
+window of latents, whatever the session's length (the built-in recipe trains the VAE on exactly
+this path, stage ``vae_context``, and its DiT on latents encoded the same way:
+``liveact.vae.encode_chunk_windows``);
 ``"stream"`` keeps the VAE's causal cache across chunks, which equals one decode of the whole latent
 sequence (for a VAE trained on long streams).
 """
