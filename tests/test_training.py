@@ -45,6 +45,7 @@ def test_config_file_gives_only_what_it_changes(tmp_path):
         ({"data": "d", "convkv": {"compressor": "max"}}, "compressor must be null, 'conv', 'mean' or 'none'"),
         ({"data": "d", "vae_context": {"windows": "pairs"}}, "windows must be 'clip' or 'chunk_pairs'"),
         ({"data": "d", "vae_context": {"warmup_latents": 2}}, "'chunk_pairs' decodes as sessions do"),
+        ({"data": "d", "vae": {"mouth_weight": -1}}, "mouth_weight=-1 must be >= 0"),
     ],
 )
 def test_bad_settings_are_refused_by_name(data, message):
@@ -98,7 +99,7 @@ SMOKE = {
     "threads": 1,
     "vae": {"steps": 4, "batch": 2},
     "vae_tune": {"steps": 2, "batch": 1, "clip_frames": 13, "warmup_latents": 3},
-    "vae_context": {"steps": 2, "batch": 1},
+    "vae_context": {"steps": 2, "batch": 1, "mouth_weight": 4.0},
     "nf": {"steps": 4, "batch": 2, "chunks": 2},
     "convkv": {"steps": 4, "batch": 2, "chunks": 3},
 }
@@ -126,6 +127,10 @@ def test_every_stage_runs_and_exports_weights_animate_loads(smoke_run):
         assert len(horizon) == 8 and all(0 < e < 1 for e in horizon)
         per_chunk = summary[stage]["l1_per_chunk_context"]  # and per chunk as sessions decode (4 in 117 frames)
         assert len(per_chunk) == 4 and all(0 < e < 1 for e in per_chunk)
+    for stage in ("vae", "vae_tune", "vae_context"):  # the mouth on the session path, against the originals
+        fidelity = summary[stage]
+        assert 0 < fidelity["mouth_box_l1"] < 2 and -1 <= fidelity["mouth_opening_r"] <= 1
+        assert fidelity["mouth_opening_ratio"] >= 0
     for stage, columns in (("vae", {"l1", "kl"}), ("nf", {"chunk0", "chunk1"}), ("convkv", {"chunk2"})):
         assert summary[stage]["steps"] == 4
         curve = read_curves(run / "curves" / f"{stage}.csv")

@@ -3,6 +3,7 @@ frame the decode's single-frame context latent stands for, and the decoded frame
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -74,3 +75,33 @@ def test_chunk_pairs_train_exactly_what_a_session_decodes(vae):
     assert len(second.recon) == 1
     torch.testing.assert_close(first.target[0], video[:, :, 21:53], rtol=0, atol=0)  # chunk 1's frames
     torch.testing.assert_close(second.target[0], video[:, :, 53:85], rtol=0, atol=0)
+
+
+def test_mouth_weight_counts_errors_in_the_mouth_box_more():
+    from liveact.training.vae_stage import weighted_l1
+
+    target = torch.zeros(2, 3, 5, 8, 8)
+    mouth = torch.zeros(8, 8)
+    mouth[5:7, 2:6] = 1.0  # 8 of 64 pixels
+    weight = (1.0 + 4.0 * mouth).expand(2, 1, 1, 8, 8)  # (B, 1, 1, H, W)
+    in_mouth, elsewhere = target.clone(), target.clone()
+    in_mouth[..., 5, 3] = 1.0
+    elsewhere[..., 0, 0] = 1.0
+    assert weighted_l1(in_mouth, target, None) == weighted_l1(elsewhere, target, None)  # unweighted: the same
+    assert weighted_l1(in_mouth, target, weight) == pytest.approx(5 * float(weighted_l1(elsewhere, target, weight)))
+    uniform = torch.full_like(target, 0.3)
+    assert weighted_l1(uniform, target, weight) == pytest.approx(0.3)  # normalised: a uniform error keeps its size
+
+
+def test_mouth_pixels_mark_the_rendered_mouth_box():
+    from liveact.data.clip import synth_clip
+    from liveact.data.measure import locate_mouth, mouth_pixels
+
+    clip = synth_clip(3, seconds=1.0)
+    mask = mouth_pixels(clip.reference)  # (H, W)
+    y0, y1, x0, x1 = locate_mouth(clip.reference).box
+    assert mask.sum() == (y1 - y0) * (x1 - x0) and mask[y0:y1, x0:x1].all()
+    h, w = mask.shape
+    assert 0.5 * h < 0.5 * (y0 + y1) < 0.9 * h and abs(0.5 * (x0 + x1) - 0.5 * w) < 0.1 * w  # below centre, centred
+    assert 0.01 < mask.mean() < 0.1  # a small part of the frame
+    assert mouth_pixels(np.zeros((64, 64, 3), np.uint8)).sum() == 0  # no face: no emphasis

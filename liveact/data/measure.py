@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MouthRegion", "locate_mouth", "luminance", "mouth_opening"]
+__all__ = ["MouthRegion", "locate_mouth", "luminance", "mouth_opening", "mouth_pixels"]
 
 SKIN_PATCH = (0.42, 0.58, 0.4, 0.55)  # x0, x1, y0, y1 (fractions of the image) whose median colour is the skin
 SKIN_DISTANCE = 40.0  # RGB distance under which a pixel is skin
@@ -135,3 +135,17 @@ def mouth_opening(frames: np.ndarray, reference: np.ndarray) -> np.ndarray:
     dark = np.clip((region.dark_high - luma) / span, 0.0, 1.0) * region.mask  # (T, h', w')
     heights = np.sort(dark.sum(axis=1), axis=1)[:, -TOP_COLUMNS:]  # (T, k) the tallest columns
     return (heights.mean(axis=1) / region.face_width).astype(np.float32)
+
+
+def mouth_pixels(reference: np.ndarray) -> np.ndarray:
+    """(H, W) float32: 1 on the pixels of the reference's mouth measuring box (head motion included), else 0.
+
+    All 0 where no mouth is found (nothing to emphasise).
+    """
+    region = np.zeros(reference.shape[:2], np.float32)
+    try:
+        y0, y1, x0, x1 = locate_mouth(reference).box
+    except ValueError:
+        return region
+    region[y0:y1, x0:x1] = 1.0
+    return region

@@ -93,10 +93,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, stages: Sequence[str] = STAGES,
         assert clips is not None
         frames = [c.frames for c in clips]
         chunks = session_chunk_latents(config, min(len(f) for f in frames))
+        references = [c.reference for c in clips]
     for name in vae_stages:
         init = None if name == "vae" else load_vae_dir(vae_config, _need(run / VAE_DIR, "vae"))
         st = getattr(cfg, name)
-        _, result = train_vae(name, cfg, st, vae_config, frames, run / VAE_DIR, curves, init, progress, chunks)
+        out = run / VAE_DIR
+        _, result = train_vae(name, cfg, st, vae_config, frames, out, curves, init, progress, chunks, references)
         done(name, result)
     if "encode" in stages:
         assert clips is not None
