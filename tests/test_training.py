@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from PIL import Image
 
 from liveact.cli.main import main
 from liveact.config import ConfigError, get_preset
@@ -131,6 +132,8 @@ def test_every_stage_runs_and_exports_weights_animate_loads(smoke_run):
         fidelity = summary[stage]
         assert 0 < fidelity["mouth_box_l1"] < 2 and -1 <= fidelity["mouth_opening_r"] <= 1
         assert fidelity["mouth_opening_ratio"] >= 0
+        strip = run / "curves" / f"{stage}-session-path.png"  # 2 clips x (original, decoded) rows of 10 frames
+        assert strip.read_bytes()[:8] == PNG_MAGIC and Image.open(strip).size == (10 * 64 * 2, 4 * 64 * 2)
     for stage, columns in (("vae", {"l1", "kl"}), ("nf", {"chunk0", "chunk1"}), ("convkv", {"chunk2"})):
         assert summary[stage]["steps"] == 4
         curve = read_curves(run / "curves" / f"{stage}.csv")

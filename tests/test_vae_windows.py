@@ -105,3 +105,16 @@ def test_mouth_pixels_mark_the_rendered_mouth_box():
     assert 0.5 * h < 0.5 * (y0 + y1) < 0.9 * h and abs(0.5 * (x0 + x1) - 0.5 * w) < 0.1 * w  # below centre, centred
     assert 0.01 < mask.mean() < 0.1  # a small part of the frame
     assert mouth_pixels(np.zeros((64, 64, 3), np.uint8)).sum() == 0  # no face: no emphasis
+
+
+def test_mouth_scores_see_a_mouth_blurred_shut():
+    from liveact.data.clip import synth_clip
+    from liveact.training.vae_report import mouth_scores
+
+    clip = synth_clip(5, seconds=3.0)
+    original = clip.frames[None]  # (1, T, H, W, 3)
+    same = mouth_scores(original, original, [clip.reference])
+    assert same == {"mouth_box_l1": 0.0, "mouth_opening_r": 1.0, "mouth_opening_ratio": 1.0}
+    shut = np.repeat(clip.reference[None, None], original.shape[1], axis=1)  # the closed-mouth reference throughout
+    scores = mouth_scores(original, shut, [clip.reference])
+    assert scores["mouth_box_l1"] > 0.02 and scores["mouth_opening_r"] == 0.0 and scores["mouth_opening_ratio"] < 0.2

@@ -17,7 +17,9 @@ and the DiT's targets are encoded in the same windows (``liveact.vae.encode_chun
 *previous* window's last latents, though, which no whole window contains: ``vae_context`` trains on
 that mixture (``liveact.training.vae_pairs``; measured: own-window decode L1 0.11 per chunk, the
 session's path 0.27 before it). Each stage reports its reconstruction error per
-stretch of a long streamed clip (``horizon_l1``) and per chunk of the context-mode path (``chunked_l1``).
+stretch of a long streamed clip (``horizon_l1``) and how it does on the context-mode path
+(``liveact.training.vae_report``: per-chunk L1, the mouth's opening against the original's, and a
+picture, ``curves/<stage>-session-path.png``).
 
 Legend: B batch, T = ``clip_frames`` video frames (1 + 4k), H x W pixels.
 
@@ -44,34 +46,19 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKLWan
 
-from liveact.data.measure import mouth_opening, mouth_pixels
+from liveact.data.measure import mouth_pixels
 from liveact.training.config import TrainConfig, VaeStageConfig
 from liveact.training.loop import StageResult, run_stage
 from liveact.training.vae_pairs import chunk_pair_reconstruction, chunk_pairs
+from liveact.training.vae_report import frames_to_video, session_path_report
 from liveact.training.vae_stream import streamed_reconstruction
-from liveact.vae import StreamingDecoder, VaeConfig, build_vae, chunk_windows, encode_chunk_windows
+from liveact.vae import VaeConfig, build_vae
 
-__all__ = [
-    "chunked_l1",
-    "context_path",
-    "frames_to_video",
-    "horizon_l1",
-    "latent_stats",
-    "mouth_fidelity",
-    "standardize_latents",
-    "train_vae",
-    "weighted_l1",
-]
+__all__ = ["frames_to_video", "horizon_l1", "latent_stats", "standardize_latents", "train_vae", "weighted_l1"]
 
 STATS_WINDOWS = 64  # windows whose posterior means give the latent statistics
 HORIZON_CLIPS = 4  # clips whose reconstruction error is reported per stretch of frames
 HORIZON_BIN = 16  # frames per stretch
-
-
-def frames_to_video(frames: np.ndarray) -> torch.Tensor:
-    """uint8 (B, T, H, W, 3) -> float32 (B, 3, T, H, W) in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 4, 1, 2, 3)
-    return x.float() / 127.5 - 1.0
 
 
 def window_frames(st: VaeStageConfig, vae_config: VaeConfig, warm_latents: int) -> int:
@@ -124,75 +111,6 @@ def horizon_l1(vae: AutoencoderKLWan, clips: list[np.ndarray], frames: int) -> l
 
 
 @torch.no_grad()
-def context_path(
-    vae: AutoencoderKLWan, vae_config: VaeConfig, x: torch.Tensor, chunk_latents: Sequence[int]
-) -> tuple[torch.Tensor, list[int]]:
-    """x (B, 3, T, H, W) -> its reconstruction along the serving path, and each chunk's end frame.
-
-    ``encode_chunk_windows``, then ``decode_with_context`` chunk by chunk, as a context-mode session does.
-    """
-    latents = encode_chunk_windows(vae, vae_config, x, chunk_latents)
-    decoder = StreamingDecoder(vae, vae_config)
-    outs, ends, context, at = [], [], None, 0
-    for n in chunk_latents:
-        out, context = decoder.decode_with_context(context, latents[:, :, at : at + n])
-        outs.append(out)
-        ends.append(sum(o.shape[2] for o in outs))
-        at += n
-    return torch.cat(outs, dim=2), ends
-
-
-@torch.no_grad()
-def chunked_l1(
-    vae: AutoencoderKLWan, vae_config: VaeConfig, clips: list[np.ndarray], chunk_latents: Sequence[int]
-) -> list[float]:
-    """Mean L1 per chunk of the serving path (``context_path``) over the first ``HORIZON_CLIPS`` clips.
-
-    Flat from chunk 1 on by construction (every decode starts from a fresh cache); its level says how well
-    the VAE reconstructs what a session decodes: each chunk's own latents after the previous window's last
-    latents (``liveact.training.vae_pairs``).
-    """
-    frames = chunk_windows(vae_config, chunk_latents)[-1][1]
-    x = frames_to_video(np.stack([c[:frames] for c in clips[:HORIZON_CLIPS]]))  # (B, 3, T, H, W)
-    recon, ends = context_path(vae, vae_config, x, chunk_latents)
-    err = (recon - x[:, :, : recon.shape[2]]).abs().mean(dim=(0, 1, 3, 4))  # (T,)
-    return [round(float(err[a:b].mean()), 4) for a, b in zip([0, *ends[:-1]], ends, strict=True)]
-
-
-@torch.no_grad()
-def mouth_fidelity(
-    vae: AutoencoderKLWan,
-    vae_config: VaeConfig,
-    clips: list[np.ndarray],
-    references: Sequence[np.ndarray],
-    chunk_latents: Sequence[int],
-) -> dict[str, float]:
-    """Does the serving path keep the mouth? L1 inside the mouth box, and how the mouth opening measured on
-    reconstructions (``liveact.data.measure.mouth_opening``) follows the one measured on the originals.
-
-    ``mouth_opening_r``: Pearson correlation over every frame of the first ``HORIZON_CLIPS`` clips (1: the
-    reconstruction opens and closes the mouth exactly as the original); ``mouth_opening_ratio``: mean opening
-    of reconstructions over originals (a blurred mouth reads smaller).
-    """
-    frames = chunk_windows(vae_config, chunk_latents)[-1][1]
-    n = min(HORIZON_CLIPS, len(clips))
-    x = frames_to_video(np.stack([c[:frames] for c in clips[:n]]))  # (B, 3, T, H, W)
-    recon, _ = context_path(vae, vae_config, x, chunk_latents)
-    t = recon.shape[2]
-    masks = torch.from_numpy(np.stack([mouth_pixels(r) for r in references[:n]]))[:, None, None]  # (B, 1, 1, H, W)
-    box_l1 = float(((recon - x[:, :, :t]).abs() * masks).sum() / (masks.sum() * 3 * t).clamp(min=1))
-    pixels = ((recon.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()  # (B,T,H,W,3)
-    got = np.concatenate([mouth_opening(pixels[i], references[i]) for i in range(n)])
-    want = np.concatenate([mouth_opening(clips[i][:t], references[i]) for i in range(n)])
-    r = float(np.corrcoef(got, want)[0, 1]) if got.std() > 0 and want.std() > 0 else 0.0
-    return {
-        "mouth_box_l1": round(box_l1, 4),
-        "mouth_opening_r": round(r, 4),
-        "mouth_opening_ratio": round(float(got.mean() / max(want.mean(), 1e-6)), 4),
-    }
-
-
-@torch.no_grad()
 def standardize_latents(vae: AutoencoderKLWan, mean: torch.Tensor, std: torch.Tensor) -> None:
     """Fold (Cz,) statistics into the VAE: mu' = (mu - mean) / std, and decode(z') = old decode(z' * std + mean).
 
@@ -226,7 +144,7 @@ def train_vae(
 
     ``chunk_latents``: a session's chunk sizes in latents, for the per-chunk error of context-mode decoding.
     ``references``: per clip, its (H, W, 3) reference image, where the mouth is found: needed when
-    ``st.mouth_weight`` > 0, and for the final ``mouth_fidelity`` report.
+    ``st.mouth_weight`` > 0, and for the mouth scores of the final ``session_path_report``.
     """
     if references and len(references) != len(clips):
         raise ValueError(f"{len(references)} references for {len(clips)} clips")
@@ -284,7 +202,6 @@ def train_vae(
     horizon = 1 + (min(len(c) for c in clips) - 1) // vae_config.temporal_stride * vae_config.temporal_stride
     result[f"l1_per_{HORIZON_BIN}_frames"] = horizon_l1(vae, clips, horizon)
     if chunk_latents:
-        result["l1_per_chunk_context"] = chunked_l1(vae, vae_config, clips, chunk_latents)
-        if references:
-            result |= mouth_fidelity(vae, vae_config, clips, references, chunk_latents)
+        strip = curves_dir / f"{name}-session-path.png"
+        result |= session_path_report(vae, vae_config, clips, chunk_latents, references, strip)
     return vae, result
