@@ -211,9 +211,9 @@ def test_mouth_region_covers_the_mouth_cells_of_the_latent_grid():
 
     for seed in range(5):
         face = FaceRenderer(Identity.sample(np.random.default_rng(seed)), 64)(NEUTRAL)
-        region = mouth_region(face, (8, 8), 8)
+        region = mouth_region(face, 8)
         y0, y1, x0, x1 = locate_mouth(face).box
         assert 2 <= int(region.sum()) <= 12  # a few cells of 64, around the mouth
         assert region[(y0 + y1) // 16, (x0 + x1) // 16] == 1.0
         assert region[:3].sum() == 0  # never the eyes or the hair
-    assert mouth_region(np.zeros((64, 64, 3), np.uint8), (8, 8), 8).sum() == 0  # no face: no emphasis
+    assert mouth_region(np.zeros((64, 64, 3), np.uint8), 8).sum() == 0  # no face: no emphasis

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
@@ -36,7 +37,7 @@ from liveact.audio import AudioConfig, audio_features, load_backend
 from liveact.conditioning import build_encoders
 from liveact.config import LiveActConfig
 from liveact.data.clip import Clip
-from liveact.data.measure import locate_mouth
+from liveact.data.measure import mouth_pixels
 from liveact.media import to_model_tensor
 from liveact.sampling.chunking import chunk_latent_sizes, total_video_frames, window_video_frames
 from liveact.training.vae_stage import frames_to_video
@@ -52,15 +53,11 @@ def rollout_video_frames(config: LiveActConfig, chunks: int) -> int:
     return total_video_frames(config, chunks)
 
 
-def mouth_region(reference: np.ndarray, grid: tuple[int, int], stride: int) -> torch.Tensor:
-    """(h, w) float32: 1 on latent cells overlapping the reference's mouth measuring box, 0 elsewhere."""
-    region = torch.zeros(grid)
-    try:
-        y0, y1, x0, x1 = locate_mouth(reference).box
-    except ValueError:  # no mouth found: no emphasis for this clip
-        return region
-    region[y0 // stride : -(-y1 // stride), x0 // stride : -(-x1 // stride)] = 1.0
-    return region
+def mouth_region(reference: np.ndarray, stride: int) -> torch.Tensor:
+    """(H / stride, W / stride) float32: 1 on latent cells overlapping the reference's mouth measuring box
+    (``liveact.data.measure.mouth_pixels``, all 0 where no mouth is found), else 0."""
+    pixels = torch.from_numpy(mouth_pixels(reference))[None]  # (1, H, W)
+    return F.max_pool2d(pixels, stride, ceil_mode=True)[0]
 
 
 @dataclass
@@ -124,7 +121,7 @@ def encode_clips(
         rows = audio_features(clip.audio, backend, audio_config, clip.fps)  # (Tv', L, Ca)
         out["audio"].append(rows)
         out["mouth"].append(torch.from_numpy(np.ascontiguousarray(clip.mouth[: len(rows), 0])))
-        out["mouth_region"].append(mouth_region(clip.reference, latents.shape[-2:], vae_config.spatial_stride))
+        out["mouth_region"].append(mouth_region(clip.reference, vae_config.spatial_stride))
     lengths = {len(a) for a in out["audio"]}
     if len(lengths) != 1:
         raise ValueError(f"clips give different numbers of audio rows {sorted(lengths)}: use one clip length")

@@ -28,7 +28,7 @@ clips, encodes them as a causal video, samples the posterior, decodes and minimi
 ``L1(reconstruction, frames) + kl_weight * KL`` (KL per latent element against N(0, 1)). With
 ``mouth_weight`` w > 0 the L1 is weighted 1 + w on the pixels of each clip's mouth measuring box
 (``liveact.data.measure.mouth_pixels``), normalised by the mean weight: an unweighted L1 lets a
-small VAE blur the mouth (4% of the frame) away, and the mouth is what lip sync is measured on.
+small VAE blur the mouth (6% of a 64x64 frame) away, and the mouth is what lip sync is measured on.
 
 The stage ends by standardising the latent space (``standardize_latents``): per-channel mean and
 standard deviation of the posterior mean over ``STATS_WINDOWS`` windows are folded into the VAE's
@@ -50,14 +50,13 @@ from liveact.data.measure import mouth_pixels
 from liveact.training.config import TrainConfig, VaeStageConfig
 from liveact.training.loop import StageResult, run_stage
 from liveact.training.vae_pairs import chunk_pair_reconstruction, chunk_pairs
-from liveact.training.vae_report import frames_to_video, session_path_report
+from liveact.training.vae_report import REPORT_CLIPS, frames_to_video, session_path_report
 from liveact.training.vae_stream import streamed_reconstruction
 from liveact.vae import VaeConfig, build_vae
 
 __all__ = ["frames_to_video", "horizon_l1", "latent_stats", "standardize_latents", "train_vae", "weighted_l1"]
 
 STATS_WINDOWS = 64  # windows whose posterior means give the latent statistics
-HORIZON_CLIPS = 4  # clips whose reconstruction error is reported per stretch of frames
 HORIZON_BIN = 16  # frames per stretch
 
 
@@ -77,9 +76,8 @@ def _windows(
     return np.stack(out), picks
 
 
-def weighted_l1(recon: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    """Mean |recon - target| over (B, 3, T, H, W), weighted per pixel by ``weight`` (B, 1, 1, H, W) if given."""
-    err = (recon - target).abs()
+def weighted_l1(err: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``err`` = |recon - target| (B, 3, T, H, W), weighted per pixel by ``weight`` (B, 1, 1, H, W) if given."""
     if weight is None:
         return err.mean()
     return (err * weight).mean() / weight.expand_as(err).mean()
@@ -105,7 +103,7 @@ def horizon_l1(vae: AutoencoderKLWan, clips: list[np.ndarray], frames: int) -> l
     One causal encode + decode per clip, as a stream runs: an error that grows along the clip means the
     VAE has not learnt the steady state its causal caches reach (train on longer windows).
     """
-    x = frames_to_video(np.stack([c[:frames] for c in clips[:HORIZON_CLIPS]]))  # (B, 3, T, H, W)
+    x = frames_to_video(np.stack([c[:frames] for c in clips[:REPORT_CLIPS]]))  # (B, 3, T, H, W)
     err = (vae.decode(vae.encode(x).latent_dist.mode()).sample - x).abs().mean(dim=(0, 1, 3, 4))  # (T,)
     return [round(float(err[a : a + HORIZON_BIN].mean()), 4) for a in range(0, frames, HORIZON_BIN)]
 
@@ -180,9 +178,9 @@ def train_vae(
             out = streamed_reconstruction(vae, frames_to_video(frames), warm, gen)  # (B, 3, T, H, W) each
             recon, target = [out.recon], [out.target]
         weight = None if masks is None else (1.0 + st.mouth_weight * masks[picks])[:, None, None]  # (B, 1, 1, H, W)
-        with torch.no_grad():
-            l1 = torch.stack([(r - t).abs().mean() for r, t in zip(recon, target, strict=True)]).mean()
-        fit = torch.stack([weighted_l1(r, t, weight) for r, t in zip(recon, target, strict=True)]).mean()
+        errs = [(r - t).abs() for r, t in zip(recon, target, strict=True)]  # (B, 3, T, H, W) each
+        l1 = torch.stack([e.mean() for e in errs]).mean()
+        fit = l1 if weight is None else torch.stack([weighted_l1(e, weight) for e in errs]).mean()
         kl = 0.5 * (out.mean.pow(2) + out.logvar.exp() - 1.0 - out.logvar).mean()
         return {"loss": fit + st.kl_weight * kl, "l1": l1, "kl": kl}
 
