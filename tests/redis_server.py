@@ -7,6 +7,7 @@ and may kill and restart it to test outages. Tests skip cleanly if ``redis-serve
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import ssl
@@ -14,7 +15,7 @@ import subprocess
 import tempfile
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +31,32 @@ PROBE_TIMEOUT_S = 0.5
 START_ATTEMPTS = 3
 
 
+CLUSTER_BUS_OFFSET = 10_000  # a cluster node also listens on port + 10000, so its port must be <= 55535
+CLUSTER_PORTS = (20_000, 65_535 - CLUSTER_BUS_OFFSET)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too (the OS's ephemeral ports reach past 55535)."""
+    rng = random.Random()
+    while True:
+        port = rng.randint(*CLUSTER_PORTS)
+        if _bindable(port) and _bindable(port + CLUSTER_BUS_OFFSET):
+            return port
 
 
 @dataclass(frozen=True)
@@ -99,6 +122,7 @@ class RedisServer:
         port: int | None = None,
         tls: TlsFiles | None = None,
         extra_args: tuple[str, ...] = (),
+        pick_port: Callable[[], int] = free_port,
     ) -> None:
         self.password = password
         self.tls = tls  # serve TLS only (mutual: clients must present a certificate the CA signed)
@@ -106,7 +130,7 @@ class RedisServer:
         self.proc: subprocess.Popen | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="liveact-redis-")
         for attempt in range(START_ATTEMPTS):  # a free port can be taken between probe and bind
-            self.port = port or free_port()
+            self.port = port or pick_port()
             try:
                 self.start()
                 return
@@ -188,7 +212,7 @@ class RedisClusterServers:
         self.nodes: list[RedisServer] = []
         try:
             for _ in range(size):
-                self.nodes.append(RedisServer(extra_args=args))
+                self.nodes.append(RedisServer(extra_args=args, pick_port=free_cluster_port))
             addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
             subprocess.run(
                 [REDIS_CLI, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from liveact.data.clip import synth_clip
 from liveact.data.face import NEUTRAL, FaceRenderer, Identity
-from liveact.evaluation import EvalSettings, evaluate, flicker, identity_drift, score_window
+from liveact.evaluation import EvalSettings, contact_sheet, evaluate, flicker, identity_drift, score_window
+from liveact.evaluation.sheets import SEPARATOR, sheet_name
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +47,26 @@ def test_flicker_ignores_steady_motion_and_sees_jitter():
     assert flicker(jitter) == pytest.approx(40 / 255, rel=1e-5)
 
 
-def test_a_streamed_session_is_scored_in_windows_ending_at_the_marks():
+def test_a_contact_sheet_shows_the_reference_then_frames_spread_over_the_window(clip):
+    sheet = contact_sheet(clip.frames, clip.reference, count=5)  # 200 frames: 0, 50, 100, 149, 199
+    h, w = clip.reference.shape[:2]
+    assert sheet.shape == (h, 6 * w + SEPARATOR, 3) and sheet.dtype == np.uint8
+    assert np.array_equal(sheet[:, :w], clip.reference) and (sheet[:, w : w + SEPARATOR] == 255).all()
+    for i, frame in enumerate((0, 50, 100, 149, 199)):
+        x = w + SEPARATOR + i * w
+        assert np.array_equal(sheet[:, x : x + w], clip.frames[frame])
+    assert contact_sheet(clip.frames[:3], clip.reference).shape[1] == 4 * w + SEPARATOR  # fewer frames than asked
+
+
+def test_a_streamed_session_is_scored_in_windows_ending_at_the_marks(tmp_path):
     from liveact.pipeline import load_engine
 
     engine = load_engine("tiny")  # the scores' plumbing here; their values in the built-in model's test
-    report = evaluate(engine, EvalSettings(marks_s=(4.0, 8.0), window_s=4.0), progress=False)
+    settings = EvalSettings(marks_s=(4.0, 8.0), window_s=4.0)
+    report = evaluate(engine, settings, progress=False, sheets=tmp_path / "sheets")
+    for mark in (4.0, 8.0):
+        with Image.open(tmp_path / "sheets" / sheet_name(mark)) as sheet:  # reference + 9 frames, upscaled 2x
+            assert sheet.size == (2 * (10 * 64 + SEPARATOR), 2 * 64)
     assert report["generated_s"] == 8.0 and report["trained"] == engine.trained
     assert [w["end_s"] for w in report["windows"]] == [4.0, 8.0]
     assert all(w["frames"] == 80 for w in report["windows"])

@@ -209,6 +209,18 @@ def test_ablations_retrain_what_they_change_and_land_in_one_table(smoke_run, tmp
     for png in ("ablation-nf-loss.png", "ablation-long-horizon.png"):
         assert (tmp_path / "docs" / png).read_bytes()[:8] == PNG_MAGIC
 
+    kept = tmp_path / "docs" / "runs"  # each run's evidence, no weights
+    assert sorted(p.name for p in kept.iterdir()) == ["base", "base-clean", "base-window"]
+    assert sorted(p.name for p in (kept / "base-window" / "curves").iterdir()) == ["convkv.csv"]
+    assert json.loads((kept / "base-clean" / "eval.json").read_text())["generated_s"] == 2.0
+    assert not list(kept.rglob("*.safetensors"))
+    for name in ("base", "base-clean", "base-window"):  # what each evaluation looked like, beside its scores
+        assert (kept / name / "sheets" / "sheet-2s.png").read_bytes()[:8] == PNG_MAGIC
+    shutil.rmtree(clean)  # a variant evaluated in an earlier session: its run directory is gone
+    proc = _ablate(["--base", str(base), "--report", str(tmp_path / "docs")], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "docs" / "ablations-table.md").read_text().splitlines() == table  # clean from the archive
+
 
 def test_missing_inputs_say_which_stage_to_run(dataset, tmp_path, capsys):
     run = str(tmp_path / "r")

@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "same against shifted audio as a control), identity drift (mean absolute difference of the face "
         "region to the reference, in [0, 1]) and flicker (mean absolute second temporal difference). Only "
         "the scored windows are kept in memory. Needs espeak-ng. The default marks generate one hour of "
-        "video (about 15 minutes on 2 CPU cores with the tiny model).",
+        "video (about 17 minutes on 2 CPU cores with the tiny model).",
     )
     p.add_argument("--preset", default="tiny", help="model preset (default: tiny)")
     p.add_argument("--model", type=Path, default=None, help="local weights directory (default: the built-in weights)")
@@ -51,6 +51,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="ConvKV memory: 'none' for the sliding-window ablation; default: the preset's (conv)",
     )
+    p.add_argument(
+        "--sheets",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write a contact sheet per window into DIR (sheet-<mark>s.png: the reference, then frames "
+        "evenly spaced through the window)",
+    )
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--json", action="store_true", help="print the report as JSON (default: a table)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -71,7 +79,7 @@ def run_eval(args: argparse.Namespace) -> int:
     engine = load_engine(
         args.preset, args.model, args.device, args.seed, context=args.context, compressor=args.compressor
     )
-    report = evaluate(engine, settings, progress=not args.no_progress)
+    report = evaluate(engine, settings, progress=not args.no_progress, sheets=args.sheets)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0

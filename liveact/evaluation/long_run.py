@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from liveact.data.clip import speech_pieces
 from liveact.data.face import NEUTRAL, FaceRenderer, Identity
 from liveact.data.speech import SAMPLE_RATE, TARGET_PEAK, SpeechStyle
 from liveact.evaluation.scores import WindowScores, score_window
+from liveact.evaluation.sheets import write_sheet
 from liveact.pipeline.engine import Engine
 from liveact.pipeline.session import AnimationSession, VideoChunk
 
@@ -66,8 +68,14 @@ def _speech(seed: int):
         yield (pcm * (gain / peak) if peak > 0 else pcm).astype(np.float32)
 
 
-def evaluate(engine: Engine, settings: EvalSettings = EvalSettings(), progress: bool = True) -> dict[str, Any]:
-    """Generate ``max(marks)`` seconds of video and score each window; returns a JSON-ready report."""
+def evaluate(
+    engine: Engine, settings: EvalSettings = EvalSettings(), progress: bool = True, sheets: Path | None = None
+) -> dict[str, Any]:
+    """Generate ``max(marks)`` seconds of video and score each window; returns a JSON-ready report.
+
+    ``sheets``: also write each window's contact sheet there (``sheets.sheet_name``: the reference, then
+    frames evenly spaced through the window).
+    """
     s = settings
     size = engine.config.width
     reference = reference_face(s.identity_seed, size)
@@ -92,6 +100,8 @@ def evaluate(engine: Engine, settings: EvalSettings = EvalSettings(), progress: 
             if sum(len(f) for f in w.frames) == w.end - w.first:
                 frames, audio = np.concatenate(w.frames), np.concatenate(w.audio)
                 scores.append(score_window(w.end_s, frames, reference, audio, SAMPLE_RATE, s.fps))
+                if sheets is not None:
+                    write_sheet(sheets, w.end_s, frames, reference)
                 windows.remove(w)
 
     start = time.monotonic()

@@ -13,14 +13,17 @@ Variants (``VARIANTS``), each a run directory ``<base>-<name>`` beside the base 
 
 A variant links the base run's VAE and encoded dataset (and, for ``window``, its nf weights) instead of
 recomputing them, so every variant sees the same latents. Its settings are the base run's config with
-the variant's overrides, saved in its run directory. ``report`` reads the loss curves and ``eval.json``
-of each run and writes the table (``ablations-table.md``) and the plots.
+the variant's overrides, saved in its run directory. ``report`` archives each evaluated run's evidence
+(``EVIDENCE``: settings, summary, ``eval.json``, loss curves; a few kB, no weights) under
+``<out>/runs/<run name>/`` and writes the table (``ablations-table.md``) and the plots from the archive, so
+variants evaluated at different times (run directories come and go) land in one table.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +32,24 @@ from typing import Any
 from liveact.training.config import TrainConfig
 from liveact.training.curves import read_curves
 
-__all__ = ["VARIANTS", "Variant", "evaluate_run", "prepare_variant", "report", "run_variant", "variant_dir"]
+__all__ = [
+    "VARIANTS",
+    "Variant",
+    "archive_run",
+    "evaluate_run",
+    "prepare_variant",
+    "report",
+    "run_variant",
+    "variant_dir",
+]
 
 log = logging.getLogger(__name__)
 
 # run directory names, as liveact.training.run writes them (imported lazily there: torch, diffusers)
 CONFIG, CURVES, WEIGHTS_DIR, EVAL_JSON = "config.json", "curves", "weights", "eval.json"
-TABLE = "ablations-table.md"
+TABLE, ARCHIVE = "ablations-table.md", "runs"
+SUMMARY, SHEETS = "summary.json", "sheets"
+EVIDENCE = (CONFIG, SUMMARY, EVAL_JSON)  # + curves/*.csv (what the table and plots read) + sheets/*.png
 TAIL_ROWS = 5  # curve rows averaged for a stage's final loss
 
 
@@ -113,7 +127,7 @@ def evaluate_run(run: Path, name: str, marks_s: tuple[float, ...], window_s: flo
     v = VARIANTS[name]
     cfg = TrainConfig.load(run / CONFIG)
     engine = load_engine(cfg.preset, run / WEIGHTS_DIR, context=v.context, compressor=v.compressor)
-    result = evaluate(engine, EvalSettings(marks_s=marks_s, window_s=window_s), progress=progress)
+    result = evaluate(engine, EvalSettings(marks_s=marks_s, window_s=window_s), progress, run / SHEETS)
     (run / EVAL_JSON).write_text(json.dumps(result, indent=2) + "\n")
     title = f"ablation `{name}`, {v.change}" if v.stages else None  # `neighbor` is the base run itself
     write_model_card(cfg, run, title)  # the card quotes eval.json
@@ -149,17 +163,41 @@ def _mark(seconds: float) -> str:
     return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
 
 
+def archive_run(run: Path, dest: Path) -> None:
+    """Copy ``run``'s evidence (``EVIDENCE`` files, ``curves/*.csv``, ``sheets/``) into ``dest``, replacing it."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    (dest / CURVES).mkdir(parents=True)
+    for name in EVIDENCE:
+        if (run / name).is_file():
+            shutil.copy2(run / name, dest / name)
+    for csv in sorted((run / CURVES).glob("*.csv")):
+        shutil.copy2(csv, dest / CURVES / csv.name)
+    if (run / SHEETS).is_dir():  # the evaluation's contact sheets: a few kB each
+        shutil.copytree(run / SHEETS, dest / SHEETS)
+
+
 def report(base: Path, out: Path, names: tuple[str, ...] = tuple(VARIANTS)) -> Path:
-    """Write ``out/ablations-table.md`` and ``out/*.png`` from the variants' runs that have an ``eval.json``.
+    """Write ``out/ablations-table.md`` and ``out/*.png`` from the variants' evaluated runs.
+
+    A run under ``base`` with an ``eval.json`` is archived into ``out/runs/`` first; variants without one
+    there are taken from the archive of an earlier report, if any.
 
     Loss columns: the mean of a stage's last curve rows, "-" where the run did not train that stage.
     """
-    runs = {n: variant_dir(base, n) for n in names if (variant_dir(base, n) / EVAL_JSON).is_file()}
+    out.mkdir(parents=True, exist_ok=True)
+    runs = {}
+    for n in names:
+        live = variant_dir(base, n)
+        kept = out / ARCHIVE / live.name
+        if (live / EVAL_JSON).is_file():
+            archive_run(live, kept)
+        if (kept / EVAL_JSON).is_file():
+            runs[n] = kept
     if not runs:
         raise FileNotFoundError(f"no evaluated run among {[str(variant_dir(base, n)) for n in names]}")
     evals = {n: json.loads((r / EVAL_JSON).read_text()) for n, r in runs.items()}
     marks = sorted({w["end_s"] for e in evals.values() for w in e["windows"]})
-    out.mkdir(parents=True, exist_ok=True)
 
     head = ["variant", "what changes", "nf loss", "convkv loss"]
     for m in marks:
