@@ -79,6 +79,7 @@ def test_animate_writes_mp4_with_audio(tmp_path):
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["frames"] == 40
+    assert summary["trained_weights"] is True and "fresh weights" not in r.stderr  # the built-in model by default
     info = probe(out, count_frames=True)
     assert info.video.frame_count == 40 and info.video.fps == 20
     assert (info.video.width, info.video.height) == (64, 64)

@@ -209,10 +209,10 @@ def test_jpeg_frames_are_pillow_jpegs_close_to_the_raw_frames(stub, latents, ref
         images = [Image.open(io.BytesIO(b)) for b in f.frames]
         assert all(im.format == "JPEG" and im.size == (SIZE, SIZE) and im.mode == "RGB" for im in images)
         pixels = np.stack([np.asarray(im) for im in images]).astype(np.int16)
-        # lossy (4:2:0 chroma on the noise-like frames of random latents: ~15), but the same pictures
-        # (against the neighbouring frames: ~38)
-        assert np.abs(pixels - want).mean() < 20
-        assert np.abs(pixels[1:] - want[:-1]).mean() > 30
+        # lossy (4:2:0 chroma; the built-in VAE's pictures of random latents: 1.4 to 1.7), but the same pictures
+        # (against the frames half the chunk away: 14 to 20)
+        assert np.abs(pixels - want).mean() < 4
+        assert np.abs(pixels - np.roll(want, len(want) // 2, axis=0)).mean() > 10
         buf = io.BytesIO()
         Image.fromarray(want[0]).save(buf, format="JPEG", quality=90)
         assert f.frames[0] == buf.getvalue()  # jpeg_quality 0 means 90
