@@ -19,9 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "`--variant NAME` trains what the variant changes into BASE-NAME (reusing the base run's VAE and "
         "encoded data), evaluates it like `liveact eval` into BASE-NAME/eval.json and prints that report; "
         "`neighbor` evaluates the base run itself (as `liveact eval --model BASE/weights --json > BASE/eval.json` "
-        "does). `--report DIR` copies each evaluated run's evidence (settings, summary, eval.json, loss curves; no "
-        "weights) into DIR/runs/ and writes the table (ablations-table.md) and plots of every variant found there, "
-        "so variants evaluated in different sessions land in one table.",
+        "does). `--report DIR` copies each evaluated run's evidence (settings, summary, eval.json, loss curves, "
+        "contact sheets; no weights) into DIR/runs/ and writes the table (ablations-table.md) and plots of "
+        "every variant found there, so variants evaluated in different sessions land in one table.",
     )
     p.add_argument("--base", type=Path, required=True, help="the base run directory (Neighbor Forcing + ConvKV)")
     p.add_argument("--variant", choices=sorted(VARIANTS), default=None, help="the variant to train and evaluate")

@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "same against shifted audio as a control), identity drift (mean absolute difference of the face "
         "region to the reference, in [0, 1]) and flicker (mean absolute second temporal difference). Only "
         "the scored windows are kept in memory. Needs espeak-ng. The default marks generate one hour of "
-        "video (about 17 minutes on 2 CPU cores with the tiny model).",
+        "video (about 22 minutes on 2 CPU cores with the tiny model).",
     )
     p.add_argument("--preset", default="tiny", help="model preset (default: tiny)")
     p.add_argument("--model", type=Path, default=None, help="local weights directory (default: the built-in weights)")

@@ -14,7 +14,7 @@ Variants (``VARIANTS``), each a run directory ``<base>-<name>`` beside the base 
 A variant links the base run's VAE and encoded dataset (and, for ``window``, its nf weights) instead of
 recomputing them, so every variant sees the same latents. Its settings are the base run's config with
 the variant's overrides, saved in its run directory. ``report`` archives each evaluated run's evidence
-(``EVIDENCE``: settings, summary, ``eval.json``, loss curves; a few kB, no weights) under
+(``EVIDENCE``: settings, summary, ``eval.json``; loss curves; contact sheets; no weights) under
 ``<out>/runs/<run name>/`` and writes the table (``ablations-table.md``) and the plots from the archive, so
 variants evaluated at different times (run directories come and go) land in one table.
 """
@@ -173,7 +173,7 @@ def archive_run(run: Path, dest: Path) -> None:
             shutil.copy2(run / name, dest / name)
     for csv in sorted((run / CURVES).glob("*.csv")):
         shutil.copy2(csv, dest / CURVES / csv.name)
-    if (run / SHEETS).is_dir():  # the evaluation's contact sheets: a few kB each
+    if (run / SHEETS).is_dir():  # the evaluation's contact sheets: ~70 kB each
         shutil.copytree(run / SHEETS, dest / SHEETS)
 
 
