@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from liveact.training.ablation import ARCHIVE, EVAL_JSON, TABLE, VARIANTS, report, variant_dir
+from liveact.training.ablation import ARCHIVE, EVAL_JSON, SHEETS, TABLE, VARIANTS, report, variant_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "ablations"
@@ -47,7 +47,7 @@ def test_every_variant_is_scored_over_the_hour():
         result = json.loads((run / EVAL_JSON).read_text())
         ends = [w["end_s"] for w in result["windows"]]
         assert max(ends) == HOUR_S, f"{name}: scored up to {max(ends)} s, not the hour"
-        assert len(list((run / "sheets").glob("*.png"))) == len(ends), f"{name}: a contact sheet per window"
+        assert len(list((run / SHEETS).glob("*.png"))) == len(ends), f"{name}: a contact sheet per window"
 
 
 def test_the_built_in_model_row_meets_the_issue_bounds():
