@@ -87,15 +87,29 @@ from liveact.memory import sizing
 from liveact.pipeline import chunks_needed
 from liveact.pipeline.engine import builtin_dir
 from liveact.state.keys import SessionKeys
-from liveact.state.sampler_state import COND_CONTEXT, COND_NULL_AUDIO, COND_Y, MEMORY
+from liveact.state.schema import (
+    AUDIO_ROWS,
+    COND,
+    COND_CONTEXT,
+    COND_NULL_AUDIO,
+    COND_Y,
+    DECODER_STATE,
+    DIT,
+    ENCODER_STATE,
+    MEMORY,
+    MEMORY_KV_SUFFIXES,
+    CheckpointMeta,
+    Manifest,
+    SessionInfo,
+)
 from liveact.state.settings import DEFAULT_PART_BYTES, StoreSettings
 from liveact.state.store import Checkpoint, SessionStore
 from liveact.v1 import generator_pb2
 from liveact.vae.config import get_vae_preset
 from liveact.vae.loading import build_vae
 from liveact.vae.streaming import StreamingDecoder
-from services.generator.checkpoint import AUDIO_ROWS, DECODER_STATE, DIT_PREFIX, ENCODER_STATE, CheckpointPolicy
-from services.generator.session import ROWS_KEPT
+from services.generator.checkpoint import CheckpointPolicy
+from services.generator.scheduler import ROWS_KEPT
 
 WARMUP_SECONDS = 2.0  # per generator: a first (21-frame) and a later chunk, and a checkpoint
 KILL_AFTER_CHECKPOINTS = 2  # the killed session has received this many CheckpointNotices
@@ -108,10 +122,9 @@ BENCH_KEY_PREFIX = "bench"  # keys of the store timing, apart from the generator
 BENCH_OWNER = "bench-checkpoint"
 MB = 1_000_000
 
-# checkpoint parts by tensor name (services.generator.checkpoint, liveact.state.sampler_state)
-MEMORY_PREFIX = DIT_PREFIX + MEMORY
-COND_PREFIX = DIT_PREFIX + "cond."
-MEMORY_KV_SUFFIXES = (".k", ".v", ".k_scale", ".v_scale")
+# checkpoint parts by tensor name (liveact.state.schema)
+MEMORY_PREFIX = DIT + MEMORY
+COND_PREFIX = DIT + COND
 PARTS = ("dit_memory", "conditioning", "audio_rows", "encoder_state", "decoder_state", "other")
 
 # the computed liveact-18b figures
@@ -390,7 +403,7 @@ async def kill_and_resume(
         checkpoint = await store.read_checkpoint(sid)
     finally:
         await store.close()
-    next_frame = int(checkpoint.meta["next_frame"])
+    next_frame = checkpoint.meta.next_frame
     request = generator_pb2.ResumeRequest(
         session_id=sid, resume_secret=secret, next_frame=next_frame, mode=generator_pb2.ResumeRequest.EXACT
     )
@@ -419,7 +432,17 @@ async def kill_and_resume(
 # -- checkpoint store timing -------------------------------------------------------------------------
 
 
-async def time_store(url: str, meta: dict, shards: list[dict[str, torch.Tensor]], repeats: int) -> dict:
+def bench_info(preset: str, width: int, height: int) -> SessionInfo:
+    """The record of the store timing's session (its contents do not change the timing)."""
+    return SessionInfo(
+        preset=preset, fps=VIDEO_FPS, width=width, height=height, seed=0, output_format=0, jpeg_quality=0,
+        prompt="", audio_encoding=0, audio_sample_rate=0, audio_channels=0, decode_mode="context",
+    )  # fmt: skip
+
+
+async def time_store(
+    url: str, info: SessionInfo, meta: CheckpointMeta, shards: list[dict[str, torch.Tensor]], repeats: int
+) -> dict:
     """Interleaved write_checkpoint / read_checkpoint calls with ``shards`` on an otherwise idle Redis."""
     store = SessionStore(StoreSettings(url=url, key_prefix=BENCH_KEY_PREFIX))
     clock = CpuClock([_redis_pid(url)])
@@ -434,14 +457,15 @@ async def time_store(url: str, meta: dict, shards: list[dict[str, torch.Tensor]]
         return seconds, None if c0 is None or c1 is None else c1 - c0
 
     try:
-        await store.create_session(sid, secrets.token_hex(16), {"benchmark": "checkpoint"})
+        await store.create_session(sid, secrets.token_hex(16), info)
         lease = await store.acquire(sid, BENCH_OWNER)
         for _ in range(repeats):
             writes.append(await timed(lambda: store.write_checkpoint(lease, meta, shards)))
             reads.append(await timed(lambda: store.read_checkpoint(sid)))
         keys = SessionKeys(BENCH_KEY_PREFIX, sid)
-        manifest = json.loads((await store.client.lrange(keys.history, 0, 0))[0])
-        parts = [int(p["bytes"]) for rank in manifest["shards"] for p in rank]
+        raw_manifest = (await store.client.lrange(keys.history, 0, 0))[0]
+        manifest = Manifest.from_json(json.loads(raw_manifest))
+        parts = [p.bytes for rank in manifest.shards for p in rank]
         session_keys = [k async for k in store.client.scan_iter(match=f"*{sid}*")]
         await store.delete_session(sid)
     finally:
@@ -460,7 +484,7 @@ async def time_store(url: str, meta: dict, shards: list[dict[str, torch.Tensor]]
         "redis_part_values": len(parts),
         "redis_values_per_checkpoint": len(parts) + 1,  # the parts + the manifest (an entry of the history list)
         "largest_value_bytes": max(parts),
-        "manifest_bytes": len(json.dumps(manifest, separators=(",", ":"))),
+        "manifest_bytes": len(raw_manifest),
         "part_bytes_limit": store.settings.part_bytes,
         "session_keys_in_redis": len(session_keys),  # small keys + parts of the versions kept
     }
@@ -471,7 +495,7 @@ def checkpoint_figures(config: LiveActConfig, width: int, height: int, checkpoin
     measured = part_bytes(shard)
     kv = shard[f"{MEMORY_PREFIX}step0.layer0.k"]
     kv_dtype = TORCH_DTYPE_NAMES[kv.dtype]
-    model_dtype = shard[DIT_PREFIX + COND_Y].dtype
+    model_dtype = shard[DIT + COND_Y].dtype
     cond = conditioning_bytes(config, width, height, model_dtype.itemsize)
     computed = {
         "dit_memory": sizing.session_state(config, width, height, kv_dtype=kv_dtype).checkpoint_cache_bytes,
@@ -482,20 +506,20 @@ def checkpoint_figures(config: LiveActConfig, width: int, height: int, checkpoin
     return {
         "source": "newest checkpoint of the killed real-time session (see resume), read back from Redis",
         "version": checkpoint.version,
-        "chunk_index": checkpoint.meta.get("chunk_index"),
-        "next_frame": checkpoint.meta.get("next_frame"),
+        "chunk_index": checkpoint.meta.chunk_index,
+        "next_frame": checkpoint.meta.next_frame,
         "kv_dtype": kv_dtype,
         "model_dtype": TORCH_DTYPE_NAMES.get(model_dtype, str(model_dtype)),
         "bytes": measured,
         "tensors": len(shard),
         "audio_rows": int(rows.shape[0]) if rows.dim() == 3 else 0,
         "has_encoder_state": shard[ENCODER_STATE].numel() > 0,
-        "has_null_audio": DIT_PREFIX + COND_NULL_AUDIO in shard,
+        "has_null_audio": DIT + COND_NULL_AUDIO in shard,
         "computed": computed,
         "computed_matches_measured": {
             "dit_memory": computed["dit_memory"] == measured["dit_memory"],
             "conditioning": computed["conditioning"]
-            == _nbytes(shard[DIT_PREFIX + COND_Y]) + _nbytes(shard[DIT_PREFIX + COND_CONTEXT]),
+            == _nbytes(shard[DIT + COND_Y]) + _nbytes(shard[DIT + COND_CONTEXT]),
         },
         **store,
     }
@@ -634,7 +658,8 @@ def run(
 
     with redis_process() as store_url:
         shards = [dict(s) for s in checkpoint.shards]
-        store = asyncio.run(time_store(store_url, dict(checkpoint.meta), shards, store_repeats))
+        info = bench_info(preset, width, height)
+        store = asyncio.run(time_store(store_url, info, checkpoint.meta, shards, store_repeats))
 
     summaries = {name: summarise(config, runs[name], every[name]) for name, _ in modes}
     on, off = summaries["on"], summaries["off"]

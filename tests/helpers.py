@@ -13,6 +13,7 @@ from liveact.model.dit import LiveActDiT
 from liveact.model.loading import build_model
 from liveact.sampling.chunking import total_video_frames
 from liveact.sampling.denoise import Conditioning
+from liveact.state.schema import CheckpointMeta, SessionInfo
 
 
 def micro_config(**memory_overrides) -> LiveActConfig:
@@ -52,3 +53,20 @@ def child_pids() -> set[int]:
         if int(ppid) == os.getpid() and state != "Z":
             kids.add(int(stat.parent.name))
     return kids
+
+
+def checkpoint_meta(chunk: int = 0, audio_seq: int = 0, tp: int = 1) -> CheckpointMeta:
+    """A ``CheckpointMeta`` for store tests: ``chunk`` tells versions apart."""
+    return CheckpointMeta(
+        chunk_index=chunk, next_frame=0, rows_first=0, rows_end=0, audio_seq=audio_seq, audio_offset=0,
+        pcm_frames=0, audio_total=None, frame_offset=0, row_offset=0, tp=tp,
+    )  # fmt: skip
+
+
+def session_info(**fields) -> SessionInfo:
+    """A ``SessionInfo`` for store tests (the tiny preset's defaults, ``fields`` replaced)."""
+    info = SessionInfo(
+        preset="tiny", fps=20.0, width=64, height=64, seed=0, output_format=2, jpeg_quality=90, prompt="",
+        audio_encoding=1, audio_sample_rate=16000, audio_channels=1, decode_mode="context",
+    )  # fmt: skip
+    return dataclasses.replace(info, **fields)

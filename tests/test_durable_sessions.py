@@ -19,7 +19,8 @@ from liveact.client import animate_resumable
 from liveact.client.animate import AnimateResult
 from liveact.config import get_preset
 from liveact.sampling.chunking import plan_chunk
-from liveact.state import SessionStore, StoreSettings
+from liveact.state.settings import StoreSettings
+from liveact.state.store import SessionStore
 from liveact.v1 import common_pb2, generator_pb2
 
 SECONDS = 8  # 160 frames: chunks of 21, 32, 32, 32, 32, 32 frames

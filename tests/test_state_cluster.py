@@ -9,11 +9,14 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from helpers import checkpoint_meta, session_info
 from redis_server import RedisClusterServers, RedisServer, free_port, require_redis_server
 from test_state_store import SECRET, assert_same, tensors
 
-from liveact.state import FencedError, SessionNotFound, SessionStore, StoreSettings, StoreUnavailable
+from liveact.state import FencedError, SessionNotFound, StoreUnavailable
 from liveact.state.keys import SessionKeys
+from liveact.state.settings import StoreSettings
+from liveact.state.store import SessionStore
 
 KIB = 1024
 SMALL_PART = 2 * KIB
@@ -47,16 +50,16 @@ def test_sessions_round_trip_with_parts_spread_over_the_shards(cluster):
         try:
             for i in range(SESSIONS):
                 sid = f"c-{i}"
-                await store.create_session(sid, SECRET, {"n": i})
+                await store.create_session(sid, SECRET, session_info(seed=i))
                 lease = await store.acquire(sid, "gen-a")
-                await store.write_checkpoint(lease, {"chunk": i}, [big[i]])
+                await store.write_checkpoint(lease, checkpoint_meta(i), [big[i]])
                 await store.append_audio(lease, 0, b"pcm-0")
                 await store.append_audio(lease, 1, b"pcm-1")
             for i in range(SESSIONS):
                 sid = f"c-{i}"
-                assert await store.check_secret(sid, SECRET) == {"n": i}
+                assert await store.check_secret(sid, SECRET) == session_info(seed=i)
                 ckpt = await store.read_checkpoint(sid)
-                assert ckpt.meta["chunk"] == i
+                assert ckpt.meta.chunk_index == i
                 assert_same(ckpt.shards[0], big[i])
                 assert await store.read_audio(sid) == [(0, b"pcm-0"), (1, b"pcm-1")]
         finally:
@@ -76,13 +79,13 @@ def test_fencing_and_delete_work_through_the_cluster(cluster):
     async def main():
         store = store_for(cluster, part_bytes=SMALL_PART)
         try:
-            await store.create_session("f-1", SECRET, {})
+            await store.create_session("f-1", SECRET, session_info())
             old = await store.acquire("f-1", "gen-a")
             new = await store.acquire("f-1", "gen-b")
             assert new.token > old.token
             with pytest.raises(FencedError):
-                await store.write_checkpoint(old, {"chunk": 1}, [tensors(1, numel=4 * KIB)])
-            await store.write_checkpoint(new, {"chunk": 2}, [tensors(2, numel=4 * KIB)])
+                await store.write_checkpoint(old, checkpoint_meta(1), [tensors(1, numel=4 * KIB)])
+            await store.write_checkpoint(new, checkpoint_meta(2), [tensors(2, numel=4 * KIB)])
             await store.delete_session("f-1")
             with pytest.raises(SessionNotFound):
                 await store.check_secret("f-1", SECRET)

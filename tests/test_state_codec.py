@@ -8,8 +8,8 @@ import random
 import pytest
 import torch
 
-from liveact.state import Backoff, StoreSettings, codec
-from liveact.state.settings import MAX_PART_BYTES, MIN_PART_BYTES
+from liveact.state import Backoff, codec
+from liveact.state.settings import MAX_PART_BYTES, MIN_PART_BYTES, StoreSettings
 
 KIB = 1024
 

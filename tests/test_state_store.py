@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis
 import torch
+from helpers import checkpoint_meta, session_info
 from redis_server import RedisServer, make_tls_files, require_redis_server
 
 from liveact.state import (
@@ -23,12 +24,12 @@ from liveact.state import (
     FencedError,
     SessionExists,
     SessionNotFound,
-    SessionStore,
-    StoreSettings,
     StoreUnavailable,
     UnsupportedFormat,
 )
 from liveact.state import store as store_module
+from liveact.state.settings import StoreSettings
+from liveact.state.store import SessionStore
 
 KIB = 1024
 SMALL_PART = 4 * KIB
@@ -102,7 +103,7 @@ def part_keys(r: redis.Redis, sid: str = SID, version: int | None = None) -> lis
 
 
 async def new_session(store: SessionStore, sid: str = SID, owner: str = "gen-a"):
-    await store.create_session(sid, SECRET, {"image": "face.png", "fps": 25})
+    await store.create_session(sid, SECRET, session_info(fps=25.0))
     return await store.acquire(sid, owner)
 
 
@@ -115,16 +116,16 @@ def test_write_then_read_returns_identical_tensors_and_meta(server):
             lease = await new_session(store)
             with pytest.raises(CheckpointMissing):
                 await store.read_checkpoint(SID)
-            meta = {"chunk": 12, "positions": [3, 4], "audio_seq": 0, "format": "v1"}
+            meta = checkpoint_meta(12)
             version = await store.write_checkpoint(lease, meta, [tensors(1)])
             ckpt = await store.read_checkpoint(SID)
             assert (ckpt.version, ckpt.meta, ckpt.token, ckpt.failed) == (version, meta, lease.token, [])
             assert len(ckpt.shards) == 1
             assert_same(ckpt.shards[0], tensors(1))
-            v2 = await store.write_checkpoint(lease, {"chunk": 13}, [tensors(2)])
+            v2 = await store.write_checkpoint(lease, checkpoint_meta(13), [tensors(2)])
             assert v2 > version
             ckpt = await store.read_checkpoint(SID)
-            assert ckpt.version == v2 and ckpt.meta == {"chunk": 13}
+            assert ckpt.version == v2 and ckpt.meta == checkpoint_meta(13)
             assert_same(ckpt.shards[0], tensors(2))
 
     run(main())
@@ -135,7 +136,7 @@ def test_multipart_checkpoint_round_trips_and_no_value_exceeds_part_bytes(server
         async with open_store(server, part_bytes=SMALL_PART) as store:
             lease = await new_session(store)
             big = tensors(3, numel=20 * KIB)  # ~60 KiB packed
-            await store.write_checkpoint(lease, {"chunk": 1}, [big])
+            await store.write_checkpoint(lease, checkpoint_meta(1), [big])
             ckpt = await store.read_checkpoint(SID)
             assert_same(ckpt.shards[0], big)
 
@@ -153,7 +154,7 @@ def test_two_ranks_round_trip(server):
         async with open_store(server, part_bytes=SMALL_PART) as store:
             lease = await new_session(store)
             shards = [tensors(10, numel=3 * KIB), tensors(11, numel=5)]
-            await store.write_checkpoint(lease, {"tp": 2}, shards)
+            await store.write_checkpoint(lease, checkpoint_meta(tp=2), shards)
             ckpt = await store.read_checkpoint(SID)
             assert len(ckpt.shards) == 2
             assert_same(ckpt.shards[0], shards[0])
@@ -168,9 +169,11 @@ def test_old_versions_are_garbage_collected(server):
     async def main():
         async with open_store(server, part_bytes=SMALL_PART, keep_versions=2) as store:
             lease = await new_session(store)
-            versions = [await store.write_checkpoint(lease, {"n": n}, [tensors(n, numel=3 * KIB)]) for n in range(5)]
+            versions = [
+                await store.write_checkpoint(lease, checkpoint_meta(n), [tensors(n, numel=3 * KIB)]) for n in range(5)
+            ]
             ckpt = await store.read_checkpoint(SID)
-            assert ckpt.version == versions[-1] and ckpt.meta == {"n": 4}
+            assert ckpt.version == versions[-1] and ckpt.meta == checkpoint_meta(4)
             return versions
 
     versions = run(main())
@@ -191,24 +194,24 @@ def test_a_superseded_owner_is_fenced_everywhere(server):
     async def main():
         async with open_store(server, part_bytes=SMALL_PART) as store:
             a = await new_session(store, owner="gen-a")
-            await store.write_checkpoint(a, {"by": "a"}, [tensors(1)])
+            await store.write_checkpoint(a, checkpoint_meta(1), [tensors(1)])
             await store.append_audio(a, 0, b"a0")
             b = await store.acquire(SID, "gen-b")
             assert b.token > a.token
             before = part_keys(sync(server))
             with pytest.raises(FencedError):
-                await store.write_checkpoint(a, {"by": "a-late"}, [tensors(2)])
+                await store.write_checkpoint(a, checkpoint_meta(2), [tensors(2)])
             assert part_keys(sync(server)) == before  # refused before any part was written
             with pytest.raises(FencedError):
                 await store.append_audio(a, 1, b"a1")
             with pytest.raises(FencedError):
                 await store.renew(a)
             assert await store.release(a) is False  # not a's lease any more
-            assert (await store.read_checkpoint(SID)).meta == {"by": "a"}
+            assert (await store.read_checkpoint(SID)).meta == checkpoint_meta(1)
             await store.append_audio(b, 1, b"b1")
             await store.renew(b)
-            await store.write_checkpoint(b, {"by": "b"}, [tensors(3)])
-            assert (await store.read_checkpoint(SID)).meta == {"by": "b"}
+            await store.write_checkpoint(b, checkpoint_meta(3), [tensors(3)])
+            assert (await store.read_checkpoint(SID)).meta == checkpoint_meta(3)
             assert await store.read_audio(SID) == [(0, b"a0"), (1, b"b1")]
 
     run(main())
@@ -218,7 +221,7 @@ def test_takeover_during_a_write_refuses_the_commit_and_removes_its_parts(server
     async def main():
         async with open_store(server, part_bytes=SMALL_PART) as store:
             a = await new_session(store, owner="gen-a")
-            await store.write_checkpoint(a, {"by": "a"}, [tensors(1, numel=3 * KIB)])
+            await store.write_checkpoint(a, checkpoint_meta(1), [tensors(1, numel=3 * KIB)])
             real_write = store._write_parts
             taken: list = []
 
@@ -229,11 +232,11 @@ def test_takeover_during_a_write_refuses_the_commit_and_removes_its_parts(server
 
             store._write_parts = write_then_lose_the_lease
             with pytest.raises(FencedError):
-                await store.write_checkpoint(a, {"by": "a-late"}, [tensors(2, numel=3 * KIB)])
+                await store.write_checkpoint(a, checkpoint_meta(2), [tensors(2, numel=3 * KIB)])
             store._write_parts = real_write
             assert taken
             ckpt = await store.read_checkpoint(SID)
-            assert ckpt.meta == {"by": "a"} and ckpt.version == 1
+            assert ckpt.meta == checkpoint_meta(1) and ckpt.version == 1
             return ckpt.version
 
     version = run(main())
@@ -252,7 +255,7 @@ def test_renew_restores_an_expired_lease_only_if_nobody_took_over(server):
             await store.append_audio(a, 0, b"x")
             assert await store.release(a) is True
             with pytest.raises(FencedError):
-                await store.write_checkpoint(a, {}, [tensors(1)])
+                await store.write_checkpoint(a, checkpoint_meta(), [tensors(1)])
             b = await store.acquire(SID, "gen-b")
             await asyncio.sleep(0.35)
             with pytest.raises(FencedError):
@@ -269,8 +272,8 @@ def _two_versions(server: RedisServer) -> tuple[int, int]:
     async def main():
         async with open_store(server, part_bytes=SMALL_PART) as store:
             lease = await new_session(store)
-            v1 = await store.write_checkpoint(lease, {"n": 1}, [tensors(1, numel=3 * KIB)])
-            v2 = await store.write_checkpoint(lease, {"n": 2}, [tensors(2, numel=3 * KIB)])
+            v1 = await store.write_checkpoint(lease, checkpoint_meta(1), [tensors(1, numel=3 * KIB)])
+            v2 = await store.write_checkpoint(lease, checkpoint_meta(2), [tensors(2, numel=3 * KIB)])
             return v1, v2
 
     return run(main())
@@ -288,7 +291,7 @@ def test_a_corrupt_newest_part_falls_back_to_the_previous_version(server, caplog
     r.set(victim, b"\xff" * r.strlen(victim), keepttl=True)  # same size: only the digest tells
     with caplog.at_level(logging.WARNING, logger="liveact.state.store"):
         ckpt = run(_read(server))
-    assert ckpt.version == v1 and ckpt.meta == {"n": 1}
+    assert ckpt.version == v1 and ckpt.meta == checkpoint_meta(1)
     assert_same(ckpt.shards[0], tensors(1, numel=3 * KIB))
     assert any(f"version {v2}" in f and "sha256" in f for f in ckpt.failed), ckpt.failed
     assert any("newer failed" in rec.getMessage() for rec in caplog.records)
@@ -321,14 +324,14 @@ def test_a_writer_that_never_committed_is_invisible_and_its_parts_expire(server)
     async def main():
         async with open_store(server, part_bytes=SMALL_PART) as store:
             lease = await new_session(store)
-            v1 = await store.write_checkpoint(lease, {"n": 1}, [tensors(1, numel=3 * KIB)])
+            v1 = await store.write_checkpoint(lease, checkpoint_meta(1), [tensors(1, numel=3 * KIB)])
 
             async def crash(*args, **kwargs):  # the writer dies after its parts, before the commit
                 raise redis.exceptions.ConnectionError("connection lost")
 
             store._commit = crash
             with pytest.raises(StoreUnavailable):
-                await store.write_checkpoint(lease, {"n": 2}, [tensors(2, numel=3 * KIB)])
+                await store.write_checkpoint(lease, checkpoint_meta(2), [tensors(2, numel=3 * KIB)])
             return v1
 
     v1 = run(main())
@@ -337,7 +340,7 @@ def test_a_writer_that_never_committed_is_invisible_and_its_parts_expire(server)
     assert orphans  # written, never referenced
     assert all(0 < r.pttl(k) <= 3600 * 1000 for k in orphans)
     ckpt = run(_read(server))
-    assert ckpt.version == v1 and ckpt.meta == {"n": 1} and ckpt.failed == []
+    assert ckpt.version == v1 and ckpt.meta == checkpoint_meta(1) and ckpt.failed == []
 
 
 # -- audio log ---------------------------------------------------------------------------------
@@ -353,7 +356,7 @@ def test_audio_log_appends_trims_at_commit_and_refuses_old_seqs(server, monkeypa
             for seq in range(10):
                 await store.append_audio(lease, seq, bytes([seq]) * 4)
             assert await store.read_audio(SID) == [(s, bytes([s]) * 4) for s in range(10)]
-            await store.write_checkpoint(lease, {"chunk": 3, "audio_seq": 6}, [tensors(1)])
+            await store.write_checkpoint(lease, checkpoint_meta(3, audio_seq=6), [tensors(1)])
             assert [s for s, _ in await store.read_audio(SID)] == [6, 7, 8, 9]
             assert await store.read_audio(SID, from_seq=7) == [(s, bytes([s]) * 4) for s in (7, 8, 9)]
             assert await store.read_audio(SID, from_seq=10) == []
@@ -361,7 +364,7 @@ def test_audio_log_appends_trims_at_commit_and_refuses_old_seqs(server, monkeypa
                 with pytest.raises(AudioOrderError, match="not after the last logged seq"):
                     await store.append_audio(lease, bad, b"dup")
             assert await store.last_audio_seq(SID) == 9
-            await store.write_checkpoint(lease, {"audio_seq": 10}, [tensors(2)])
+            await store.write_checkpoint(lease, checkpoint_meta(audio_seq=10), [tensors(2)])
             assert await store.read_audio(SID) == []
             assert await store.last_audio_seq(SID) == 9  # remembered after the trim
             await store.append_audio(lease, 10, b"next")
@@ -380,7 +383,7 @@ def test_an_idle_session_expires(server):
         async with open_store(server, session_ttl_s=1.0, lease_ttl_s=0.5, part_bytes=SMALL_PART) as store:
             lease = await new_session(store)
             await store.append_audio(lease, 0, b"pcm")
-            await store.write_checkpoint(lease, {"audio_seq": 0}, [tensors(1, numel=3 * KIB)])
+            await store.write_checkpoint(lease, checkpoint_meta(audio_seq=0), [tensors(1, numel=3 * KIB)])
 
     run(main())
     r = sync(server)
@@ -398,7 +401,7 @@ def test_renew_and_append_refresh_ttls(server):
         async with open_store(server, session_ttl_s=ttl_ms / 1000, lease_ttl_s=1.0, part_bytes=SMALL_PART) as store:
             lease = await new_session(store)
             await store.append_audio(lease, 0, b"pcm")
-            await store.write_checkpoint(lease, {}, [tensors(1, numel=3 * KIB)])
+            await store.write_checkpoint(lease, checkpoint_meta(), [tensors(1, numel=3 * KIB)])
             r = sync(server)
             session_keys = [k for k in all_keys(r) if not k.endswith(":lease")]
             await asyncio.sleep(0.7)
@@ -422,8 +425,8 @@ def test_resume_secret_is_checked_and_never_stored(server):
         async with open_store(server) as store:
             lease = await new_session(store)
             await store.append_audio(lease, 0, b"pcm")
-            await store.write_checkpoint(lease, {"chunk": 0}, [tensors(1)])
-            assert await store.check_secret(SID, SECRET) == {"image": "face.png", "fps": 25}
+            await store.write_checkpoint(lease, checkpoint_meta(0), [tensors(1)])
+            assert await store.check_secret(SID, SECRET) == session_info(fps=25.0)
             with pytest.raises(BadSecret):
                 await store.check_secret(SID, SECRET + "x")
             with pytest.raises(BadSecret):
@@ -433,9 +436,9 @@ def test_resume_secret_is_checked_and_never_stored(server):
             with pytest.raises(SessionNotFound):
                 await store.acquire("nobody", "gen-a")
             with pytest.raises(SessionExists):
-                await store.create_session(SID, "other", {})
+                await store.create_session(SID, "other", session_info())
             with pytest.raises(ValueError):
-                await store.create_session("x", "", {})
+                await store.create_session("x", "", session_info())
 
     run(main())
     r = sync(server)
@@ -458,7 +461,7 @@ def test_bad_session_ids_are_refused(server, bad):
     async def main():
         async with open_store(server) as store:
             with pytest.raises(ValueError, match="session id"):
-                await store.create_session(bad, SECRET, {})
+                await store.create_session(bad, SECRET, session_info())
 
     run(main())
 
@@ -467,10 +470,10 @@ def test_delete_session_removes_every_key(server):
     async def main():
         async with open_store(server, part_bytes=SMALL_PART) as store:
             lease = await new_session(store)
-            await store.create_session("other", SECRET, {})
+            await store.create_session("other", SECRET, session_info())
             await store.append_audio(lease, 0, b"pcm")
             for n in range(2):
-                await store.write_checkpoint(lease, {"n": n}, [tensors(n, numel=3 * KIB)])
+                await store.write_checkpoint(lease, checkpoint_meta(n), [tensors(n, numel=3 * KIB)])
             await store.delete_session(SID)
             with pytest.raises(SessionNotFound):
                 await store.check_secret(SID, SECRET)
@@ -485,14 +488,14 @@ def test_sessions_checkpoint_concurrently_through_one_store(server):
     async def one(store: SessionStore, sid: str, seed: int):
         lease = await new_session(store, sid)
         for n in range(3):
-            await store.write_checkpoint(lease, {"n": n}, [tensors(seed + n, numel=KIB)])
+            await store.write_checkpoint(lease, checkpoint_meta(n), [tensors(seed + n, numel=KIB)])
         return await store.read_checkpoint(sid)
 
     async def main():
         async with open_store(server, part_bytes=SMALL_PART) as store:
             got = await asyncio.gather(*(one(store, f"s{i}", 10 * i) for i in range(4)))
             for i, ckpt in enumerate(got):
-                assert ckpt.meta == {"n": 2}
+                assert ckpt.meta == checkpoint_meta(2)
                 assert_same(ckpt.shards[0], tensors(10 * i + 2, numel=KIB))
 
     run(main())
@@ -510,11 +513,11 @@ def test_password_protected_redis():
             for password in ("wrong-pw", None):
                 async with open_store(server, password=password) as store:
                     with pytest.raises(StoreUnavailable, match="credentials"):
-                        await store.create_session(SID, SECRET, {})
+                        await store.create_session(SID, SECRET, session_info())
             async with open_store(server, password="right-pw") as store:
                 lease = await new_session(store)
-                await store.write_checkpoint(lease, {"ok": True}, [tensors(1)])
-                assert (await store.read_checkpoint(SID)).meta == {"ok": True}
+                await store.write_checkpoint(lease, checkpoint_meta(7), [tensors(1)])
+                assert (await store.read_checkpoint(SID)).meta == checkpoint_meta(7)
 
         run(main())
     finally:
@@ -529,10 +532,10 @@ def test_redis_down_raises_store_unavailable_promptly_and_recovers():
         async def main():
             async with open_store(server) as store:
                 lease = await new_session(store)
-                await store.write_checkpoint(lease, {"n": 1}, [tensors(1)])
+                await store.write_checkpoint(lease, checkpoint_meta(1), [tensors(1)])
                 server.kill()
                 for call in (
-                    store.write_checkpoint(lease, {"n": 2}, [tensors(2)]),
+                    store.write_checkpoint(lease, checkpoint_meta(2), [tensors(2)]),
                     store.read_checkpoint(SID),
                     store.append_audio(lease, 0, b"x"),
                     store.renew(lease),
@@ -547,8 +550,8 @@ def test_redis_down_raises_store_unavailable_promptly_and_recovers():
                 with pytest.raises(SessionNotFound):
                     await store.acquire(SID, "gen-a")
                 lease = await new_session(store)
-                await store.write_checkpoint(lease, {"n": 3}, [tensors(3)])
-                assert (await store.read_checkpoint(SID)).meta == {"n": 3}
+                await store.write_checkpoint(lease, checkpoint_meta(3), [tensors(3)])
+                assert (await store.read_checkpoint(SID)).meta == checkpoint_meta(3)
 
         run(main())
     finally:
@@ -565,8 +568,8 @@ def test_tls_with_a_client_certificate(tmp_path):
             mutual = {"tls_ca_file": files.ca, "tls_cert_file": files.client_cert, "tls_key_file": files.client_key}
             async with open_store(server, tls=True, **mutual) as store:
                 lease = await new_session(store)
-                await store.write_checkpoint(lease, {"tls": True}, [tensors(1)])
-                assert (await store.read_checkpoint(SID)).meta == {"tls": True}
+                await store.write_checkpoint(lease, checkpoint_meta(8), [tensors(1)])
+                assert (await store.read_checkpoint(SID)).meta == checkpoint_meta(8)
             for refused in ({}, {"tls": True, "tls_ca_file": files.ca}):  # plain text; TLS without a client cert
                 async with open_store(server, **refused) as store:
                     with pytest.raises(StoreUnavailable):
@@ -584,17 +587,17 @@ def test_reinstate_after_redis_lost_the_session_keeps_tokens_monotonic(server):
             b = await store.acquire(SID, "gen-b")
             sync(server).flushall()  # a restart without persistence
             with pytest.raises(FencedError):
-                await store.write_checkpoint(b, {"by": "b"}, [tensors(1)])
-            await store.reinstate(a, SECRET, {"k": 1})  # the stale owner comes first: allowed (fence empty)
-            await store.reinstate(b, SECRET, {"k": 1})  # the newer token wins
+                await store.write_checkpoint(b, checkpoint_meta(3), [tensors(1)])
+            await store.reinstate(a, SECRET, session_info(seed=1))  # the stale owner comes first: allowed (fence empty)
+            await store.reinstate(b, SECRET, session_info(seed=1))  # the newer token wins
             with pytest.raises(FencedError):
-                await store.reinstate(a, SECRET, {"k": 1})  # now older than the fence
+                await store.reinstate(a, SECRET, session_info(seed=1))  # now older than the fence
             with pytest.raises(FencedError):
                 await store.append_audio(a, 0, b"a0")
             await store.append_audio(b, 0, b"b0")
-            assert await store.write_checkpoint(b, {"by": "b"}, [tensors(2)]) == 1  # versions start again
-            assert (await store.read_checkpoint(SID)).meta == {"by": "b"}
-            assert await store.check_secret(SID, SECRET) == {"k": 1}
+            assert await store.write_checkpoint(b, checkpoint_meta(3), [tensors(2)]) == 1  # versions start again
+            assert (await store.read_checkpoint(SID)).meta == checkpoint_meta(3)
+            assert await store.check_secret(SID, SECRET) == session_info(seed=1)
 
     run(main())
 

@@ -37,7 +37,8 @@ from servers import service_process
 from liveact.client.animate import AnimateResult
 from liveact.config import get_preset
 from liveact.parallel.shm import shm_buffers
-from liveact.state import SessionStore, StoreSettings
+from liveact.state.settings import StoreSettings
+from liveact.state.store import SessionStore
 from liveact.v1 import generator_pb2
 from services.generator.server import EXIT_RANK_FAILED
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import torch
 
+from liveact.state.schema import MEMORY, MEMORY_KV_SUFFIXES
+
 __all__ = ["HEAD_AXIS", "ReshardError", "reshard", "sharded_name"]
 
 HEAD_AXIS = 2  # (B, tokens, heads, head_dim)
-MEMORY_PREFIX = "memory."
-SHARDED_SUFFIXES = (".k", ".v", ".k_scale", ".v_scale")
 
 
 class ReshardError(ValueError):
@@ -27,7 +27,7 @@ class ReshardError(ValueError):
 
 def sharded_name(name: str) -> bool:
     """Whether ``name`` is split by heads across ranks (a ConvKV cache tensor)."""
-    return name.startswith(MEMORY_PREFIX) and name.endswith(SHARDED_SUFFIXES)
+    return name.startswith(MEMORY) and name.endswith(MEMORY_KV_SUFFIXES)
 
 
 def reshard(states: list[dict[str, torch.Tensor]], tp: int) -> list[dict[str, torch.Tensor]]:

@@ -1,8 +1,10 @@
-"""Session state in Redis: records, owner leases with fencing, checkpoints and audio logs.
+"""Session state: what a session stores (``schema``), tensors as bytes (``codec``), and the store.
 
-Importable without gRPC. ``SessionStore`` is the entry point (one per process); ``StoreSettings``
-says where Redis is; ``codec`` turns tensors into bytes (safetensors only, never pickle);
-``Backoff`` paces retries while Redis is down.
+Importing this package loads no Redis client: the state of a sampler or a stream
+(``sampler_state``, ``tensors``) is plain tensors, used by the audio, VAE and parallel code too.
+The Redis side is imported where it is used: ``liveact.state.store.SessionStore`` (one per
+process) and ``liveact.state.settings.StoreSettings`` (where Redis is). ``Backoff`` paces retries
+while Redis is down.
 """
 
 from liveact.state.backoff import Backoff
@@ -20,27 +22,23 @@ from liveact.state.errors import (
     UnsupportedFormat,
 )
 from liveact.state.keys import SessionKeys, check_session_id
-from liveact.state.settings import StoreSettings
-from liveact.state.store import AUDIO_SEQ_KEY, CHECKPOINT_FORMAT, Checkpoint, Lease, SessionStore
+from liveact.state.schema import FORMAT_VERSION, CheckpointMeta, SessionInfo
 
 __all__ = [
-    "AUDIO_SEQ_KEY",
-    "CHECKPOINT_FORMAT",
+    "FORMAT_VERSION",
     "AudioOrderError",
     "Backoff",
     "BadSecret",
-    "Checkpoint",
     "CheckpointCorrupt",
+    "CheckpointMeta",
     "CheckpointMissing",
     "CodecError",
     "FencedError",
-    "Lease",
     "SessionExists",
+    "SessionInfo",
     "SessionKeys",
     "SessionNotFound",
-    "SessionStore",
     "StoreError",
-    "StoreSettings",
     "StoreUnavailable",
     "UnsupportedFormat",
     "check_session_id",

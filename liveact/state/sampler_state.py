@@ -24,11 +24,9 @@ from liveact.model.dit import LiveActDiT
 from liveact.sampling.denoise import Conditioning
 from liveact.sampling.noise import SeededNoise
 from liveact.sampling.stream import StreamingSampler
+from liveact.state.schema import COND_CONTEXT, COND_NULL_AUDIO, COND_Y, MEMORY, NOISE_STATE
 
 __all__ = ["SamplerStateError", "export_sampler", "export_start", "restore_sampler", "start_sampler"]
-
-MEMORY, NOISE_STATE = "memory.", "noise.state"
-COND_Y, COND_CONTEXT, COND_NULL_AUDIO = "cond.y", "cond.context", "cond.null_audio"
 
 
 class SamplerStateError(ValueError):

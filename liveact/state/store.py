@@ -3,7 +3,8 @@
 One store per generator process, shared by all its sessions (``redis.asyncio``, a connection pool).
 What it keeps per session (key layout and Redis Cluster design in ``liveact.state.keys``):
 
-* **Record** - the sha256 of the resume secret (never the secret) and caller ``info`` (JSON).
+* **Record** - a ``SessionRecord``: the sha256 of the resume secret (never the secret) and the
+  caller's ``SessionInfo``.
   ``check_secret`` compares digests in constant time.
 * **Lease with fencing token** - ``acquire`` atomically INCRs the session's fence counter and makes
   the caller the owner with that token: acquiring always takes over (a resuming generator supersedes
@@ -12,15 +13,16 @@ What it keeps per session (key layout and Redis Cluster design in ``liveact.stat
   atomically (``FencedError``) however late it arrives.
 * **Checkpoints** - ``write_checkpoint`` packs each tensor-parallel rank's tensors with safetensors,
   splits the blob into parts of at most ``part_bytes``, writes the parts (with the session TTL),
-  then commits a JSON manifest (each part's key, sha256 and size) with one script that checks the
+  then commits a ``Manifest`` (the ``CheckpointMeta``, each part's key, sha256 and size; the types
+  and the format version are ``liveact.state.schema``'s) with one script that checks the
   token, pushes the manifest onto the history (``keep_versions`` kept), trims the audio log and
   refreshes TTLs. The history moves only after every part exists, so a reader never sees a
   half-written checkpoint; parts of manifests that fall out of the history are deleted after.
   ``read_checkpoint`` returns the newest version whose parts all exist and match their digests,
   falling back to older ones (with a warning) when the newest is damaged.
 * **Audio log** - a stream of the PCM chunks received since the last checkpoint (entry id
-  ``<seq + 1>-0``), for an exact replay on resume; a commit whose meta has ``audio_seq`` trims the
-  entries before it.
+  ``<seq + 1>-0``), for an exact replay on resume; a commit trims the entries before its meta's
+  ``audio_seq``.
 
 Every key of a session carries ``session_ttl_s``, refreshed by checkpoints, renewals and audio
 appends, so an abandoned session disappears by itself. Redis failures (refused, timed out, bad
@@ -61,11 +63,18 @@ from liveact.state.errors import (
     UnsupportedFormat,
 )
 from liveact.state.keys import SessionKeys
+from liveact.state.schema import (
+    FORMAT_VERSION,
+    CheckpointMeta,
+    Manifest,
+    PartRef,
+    SchemaError,
+    SessionInfo,
+    SessionRecord,
+)
 from liveact.state.settings import StoreSettings
 
 __all__ = [  # the errors too, so callers need one import
-    "AUDIO_SEQ_KEY",
-    "CHECKPOINT_FORMAT",
     "AudioOrderError",
     "BadSecret",
     "Checkpoint",
@@ -83,8 +92,6 @@ __all__ = [  # the errors too, so callers need one import
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1  # manifest layout version; a reader refuses any other
-AUDIO_SEQ_KEY = "audio_seq"  # meta key: first audio seq NOT covered by the checkpoint (the log keeps seq >= it)
 AUDIO_FIELD = b"d"  # the one field of an audio stream entry
 AUDIO_PAGE = 1024  # stream entries fetched per XRANGE
 PIPELINE_BYTES = 256 * 1024 * 1024  # bytes of parts in flight per pipeline round trip (bounds memory)
@@ -123,18 +130,11 @@ class Checkpoint:
     """One committed checkpoint as read back."""
 
     version: int
-    meta: dict[str, Any]  # the writer's JSON meta (chunk index, positions, audio_seq, ...)
+    meta: CheckpointMeta
     shards: list[dict[str, torch.Tensor]]  # one tensor dict per tensor-parallel rank
     token: int = 0  # fencing token of the owner that wrote it
     created: float = 0.0  # writer's wall clock (Unix seconds)
     failed: list[str] = field(default_factory=list)  # newer versions skipped, and why
-
-
-@dataclass(frozen=True)
-class _Part:
-    key: str
-    sha256: str
-    size: int
 
 
 @contextlib.contextmanager
@@ -159,9 +159,9 @@ def _redis_errors(what: str, session_id: str = "") -> Iterator[None]:
         raise StoreError(f"{what}: Redis error ({type(exc).__name__}: {exc})") from exc
 
 
-def _record(secret: str, info: Mapping[str, Any]) -> str:
+def _record(secret: str, info: SessionInfo) -> str:
     """A session record (JSON): the resume secret's sha256, never the secret, and ``info``."""
-    return _to_json({"secret_sha256": _secret_digest(secret), "info": dict(info), "created": time.time()}, "info")
+    return _to_json(SessionRecord(_secret_digest(secret), info, time.time()).to_json(), "info")
 
 
 def _secret_digest(secret: str) -> str:
@@ -182,10 +182,10 @@ def _encode_shards(shards: Sequence[Mapping[str, torch.Tensor]], part_bytes: int
     ]
 
 
-def _decode_shard(rank: int, parts: list[_Part], blobs: list[bytes]) -> tuple[str, dict[str, torch.Tensor]]:
+def _decode_shard(rank: int, parts: list[PartRef], blobs: list[bytes]) -> tuple[str, dict[str, torch.Tensor]]:
     """(problem, tensors) of one rank's fetched parts; ``problem`` is '' when all match and decode."""
     for i, (part, blob) in enumerate(zip(parts, blobs, strict=True)):
-        if len(blob) != part.size or codec.digest(blob) != part.sha256:
+        if len(blob) != part.bytes or codec.digest(blob) != part.sha256:
             return f"rank {rank} part {i} does not match its sha256/size ({len(blob)} bytes)", {}
     try:
         return "", codec.unpack(codec.join(blobs))
@@ -231,7 +231,7 @@ class SessionStore:
 
     # -- session record ------------------------------------------------------------------------
 
-    async def create_session(self, session_id: str, secret: str, info: Mapping[str, Any]) -> None:
+    async def create_session(self, session_id: str, secret: str, info: SessionInfo) -> None:
         """Record a new session: the secret's sha256 and ``info``; ``SessionExists`` if the id is taken."""
         k = self.keys(session_id)
         if not isinstance(secret, str) or not secret:
@@ -242,18 +242,22 @@ class SessionStore:
         if not created:
             raise SessionExists(f"session {session_id} already exists")
 
-    async def check_secret(self, session_id: str, secret: str) -> dict[str, Any]:
-        """The session's ``info`` if ``secret`` is its resume secret; ``SessionNotFound`` / ``BadSecret``."""
+    async def check_secret(self, session_id: str, secret: str) -> SessionInfo:
+        """The session's ``info`` if ``secret`` is its resume secret; ``SessionNotFound`` / ``BadSecret``
+        (``CheckpointCorrupt`` if the record is unreadable)."""
         k = self.keys(session_id)
         with _redis_errors("check_secret", session_id):
             raw = await self.client.get(k.record)
         if raw is None:
             raise SessionNotFound(f"session {session_id} not found (never created, deleted or expired)")
-        record = json.loads(raw)
+        try:
+            record = SessionRecord.from_json(json.loads(raw))
+        except (ValueError, SchemaError) as exc:
+            raise CheckpointCorrupt(f"session {session_id}: its record is unreadable ({exc})") from exc
         given = _secret_digest(secret) if isinstance(secret, str) else ""
-        if not hmac.compare_digest(given.encode(), record["secret_sha256"].encode()):
+        if not hmac.compare_digest(given.encode(), record.secret_sha256.encode()):
             raise BadSecret(f"session {session_id}: the resume secret does not match")
-        return record["info"]
+        return record.info
 
     async def delete_session(self, session_id: str) -> None:
         """Remove the session: its small keys and every part its manifests list (orphans expire)."""
@@ -292,7 +296,7 @@ class SessionStore:
             )
             await self._touch_parts(self._manifest_parts(lease.session_id, history))
 
-    async def reinstate(self, lease: Lease, secret: str, info: Mapping[str, Any]) -> None:
+    async def reinstate(self, lease: Lease, secret: str, info: SessionInfo) -> None:
         """Put back a session Redis lost (restart without persistence, or expiry): record, fence, lease.
 
         ``FencedError`` if a newer owner exists. The owner calls it when a write was fenced with no
@@ -316,7 +320,7 @@ class SessionStore:
     # -- checkpoints ---------------------------------------------------------------------------
 
     async def write_checkpoint(
-        self, lease: Lease, meta: Mapping[str, Any], shards: Sequence[Mapping[str, torch.Tensor]]
+        self, lease: Lease, meta: CheckpointMeta, shards: Sequence[Mapping[str, torch.Tensor]]
     ) -> int:
         """Store one checkpoint (``shards[r]`` = rank r's tensors) and commit it; returns its version.
 
@@ -327,30 +331,19 @@ class SessionStore:
         k = self.keys(sid)
         if not shards:
             raise ValueError("a checkpoint needs at least one shard (one tensor dict per rank)")
-        audio_seq = meta.get(AUDIO_SEQ_KEY)
-        if audio_seq is not None and (isinstance(audio_seq, bool) or not isinstance(audio_seq, int) or audio_seq < 0):
-            raise ValueError(f"meta[{AUDIO_SEQ_KEY!r}] must be an int >= 0, got {audio_seq!r}")
-        meta = dict(meta)
-        _to_json(meta, "meta")
+        if len(shards) != meta.tp:
+            raise ValueError(f"meta.tp is {meta.tp} but {len(shards)} shards were given")
         encoded = await asyncio.to_thread(_encode_shards, shards, self.settings.part_bytes)
 
         with _redis_errors("write_checkpoint", sid):
             version = int(await self._begin(keys=self._script_keys(k), args=[lease.token, self._session_ttl_ms]))
         table = [
-            [_Part(k.part(version, rank, i), sha, len(view)) for i, (view, sha) in enumerate(parts)]
+            [PartRef(k.part(version, rank, i), sha, len(view)) for i, (view, sha) in enumerate(parts)]
             for rank, parts in enumerate(encoded)
         ]
-        manifest = {
-            "format": CHECKPOINT_FORMAT,
-            "version": version,
-            "session": sid,
-            "token": lease.token,
-            "meta": meta,
-            "shards": [[{"key": p.key, "sha256": p.sha256, "bytes": p.size} for p in rank] for rank in table],
-            "created": time.time(),
-        }
+        manifest = Manifest(version, sid, lease.token, meta, table, time.time())
         written = [p.key for rank in table for p in rank]
-        minid = "" if audio_seq is None else f"{audio_seq + 1}-0"
+        minid = f"{meta.audio_seq + 1}-0"  # the log keeps the AudioChunks from meta.audio_seq on
         try:
             with _redis_errors("write_checkpoint", sid):
                 await self._write_parts(
@@ -364,7 +357,7 @@ class SessionStore:
                     keys=self._script_keys(k),
                     args=[
                         lease.token,
-                        _to_json(manifest, "manifest"),
+                        _to_json(manifest.to_json(), "manifest"),
                         self.settings.keep_versions,
                         self._session_ttl_ms,
                         minid,
@@ -399,16 +392,21 @@ class SessionStore:
         failed: list[str] = []
         for n, raw in enumerate(history):
             try:
-                manifest = json.loads(raw)
-                version, fmt = int(manifest["version"]), manifest["format"]
-            except (ValueError, KeyError, TypeError) as exc:
+                obj = json.loads(raw)
+                version, fmt = Manifest.header(obj)
+            except (ValueError, SchemaError) as exc:
                 failed.append(f"history entry {n}: unreadable manifest ({exc})")
                 continue
-            if fmt != CHECKPOINT_FORMAT:
+            if fmt != FORMAT_VERSION:
                 raise UnsupportedFormat(
                     f"session {session_id} checkpoint {version} has format {fmt!r}; this build reads "
-                    f"format {CHECKPOINT_FORMAT} only (resume with the version that wrote it)"
+                    f"format {FORMAT_VERSION} only (resume with the version that wrote it)"
                 )
+            try:
+                manifest = Manifest.from_json(obj)
+            except SchemaError as exc:
+                failed.append(f"version {version}: {exc}")
+                continue
             problem, shards = await self._load(session_id, manifest)
             if problem:
                 failed.append(f"version {version}: {problem}")
@@ -417,26 +415,22 @@ class SessionStore:
                 log.warning("session %s: using checkpoint %d; newer failed: %s", session_id, version, "; ".join(failed))
             return Checkpoint(
                 version=version,
-                meta=manifest["meta"],
+                meta=manifest.meta,
                 shards=shards,
-                token=int(manifest.get("token", 0)),
-                created=float(manifest.get("created", 0.0)),
+                token=manifest.token,
+                created=manifest.created,
                 failed=failed,
             )
         raise CheckpointCorrupt(f"session {session_id}: no intact checkpoint: {'; '.join(failed)}")
 
-    async def _load(self, session_id: str, manifest: dict) -> tuple[str, list[dict[str, torch.Tensor]]]:
+    async def _load(self, session_id: str, manifest: Manifest) -> tuple[str, list[dict[str, torch.Tensor]]]:
         """(problem, shards): ``problem`` is '' when every part exists, matches and decodes."""
-        try:
-            ranks = [[_Part(p["key"], p["sha256"], int(p["bytes"])) for p in rank] for rank in manifest["shards"]]
-        except (KeyError, TypeError, ValueError) as exc:
-            return f"malformed shard table ({exc})", []
-        if manifest.get("session") != session_id:
-            return f"manifest names session {manifest.get('session')!r}", []
-        if not isinstance(manifest.get("meta"), dict):
-            return "manifest has no meta object", []
+        if manifest.session != session_id:
+            return f"manifest names session {manifest.session!r}", []
+        if len(manifest.shards) != manifest.meta.tp:
+            return f"manifest lists {len(manifest.shards)} shards for tp {manifest.meta.tp}", []
         shards = []
-        for rank, parts in enumerate(ranks):
+        for rank, parts in enumerate(manifest.shards):
             with _redis_errors("read_checkpoint", session_id):
                 blobs = await self._read_parts([p.key for p in parts])
             missing = [i for i, blob in enumerate(blobs) if blob is None]
@@ -550,8 +544,8 @@ class SessionStore:
         keys = []
         for raw in manifests:
             try:
-                keys += [p["key"] for rank in json.loads(raw)["shards"] for p in rank]
-            except (ValueError, KeyError, TypeError):
+                keys += Manifest.part_keys(json.loads(raw))
+            except (ValueError, SchemaError):
                 log.warning("session %s: skipping an unreadable manifest", session_id)
         return [key for key in keys if isinstance(key, str) and key.startswith(prefix)]
 

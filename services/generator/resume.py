@@ -42,6 +42,7 @@ from liveact.parallel.ranks import DitRanks, SessionDiT
 from liveact.parallel.reshard import ReshardError, reshard
 from liveact.pipeline import Engine
 from liveact.state.sampler_state import SamplerStateError
+from liveact.state.schema import AUDIO_ROWS, DECODER_STATE, ENCODER_STATE, AudioPosition, dit_part
 from liveact.state.store import (
     BadSecret,
     CheckpointCorrupt,
@@ -50,18 +51,11 @@ from liveact.state.store import (
     SessionNotFound,
     SessionStore,
     StoreUnavailable,
+    UnsupportedFormat,
 )
 from liveact.v1 import generator_pb2
 from services.common.errors import RequestError
-from services.generator.checkpoint import (
-    AUDIO_ROWS,
-    CHECKPOINT_FORMAT,
-    DECODER_STATE,
-    DIT_PREFIX,
-    ENCODER_STATE,
-    AudioPosition,
-    tensor_bytes,
-)
+from services.generator.checkpoint import tensor_bytes
 from services.generator.validate import SessionParams, params_from_info
 
 log = logging.getLogger(__name__)
@@ -118,6 +112,10 @@ async def resume(
             grpc.StatusCode.FAILED_PRECONDITION,
             f"session {sid!r} has no checkpoint yet (the first comes after a few chunks): start a new session",
         ) from None
+    except UnsupportedFormat as exc:
+        raise RequestError(
+            grpc.StatusCode.FAILED_PRECONDITION, f"session {sid!r}: {exc}: resume on a replica of that version"
+        ) from None
     except CheckpointCorrupt as exc:
         raise RequestError(grpc.StatusCode.DATA_LOSS, f"session {sid!r} cannot be resumed: {exc}") from None
     except StoreUnavailable as exc:
@@ -126,8 +124,7 @@ async def resume(
 
 def rank_states(shards: list[dict[str, torch.Tensor]], tp: int) -> list[dict[str, torch.Tensor]]:
     """The DiT part of each stored rank shard, re-split by heads when it was written at another degree."""
-    n = len(DIT_PREFIX)
-    states = [{name[n:]: t for name, t in shard.items() if name.startswith(DIT_PREFIX)} for shard in shards]
+    states = [dit_part(shard) for shard in shards]
     return states if len(states) == tp else reshard(states, tp)
 
 
@@ -139,17 +136,16 @@ async def _resume(
     info = await store.check_secret(sid, request.resume_secret)
     checkpoint = await store.read_checkpoint(sid)
     meta = checkpoint.meta
-    if info.get("preset") != engine.config.name or meta.get("format") != CHECKPOINT_FORMAT:
+    if info.preset != engine.config.name:
         raise RequestError(
             grpc.StatusCode.FAILED_PRECONDITION,
-            f"session {sid!r} was made by preset {info.get('preset')!r} (checkpoint format {meta.get('format')}); "
-            f"this generator runs {engine.config.name!r} (format {CHECKPOINT_FORMAT}): resume on a matching replica",
+            f"session {sid!r} was made by preset {info.preset!r}; this generator runs {engine.config.name!r}: "
+            "resume on a matching replica",
         )
     params = params_from_info(info, sid, request.resume_secret, engine.audio_config)
-    position = AudioPosition(int(meta["audio_seq"]), int(meta["audio_offset"]), int(meta["pcm_frames"]))
-    audio_total = meta.get("audio_total")
-    first, wanted = int(meta["next_frame"]), int(request.next_frame)
-    frame_offset, row_offset = int(meta["frame_offset"]), int(meta["row_offset"])
+    position, audio_total = meta.audio, meta.audio_total
+    first, wanted = meta.next_frame, int(request.next_frame)
+    frame_offset, row_offset = meta.frame_offset, meta.row_offset
     if live:
         if audio_total is not None:
             raise RequestError(
@@ -190,7 +186,7 @@ async def _resume(
     except BaseException:
         dit.close()  # the restored sampler (on every rank) is not used
         raise
-    rows_first, rows = int(meta["rows_first"]), shard[AUDIO_ROWS]
+    rows_first, rows = meta.rows_first, shard[AUDIO_ROWS]
     encoder_state = tensor_bytes(shard[ENCODER_STATE])
     skipped = 0
     if live:  # a new audio stream whose row 0 is the model frame chunk_index starts at
@@ -204,7 +200,7 @@ async def _resume(
         position, encoder_state, wanted = AudioPosition(next_audio_seq, 0, 0), b"", live_frame
     restored = Restored(
         dit=dit,
-        chunk_index=int(meta["chunk_index"]),
+        chunk_index=meta.chunk_index,
         rows_first=rows_first,
         rows=rows,
         audio_position=position,

@@ -37,16 +37,20 @@ import grpc
 
 from liveact.parallel.ranks import DitRanks, LocalRanks, RankFailure, TensorParallelRanks
 from liveact.pipeline import Engine, load_engine, prepare_sampler
-from liveact.state.store import SessionStore, StoreError
+from liveact.state.store import Lease, SessionStore, StoreError
 from liveact.v1 import audio_encoder_pb2_grpc, decoder_pb2_grpc, generator_pb2, generator_pb2_grpc
 from services.common import logs
 from services.common.errors import RequestError
 from services.common.server import NOT_SERVING, SERVING, Health, run, server_options
 from services.common.telemetry import Telemetry, Tracing
+from services.generator.audio_log import AudioLog
 from services.generator.checkpoint import CheckpointWriter
+from services.generator.errors import lost_rank
+from services.generator.lease import LeaseKeeper
+from services.generator.links import Peers
 from services.generator.metrics import GeneratorMetrics
 from services.generator.resume import Restored, resume
-from services.generator.session import GeneratorSession, Peers, lost_rank
+from services.generator.session import GeneratorSession
 from services.generator.settings import GeneratorSettings
 from services.generator.tracing import ChunkTraces
 from services.generator.validate import SessionParams, parse_config, session_info
@@ -193,13 +197,15 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
             return None
         return self._writer(lease, params)
 
-    def _writer(self, lease, params: SessionParams, log_from: int = 0) -> CheckpointWriter:
+    def _writer(self, lease: Lease, params: SessionParams, restored: Restored | None = None) -> CheckpointWriter:
         s = self.settings
-        info = session_info(params, self.engine.config.name)
+        keeper = LeaseKeeper(self.store, lease, params.resume_secret, session_info(params, self.engine.config.name))
+        log_from = restored.audio_position.seq if restored is not None else 0
+        audio_log = AudioLog(keeper, s.backoff(), log_from, s.audio_log_max_mb * 1024 * 1024)
+        last_chunk = restored.chunk_index if restored is not None else 0
         return CheckpointWriter(
-            self.store, lease, s.checkpoint_policy(), s.backoff(), params.resume_secret, info, log_from,
-            s.audio_log_max_mb * 1024 * 1024, self.metrics.checkpoint_committed,
-        )  # fmt: skip
+            keeper, audio_log, s.checkpoint_policy(), s.backoff(), last_chunk, self.metrics.checkpoint_committed
+        )
 
     async def _resume(self, request) -> tuple[SessionParams, Restored, CheckpointWriter]:
         if self.store is None:
@@ -209,9 +215,7 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
             )
         params, restored, lease = await resume(self.store, self.engine, self.ranks, request, self.settings.owner)
         self.metrics.resumes.add(1, {"mode": generator_pb2.ResumeRequest.Mode.Name(request.mode)})
-        writer = self._writer(lease, params, restored.audio_position.seq)
-        writer.last_chunk = restored.chunk_index
-        return params, restored, writer
+        return params, restored, self._writer(lease, params, restored)
 
     async def GetServerInfo(self, request, context) -> generator_pb2.ServerInfo:
         if self.engine is None:

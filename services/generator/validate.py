@@ -1,4 +1,9 @@
-"""Checking a ``SessionConfig``: every problem becomes INVALID_ARGUMENT with what to fix.
+"""Checking what a client sends a generator: every problem becomes INVALID_ARGUMENT with what to fix.
+
+``parse_config`` checks a new session's ``SessionConfig``; ``check_audio_chunk`` checks each
+``AudioChunk`` (in order, not empty, whole samples, finite floats). An AudioChunk is checked here
+rather than left to the encoder, whose refusal mid-stream can reach gRPC's asyncio client as
+INTERNAL while the generator is still writing to it.
 
 What the audio encoder would refuse about a config (fps outside its tempo range, an unknown
 encoding, a sample rate it cannot resample) is checked here too, before the session starts, so that
@@ -17,6 +22,7 @@ import numpy as np
 from liveact.audio import AudioConfig
 from liveact.config import ConfigError, LiveActConfig
 from liveact.media import ImageError, load_reference_image
+from liveact.state.schema import SessionInfo
 from liveact.v1 import common_pb2, generator_pb2
 from services.audio_encoder.stream import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from services.common.errors import invalid
@@ -127,34 +133,56 @@ def parse_config(
     )
 
 
-def session_info(p: SessionParams, preset: str) -> dict:
-    """What a resume needs to rebuild ``SessionParams`` (JSON; stored with the session in Redis)."""
+def check_audio_chunk(p: SessionParams, chunk: generator_pb2.AudioChunk, expected_seq: int, audio_ended: bool) -> None:
+    """An AudioChunk the session can use: ``expected_seq``, whole finite samples of its format."""
+    if chunk.seq != expected_seq:
+        raise invalid(
+            f"AudioChunk.seq {chunk.seq} out of order: expected {expected_seq} (number chunks 0, 1, 2, ...; "
+            "after a resume, continue at SessionHeader.next_audio_seq)"
+        )
+    if not chunk.data:
+        raise invalid(
+            f"AudioChunk {chunk.seq} is empty: put at least one whole sample ({p.frame_bytes} bytes, "
+            f"{p.audio_format_name}) in each AudioChunk, and send EndOfAudio to finish"
+        )
+    if len(chunk.data) % p.frame_bytes:
+        raise invalid(
+            f"AudioChunk {chunk.seq} has {len(chunk.data)} bytes, not a multiple of {p.frame_bytes} "
+            f"({p.audio_format_name}): send whole samples"
+        )
+    if p.sample_format == "f32le" and not np.isfinite(np.frombuffer(chunk.data, "<f4")).all():
+        raise invalid(f"AudioChunk {chunk.seq} holds NaN or infinite samples: send finite float samples in [-1, 1]")
+    if audio_ended:
+        raise invalid(f"this session's audio ended before AudioChunk {chunk.seq}: send only EndOfAudio after resuming")
+
+
+def session_info(p: SessionParams, preset: str) -> SessionInfo:
+    """What a resume needs to rebuild ``SessionParams`` (stored with the session in Redis)."""
     fmt = p.audio_format
-    return {
-        "preset": preset, "fps": p.fps, "width": p.width, "height": p.height, "seed": p.seed,
-        "output_format": p.output_format, "jpeg_quality": p.jpeg_quality, "prompt": p.prompt,
-        "audio_encoding": int(fmt.encoding), "audio_sample_rate": int(fmt.sample_rate),
-        "audio_channels": int(fmt.channels), "decode_mode": p.decode_mode,
-    }  # fmt: skip
+    return SessionInfo(
+        preset=preset, fps=p.fps, width=p.width, height=p.height, seed=p.seed, output_format=p.output_format,
+        jpeg_quality=p.jpeg_quality, prompt=p.prompt, audio_encoding=int(fmt.encoding),
+        audio_sample_rate=int(fmt.sample_rate), audio_channels=int(fmt.channels), decode_mode=p.decode_mode,
+    )  # fmt: skip
 
 
-def params_from_info(info: dict, session_id: str, resume_secret: str, audio: AudioConfig) -> SessionParams:
+def params_from_info(info: SessionInfo, session_id: str, resume_secret: str, audio: AudioConfig) -> SessionParams:
     """The inverse of ``session_info`` (the image is not needed: the conditioning is in the checkpoint)."""
     fmt = common_pb2.AudioFormat(
-        encoding=info["audio_encoding"], sample_rate=info["audio_sample_rate"], channels=info["audio_channels"]
+        encoding=info.audio_encoding, sample_rate=info.audio_sample_rate, channels=info.audio_channels
     )
     return SessionParams(
         session_id=session_id,
         resume_secret=resume_secret,
         image=None,
-        prompt=info["prompt"],
-        fps=float(info["fps"]),
-        width=int(info["width"]),
-        height=int(info["height"]),
-        seed=int(info["seed"]),
-        output_format=int(info["output_format"]),
-        jpeg_quality=int(info["jpeg_quality"]),
+        prompt=info.prompt,
+        fps=info.fps,
+        width=info.width,
+        height=info.height,
+        seed=info.seed,
+        output_format=info.output_format,
+        jpeg_quality=info.jpeg_quality,
         audio_format=fmt,
         sample_rate=fmt.sample_rate or audio.sample_rate,
-        decode_mode=info.get("decode_mode", "stream"),
+        decode_mode=info.decode_mode,
     )

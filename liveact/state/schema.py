@@ -1,0 +1,256 @@
+"""What a session stores: one typed schema, one format version, every tensor name.
+
+Everything LiveAct writes to its session store is one of these frozen dataclasses (JSON through
+``to_json`` / ``from_json``) or a tensor whose name is built from the prefixes below; nothing else
+reads or writes a stored field by a string key. A checkpoint is a manifest (``store.py``) whose
+``meta`` is a ``CheckpointMeta``, plus one tensor dict per tensor-parallel rank:
+
+* every rank: ``dit.memory.<cache>.{k,v}[_scale]`` (its heads of every ConvKV cache),
+  ``dit.memory.chunks_written``, ``dit.noise.state``, ``dit.cond.{y,context,null_audio}``
+  (``liveact.state.sampler_state`` names them without the ``dit.`` prefix);
+* rank 0 also: ``audio.rows`` (float32 (n, L, C), absolute rows ``rows_first ..``),
+  ``encoder.state`` and ``decoder.state`` (uint8: the streams' own safetensors bytes).
+
+``FORMAT_VERSION`` covers all of it (manifest layout, meta fields, tensor names): a reader refuses
+any other version rather than guessing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+__all__ = [
+    "AUDIO_ROWS",
+    "COND",
+    "COND_CONTEXT",
+    "COND_NULL_AUDIO",
+    "COND_Y",
+    "DECODER_STATE",
+    "DIT",
+    "ENCODER_STATE",
+    "FORMAT_VERSION",
+    "MEMORY",
+    "MEMORY_KV_SUFFIXES",
+    "NOISE_STATE",
+    "AudioPosition",
+    "CheckpointMeta",
+    "Manifest",
+    "PartRef",
+    "SchemaError",
+    "SessionInfo",
+    "SessionRecord",
+    "dit_part",
+    "with_dit_prefix",
+]
+
+FORMAT_VERSION = 2  # 2: typed meta (no "format" inside it); 1 was the string-keyed meta
+
+# tensor names of a sampler's state (liveact.state.sampler_state)
+MEMORY = "memory."  # ConvKV caches: memory.<step>.<layer>.{k,v}[_scale], memory.chunks_written
+MEMORY_KV_SUFFIXES = (".k", ".v", ".k_scale", ".v_scale")  # the cache tensors split by heads across ranks
+NOISE_STATE = "noise.state"
+COND = "cond."
+COND_Y, COND_CONTEXT, COND_NULL_AUDIO = COND + "y", COND + "context", COND + "null_audio"
+
+# tensor names of a checkpoint shard
+DIT = "dit."  # every rank: its sampler state under this prefix
+AUDIO_ROWS, ENCODER_STATE, DECODER_STATE = "audio.rows", "encoder.state", "decoder.state"  # rank 0 only
+
+
+class SchemaError(ValueError):
+    """A stored object that does not match this schema (missing or mistyped field)."""
+
+
+def with_dit_prefix(state: dict) -> dict:
+    """A rank's sampler state -> its checkpoint names."""
+    return {DIT + name: t for name, t in state.items()}
+
+
+def dit_part(shard: dict) -> dict:
+    """A checkpoint shard -> the rank's sampler state (names without ``dit.``)."""
+    n = len(DIT)
+    return {name[n:]: t for name, t in shard.items() if name.startswith(DIT)}
+
+
+def _from_json(cls, obj: Any, what: str):
+    """``cls(**obj)`` with every declared field present and of its declared scalar type."""
+    if not isinstance(obj, dict):
+        raise SchemaError(f"{what} must be a JSON object, got {type(obj).__name__}")
+    values = {}
+    for f in fields(cls):
+        if f.name not in obj:
+            raise SchemaError(f"{what} has no {f.name!r}")
+        v = obj[f.name]
+        kinds = _KINDS[f.type]
+        if (isinstance(v, bool) and bool not in kinds) or not isinstance(v, kinds):
+            raise SchemaError(f"{what}.{f.name} must be {f.type}, got {v!r}")
+        values[f.name] = float(v) if f.type == "float" else v
+    return cls(**values)
+
+
+_KINDS: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "int | None": (int, type(None)),
+}
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """What a resume needs to rebuild a session's parameters (the image is not: its conditioning is
+    in the checkpoint). Stored with the session record when it starts."""
+
+    preset: str
+    fps: float
+    width: int
+    height: int
+    seed: int
+    output_format: int  # common.OutputFormat
+    jpeg_quality: int
+    prompt: str
+    audio_encoding: int  # common.AudioFormat.Encoding
+    audio_sample_rate: int  # 0: the models' rate
+    audio_channels: int  # 0: mono
+    decode_mode: str  # "stream" or "context"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> SessionInfo:
+        return _from_json(cls, obj, "session info")
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """A session's record: the sha256 of its resume secret (never the secret) and its info."""
+
+    secret_sha256: str
+    info: SessionInfo
+    created: float  # Unix seconds
+
+    def to_json(self) -> dict[str, Any]:
+        return {"secret_sha256": self.secret_sha256, "info": self.info.to_json(), "created": self.created}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> SessionRecord:
+        if not isinstance(obj, dict):
+            raise SchemaError(f"session record must be a JSON object, got {type(obj).__name__}")
+        digest, created = obj.get("secret_sha256"), obj.get("created")
+        if not isinstance(digest, str) or not isinstance(created, int | float) or isinstance(created, bool):
+            raise SchemaError("session record needs secret_sha256 (str) and created (number)")
+        return cls(digest, SessionInfo.from_json(obj.get("info")), float(created))
+
+
+@dataclass(frozen=True)
+class AudioPosition:
+    """A point in the client's audio: AudioChunk ``seq`` at byte ``offset``, ``frames`` sample frames in."""
+
+    seq: int = 0
+    offset: int = 0
+    frames: int = 0
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """A checkpoint's scalars: the session *before chunk* ``chunk_index``.
+
+    Row and frame numbers: ``rows_first .. rows_end`` are the model rows ``audio.rows`` holds; client
+    frame = model frame + ``frame_offset``; model row = encoder stream row + ``row_offset`` (both
+    change at a LIVE resume).
+    """
+
+    chunk_index: int  # the next chunk to generate
+    next_frame: int  # its first video frame (client numbering)
+    rows_first: int
+    rows_end: int
+    audio_seq: int  # first AudioChunk not wholly seen by the encoder state: the audio log keeps seq >= it
+    audio_offset: int  # bytes of AudioChunk audio_seq the encoder state has seen
+    pcm_frames: int  # sample frames the encoder state has seen
+    audio_total: int | None  # the audio had ended: every row left is in audio.rows, no encoder state
+    frame_offset: int
+    row_offset: int
+    tp: int  # tensor-parallel degree of the writer: one shard per rank
+
+    @property
+    def audio(self) -> AudioPosition:
+        return AudioPosition(self.audio_seq, self.audio_offset, self.pcm_frames)
+
+    def __post_init__(self) -> None:
+        if self.audio_seq < 0 or self.tp < 1:
+            raise SchemaError(f"checkpoint meta needs audio_seq >= 0 and tp >= 1, got {self.audio_seq}, {self.tp}")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> CheckpointMeta:
+        return _from_json(cls, obj, "checkpoint meta")
+
+
+@dataclass(frozen=True)
+class PartRef:
+    """One stored part of a rank's packed tensors: its Redis key, sha256 and size."""
+
+    key: str
+    sha256: str
+    bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> PartRef:
+        return _from_json(cls, obj, "part")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A committed checkpoint (``liveact.state.store``): its meta and where each rank's parts are.
+
+    The store's Lua scripts read ``version`` of the JSON; the rest is read here only.
+    """
+
+    version: int
+    session: str
+    token: int  # fencing token of the owner that wrote it
+    meta: CheckpointMeta
+    shards: list[list[PartRef]]  # per rank, its parts in order
+    created: float  # writer's wall clock (Unix seconds)
+    format: int = FORMAT_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": self.format, "version": self.version, "session": self.session, "token": self.token,
+            "meta": self.meta.to_json(), "shards": [[p.to_json() for p in rank] for rank in self.shards],
+            "created": self.created,
+        }  # fmt: skip
+
+    @staticmethod
+    def header(obj: Any) -> tuple[int, Any]:
+        """(version, format) of a manifest's JSON, before the rest is checked."""
+        if not isinstance(obj, dict) or isinstance(obj.get("version"), bool) or not isinstance(obj.get("version"), int):
+            raise SchemaError("manifest has no integer version")
+        return obj["version"], obj.get("format")
+
+    @staticmethod
+    def part_keys(obj: Any) -> list[str]:
+        """The part keys a manifest's JSON lists (for garbage collection; ``SchemaError`` if unreadable)."""
+        shards = obj.get("shards") if isinstance(obj, dict) else None
+        if not isinstance(shards, list) or not all(isinstance(rank, list) for rank in shards):
+            raise SchemaError("manifest has no shard table")
+        return [PartRef.from_json(p).key for rank in shards for p in rank]
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Manifest:
+        version, fmt = cls.header(obj)
+        if fmt != FORMAT_VERSION:
+            raise SchemaError(f"manifest format {fmt!r} is not {FORMAT_VERSION}")
+        session, token, created = obj.get("session"), obj.get("token"), obj.get("created")
+        if not isinstance(session, str) or not isinstance(token, int) or not isinstance(created, int | float):
+            raise SchemaError("manifest needs session (str), token (int) and created (number)")
+        cls.part_keys(obj)  # the shard table is a list of lists of parts
+        parts = [[PartRef.from_json(p) for p in rank] for rank in obj["shards"]]
+        return cls(version, session, token, CheckpointMeta.from_json(obj.get("meta")), parts, float(created))
