@@ -9,6 +9,8 @@ from servers import service_process
 
 from liveact.cli.parity import default_golden_dir
 
+pytest_plugins = ["process_guard", "pytester"]  # a test that starts a process must be marked integration
+
 GOLDEN_NAME = "liveact-parity-small"
 
 

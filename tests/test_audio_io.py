@@ -10,6 +10,8 @@ from test_audio_signals import SR, tone, write_wav
 from liveact.audio import AudioConfig, AudioError, audio_features, decode_audio, decode_pcm, load_backend
 from liveact.audio.io import pcm_from_bytes
 
+pytestmark = pytest.mark.integration  # every test here starts services, Redis or ffmpeg
+
 MEL = AudioConfig(backend="mel", layers=4, channels=32)
 
 

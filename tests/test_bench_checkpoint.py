@@ -22,6 +22,7 @@ PARTS = ("dit_memory", "conditioning", "audio_rows", "encoder_state", "decoder_s
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
 
 
+@pytest.mark.integration
 def test_bench_checkpoint_json(capsys):
     argv = [
         "bench", "checkpoint", "--seconds", str(SECONDS), "--repeats", "1", "--no-default-policy",

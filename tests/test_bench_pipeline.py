@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from liveact.cli.main import main
 
 SECONDS = 2
 FPS = 20
 
 
+@pytest.mark.integration
 def test_bench_pipeline_json(capsys):
     argv = ["bench", "pipeline", "--seconds", str(SECONDS), "--repeats", "1", "--format", "raw_rgb", "--json"]
     assert main(argv) == 0

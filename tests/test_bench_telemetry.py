@@ -6,6 +6,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.integration  # every test here starts services, Redis or ffmpeg
+
 CHUNKS = 200
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration  # every test here starts services, Redis or ffmpeg
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -38,6 +38,7 @@ def test_the_built_in_weights_are_committed_with_their_card():
     assert hour is not None and float(hour[1]) > float(hour[2]) + MIN_LIP_MARGIN
 
 
+@pytest.mark.integration
 def test_a_streamed_session_is_a_talking_face(report):
     for w in report["windows"]:
         assert w["lip_sync_r"] > MIN_LIP_R, w

@@ -39,6 +39,7 @@ def test_the_built_in_vae_and_its_training_summary_are_committed():
     assert summary["vae_context"]["steps"] > 0 and summary["vae_context"]["mouth_opening_r"] > 0.7
 
 
+@pytest.mark.integration
 def test_unseen_faces_keep_a_moving_mouth_on_the_session_path(report):
     assert len(report["l1_per_chunk_context"]) == 5  # 7.5 s: chunks of [6, 8, 8, 8, 8] latents
     assert max(report["l1_per_chunk_context"]) < MAX_CHUNK_L1

@@ -34,6 +34,7 @@ def test_policy_by_count_and_by_time():
     assert not CheckpointPolicy(every_chunks=0, every_s=2.0).due(100, 1.9)
 
 
+@pytest.mark.integration
 def test_the_lease_is_renewed_while_the_session_runs(server):
     async def main():
         store = SessionStore(StoreSettings(url=server.url, lease_ttl_s=LEASE_TTL_S))
@@ -59,6 +60,7 @@ def test_the_lease_is_renewed_while_the_session_runs(server):
     asyncio.run(main())
 
 
+@pytest.mark.integration
 def test_checkpoints_wait_until_the_audio_log_is_past_a_gap(server):
     async def main():
         store = SessionStore(StoreSettings(url=server.url))
@@ -77,6 +79,7 @@ def test_checkpoints_wait_until_the_audio_log_is_past_a_gap(server):
     asyncio.run(main())
 
 
+@pytest.mark.integration
 def test_the_audio_log_is_bounded_when_checkpoints_do_not_commit(server):
     """Redis takes appends but no checkpoint commits: the log never holds more than the limit."""
     piece, limit = b"\x01" * 300, 1000

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from liveact.cli.main import main
 
 
@@ -37,6 +39,7 @@ def test_info_table_mentions_components(capsys):
         assert word in out
 
 
+@pytest.mark.integration
 def test_unknown_preset_is_a_clear_error():
     r = run_cli("info", "--preset", "nope")
     assert r.returncode == 2
@@ -58,6 +61,7 @@ def test_bench_memory_refuses_too_few_chunks(capsys):
     assert "--chunks must be at least 40" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_help_explains_commands():
     r = run_cli("--help")
     assert r.returncode == 0
@@ -65,6 +69,7 @@ def test_help_explains_commands():
         assert cmd in r.stdout
 
 
+@pytest.mark.integration
 def test_animate_writes_mp4_with_audio(tmp_path):
     from pathlib import Path
 
@@ -87,6 +92,7 @@ def test_animate_writes_mp4_with_audio(tmp_path):
     assert sorted(p.name for p in (tmp_path / "png").iterdir())[-1] == "frame_000039.png"
 
 
+@pytest.mark.integration
 def test_animate_refuses_non_audio_and_bad_size(tmp_path):
     from pathlib import Path
 

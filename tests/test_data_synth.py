@@ -55,6 +55,7 @@ def corr(a: np.ndarray, b: np.ndarray) -> float:
 # determinism
 
 
+@pytest.mark.integration
 def test_same_seed_same_clip_other_seed_other_person(clip):
     again = synth_clip(7, 3.0)
     for name in ("frames", "audio", "mouth", "blink", "head", "reference"):
@@ -117,6 +118,7 @@ def test_identities_look_different():
 # mouth targets from audio
 
 
+@pytest.mark.integration
 def test_opening_follows_loudness_with_the_visual_lead(spoken):
     mouth = mouth_from_audio(spoken, SR, FPS)
     opening = mouth[:, 0]
@@ -170,6 +172,7 @@ def test_blinks_are_plausible_and_reopen():
     assert ((ends - starts) <= 0.25 * FPS + 1).all()  # each blink is brief and back to open (0) after it
 
 
+@pytest.mark.integration
 def test_head_motion_is_small_and_follows_prosody(clip, spoken):
     assert (np.abs(clip.head) <= np.asarray(HEAD_LIMITS) + 1e-6).all() and clip.head.std(axis=0).min() > 0
     loudness = frame_rms(spoken, SR, FPS)
@@ -185,6 +188,7 @@ def test_head_motion_is_small_and_follows_prosody(clip, spoken):
 # measurement
 
 
+@pytest.mark.integration
 def test_measured_opening_tracks_the_true_opening(clip):
     measured = mouth_opening(clip.frames, clip.reference)
     assert clip.head.std(axis=0).max() > 0.002  # the head moves in this clip
@@ -196,6 +200,7 @@ def test_measured_opening_tracks_the_true_opening(clip):
 # dataset and CLI
 
 
+@pytest.mark.integration
 def test_write_read_and_extend_dataset(tmp_path):
     out = write_dataset(tmp_path / "ds", clips=1, seconds=2.0, progress=False)
     first = (out / "clip_00000.npz").stat().st_mtime_ns
@@ -215,6 +220,7 @@ def test_write_read_and_extend_dataset(tmp_path):
         write_dataset(out, clips=2, seconds=3.0, progress=False)
 
 
+@pytest.mark.integration
 def test_cli_synth_with_preview(tmp_path, capsys):
     out, preview = tmp_path / "ds", tmp_path / "preview.mp4"
     argv = ["data", "synth", "--out", str(out), "--clips", "2", "--seconds", "2", "--seed", "3"]

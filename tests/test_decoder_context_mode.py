@@ -136,6 +136,7 @@ def test_keep_frames_and_first_output_frame_as_in_stream_mode(vae_decoder, laten
     assert np.array_equal(np.concatenate([raw(rs) for rs in responses]), np.concatenate(reference)[30:63])
 
 
+@pytest.mark.integration
 def test_jpeg_and_fmp4_carry_the_context_frames(vae_decoder, latents, reference, tmp_path):
     jpeg = new_stream(vae_decoder, output_format=common_pb2.JPEG)
     files = [f for i, z in enumerate(latents[:2]) for r in jpeg.decode(chunk(i, z)) for f in r.frames.frames]

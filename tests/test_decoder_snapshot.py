@@ -156,6 +156,7 @@ def test_resume_with_first_output_frame_skips_what_the_client_has(vae_decoder, l
     assert np.array_equal(np.concatenate(got), reference[29:])
 
 
+@pytest.mark.integration
 def test_resumed_fmp4_stream_is_a_new_mp4_starting_at_its_first_frame(vae_decoder, latents, tmp_path):
     """Resumed at chunk 3 (frames 25..32) with first_output_frame 27: an MP4 of frames 27..40 from t = 0."""
     fmp4 = dict(output_format=common_pb2.FMP4_H264, audio_sample_rate=AUDIO_RATE)
@@ -250,6 +251,7 @@ def expect_error(call, code: grpc.StatusCode, *words: str) -> None:
         assert word in info.value.details(), info.value.details()
 
 
+@pytest.mark.integration
 def test_server_snapshot_round_trip(stub, latents, reference):
     first = list(
         stub.Decode(iter([config(), *requests(latents, range(SPLIT), snapshot_request(41)), END]), timeout=TIMEOUT_S)
@@ -269,6 +271,7 @@ def test_server_snapshot_round_trip(stub, latents, reference):
     assert np.array_equal(raw(second), reference[27:])
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("fields", "code", "words"),
     [
@@ -283,11 +286,13 @@ def test_server_refuses_bad_or_mismatched_resume_state(stub, latents, fields, co
     expect_error(stub.Decode(iter([config(**fields), END]), timeout=TIMEOUT_S), code, *words)
 
 
+@pytest.mark.integration
 def test_server_refuses_a_snapshot_after_end(stub, latents):
     call = stub.Decode(iter([config(), *requests(latents, [0], END, snapshot_request(2))]), timeout=TIMEOUT_S)
     expect_error(call, grpc.StatusCode.FAILED_PRECONDITION, "snapshot after end")
 
 
+@pytest.mark.integration
 def test_server_context_mode_round_trip(stub, vae_decoder, latents):
     """decode_mode CONTEXT through the server: decode_with_context's frames, a small snapshot, resumed
     in CONTEXT mode (and refused in the default STREAM mode, naming the mode it was taken in)."""

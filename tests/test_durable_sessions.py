@@ -23,6 +23,8 @@ from liveact.state.settings import StoreSettings
 from liveact.state.store import SessionStore
 from liveact.v1 import common_pb2, generator_pb2
 
+pytestmark = pytest.mark.integration  # every test here starts services, Redis or ffmpeg
+
 SECONDS = 8  # 160 frames: chunks of 21, 32, 32, 32, 32, 32 frames
 EVERY = 1  # checkpoint after every chunk
 

@@ -296,6 +296,7 @@ def responses(call, start: int = 0) -> tuple[list[torch.Tensor], list[common_pb2
     return rows, snapshots, total
 
 
+@pytest.mark.integration
 def test_server_snapshot_round_trip(stub):
     """One stream with a snapshot in the middle, and a second stream resumed from it: the same rows."""
     fmt = StreamFormat("s16le", 44100, 2, 20.0)
@@ -330,6 +331,7 @@ def expect_error(call, code: grpc.StatusCode, *words: str) -> None:
         assert word in info.value.details(), info.value.details()
 
 
+@pytest.mark.integration
 def test_server_refuses_a_damaged_resume_state(stub):
     fmt = StreamFormat("s16le", SR, 1, 20.0)
     state = server_snapshot(stub, fmt)
@@ -338,6 +340,7 @@ def test_server_refuses_a_damaged_resume_state(stub):
         expect_error(call, grpc.StatusCode.INVALID_ARGUMENT, "EncodeConfig.resume_state")
 
 
+@pytest.mark.integration
 def test_server_refuses_a_resume_state_of_another_format(stub):
     fmt = StreamFormat("s16le", 44100, 1, 20.0)
     other = StreamFormat("s16le", 48000, 1, 24.0)
@@ -345,6 +348,7 @@ def test_server_refuses_a_resume_state_of_another_format(stub):
     expect_error(call, grpc.StatusCode.INVALID_ARGUMENT, "sample_rate = 44100", "48000", "fps = 20", "24")
 
 
+@pytest.mark.integration
 def test_server_refuses_a_snapshot_after_end_of_audio(stub):
     fmt = StreamFormat("s16le", SR, 1, 20.0)
     requests = [

@@ -17,6 +17,7 @@ def clip():
     return synth_clip(seed=5, seconds=10.0)
 
 
+@pytest.mark.integration
 def test_rendered_truth_is_in_sync_and_the_shuffled_control_is_not(clip):
     scores = score_window(10.0, clip.frames, clip.reference, clip.audio, clip.sample_rate, clip.fps)
     assert scores.frames == 200
@@ -25,6 +26,7 @@ def test_rendered_truth_is_in_sync_and_the_shuffled_control_is_not(clip):
     assert scores.mouth_open_mean > 0.01
 
 
+@pytest.mark.integration
 def test_a_still_reference_never_syncs(clip):
     still = np.repeat(clip.reference[None], len(clip.frames), axis=0)
     scores = score_window(10.0, still, clip.reference, clip.audio, clip.sample_rate, clip.fps)
@@ -32,6 +34,7 @@ def test_a_still_reference_never_syncs(clip):
     assert scores.identity_drift == 0.0 and scores.flicker == 0.0
 
 
+@pytest.mark.integration
 def test_identity_drift_grows_with_a_changed_face(clip):
     other = FaceRenderer(Identity.sample(np.random.default_rng(123)), 64)(NEUTRAL)
     own = identity_drift(clip.frames, clip.reference)
@@ -47,6 +50,7 @@ def test_flicker_ignores_steady_motion_and_sees_jitter():
     assert flicker(jitter) == pytest.approx(40 / 255, rel=1e-5)
 
 
+@pytest.mark.integration
 def test_a_contact_sheet_shows_the_reference_then_frames_spread_over_the_window(clip):
     sheet = contact_sheet(clip.frames, clip.reference, count=5)  # 200 frames: 0, 50, 100, 149, 199
     h, w = clip.reference.shape[:2]
@@ -58,6 +62,7 @@ def test_a_contact_sheet_shows_the_reference_then_frames_spread_over_the_window(
     assert contact_sheet(clip.frames[:3], clip.reference).shape[1] == 4 * w + SEPARATOR  # fewer frames than asked
 
 
+@pytest.mark.integration
 def test_a_streamed_session_is_scored_in_windows_ending_at_the_marks(tmp_path):
     from liveact.pipeline import load_engine
 

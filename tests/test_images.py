@@ -146,6 +146,7 @@ def hadolint_binary() -> str:
     return found
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("key", COMPONENTS)
 def test_hadolint_passes(key):
     result = subprocess.run(
@@ -426,6 +427,7 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
         yield archive
 
 
+@pytest.mark.integration
 def test_wheel_has_the_services_the_stubs_and_the_cli(wheel):
     names = set(wheel.namelist())
     for module in COMPONENTS.values():

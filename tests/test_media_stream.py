@@ -15,6 +15,8 @@ from PIL import Image
 
 from liveact.media import EncoderConfig, FragmentedMp4Stream, PngFrameWriter, probe, video_frame_times
 
+pytestmark = pytest.mark.integration  # every test here starts services, Redis or ffmpeg
+
 FPS, SR, SIZE = 20, 16000, 64
 CHUNKS = (21, 32, 32)  # video frames per chunk of the real loop
 AAC_DELAY = 1024  # samples the AAC encoder primes with (no edit list can hide them in fragmented MP4)

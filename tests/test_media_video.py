@@ -16,6 +16,8 @@ from PIL import Image
 
 from liveact.media import EncoderConfig, FfmpegError, MediaError, Mp4Writer, probe, video_frame_times
 
+pytestmark = pytest.mark.integration  # every test here starts services, Redis or ffmpeg
+
 FPS, SR, SIZE = 20, 16000, 64
 CHUNKS = (21, 32)  # the first chunk and a later chunk of the real loop, in video frames
 CLICK_S = 1.0  # a single-sample click placed here in the audio

@@ -33,6 +33,7 @@ def render(engine, image, pcm, piece: int, seed: int = 0, decode: str = "stream"
     return chunks + session.finish()
 
 
+@pytest.mark.integration
 def test_frames_cover_the_audio_exactly(engine, inputs):
     image, pcm = inputs
     chunks = render(engine, image, pcm, piece=16000)
@@ -43,6 +44,7 @@ def test_frames_cover_the_audio_exactly(engine, inputs):
     assert chunks[1].pts(0) == pytest.approx(21 / 20)
 
 
+@pytest.mark.integration
 def test_output_does_not_depend_on_how_audio_is_chopped(engine, inputs):
     image, pcm = inputs
     a = np.concatenate([c.frames for c in render(engine, image, pcm, piece=16000)])
@@ -50,6 +52,7 @@ def test_output_does_not_depend_on_how_audio_is_chopped(engine, inputs):
     assert np.array_equal(a, b)
 
 
+@pytest.mark.integration
 def test_seed_decides_the_video(engine, inputs):
     image, pcm = inputs
     short = pcm[: engine.audio_config.sample_rate]
@@ -64,6 +67,7 @@ def test_bad_image_shape_is_refused(engine):
         AnimationSession(engine, np.zeros((60, 64, 3), dtype=np.uint8))
 
 
+@pytest.mark.integration
 def test_context_decode_gives_the_same_frame_layout(engine, inputs):
     image, pcm = inputs
     stream = render(engine, image, pcm, piece=16000)

@@ -31,6 +31,8 @@ from services.audio_encoder.resample import StreamingResampler
 from services.audio_encoder.settings import EncoderSettings
 from services.common.tensors import from_proto
 
+pytestmark = pytest.mark.integration  # every test here starts services, Redis or ffmpeg
+
 MEL = AudioConfig.for_model(get_preset("tiny").model)  # 4 x 32 rows
 BACKEND = load_backend(MEL)
 TOLERANCE = 1e-5  # mel rows: streamed == offline (measured max |diff| 0.0)

@@ -28,6 +28,8 @@ from liveact.v1 import common_pb2, decoder_pb2, decoder_pb2_grpc
 from liveact.vae import StreamingDecoder, get_vae_preset
 from services.common.tensors import to_proto
 
+pytestmark = pytest.mark.integration  # every test here starts services, Redis or ffmpeg
+
 SIZE = 64  # 8x8 latents
 FPS = 20
 CHUNKS = (6, 8, 8)  # latent frames per chunk, as a session sends them: 21, 32 and 32 video frames

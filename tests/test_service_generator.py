@@ -19,6 +19,8 @@ from liveact.media import load_reference_image
 from liveact.pipeline import AnimationSession, load_engine
 from liveact.v1 import common_pb2
 
+pytestmark = pytest.mark.integration  # every test here starts services, Redis or ffmpeg
+
 SECONDS = 3
 
 

@@ -41,6 +41,8 @@ from liveact.client import animate
 from liveact.client.animate import pcm_chunks
 from liveact.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 
+pytestmark = pytest.mark.integration  # every test here starts services, Redis or ffmpeg
+
 MAX_SESSIONS = 4
 CHUNK_QUEUE = 2
 FPS = 20

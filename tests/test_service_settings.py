@@ -21,6 +21,7 @@ def test_every_flag_has_an_explanation(cls):
     assert missing == [], f"add a trailing '# what it is' comment to {missing} in {cls.__module__}"
 
 
+@pytest.mark.integration
 def test_generator_help_explains_flags_with_env_and_default():
     out = subprocess.run(
         [sys.executable, "-m", "services.generator", "--help"], capture_output=True, text=True, timeout=120

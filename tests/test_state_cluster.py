@@ -42,6 +42,7 @@ def store_for(cluster: RedisClusterServers, **kw) -> SessionStore:
     return SessionStore(StoreSettings(url=cluster.url, cluster=True, op_timeout_s=2.0, **kw))
 
 
+@pytest.mark.integration
 def test_sessions_round_trip_with_parts_spread_over_the_shards(cluster):
     big = [tensors(seed, numel=6 * KIB) for seed in range(SESSIONS)]  # ~18 KiB each: ~9 parts of 2 KiB
 
@@ -75,6 +76,7 @@ def test_sessions_round_trip_with_parts_spread_over_the_shards(cluster):
         assert len(holders) == 1 and tagged <= per_node[holders[0]]
 
 
+@pytest.mark.integration
 def test_fencing_and_delete_work_through_the_cluster(cluster):
     async def main():
         store = store_for(cluster, part_bytes=SMALL_PART)

@@ -31,6 +31,8 @@ from liveact.state import store as store_module
 from liveact.state.settings import StoreSettings
 from liveact.state.store import SessionStore
 
+pytestmark = pytest.mark.integration  # every test here starts services, Redis or ffmpeg
+
 KIB = 1024
 SMALL_PART = 4 * KIB
 OP_TIMEOUT_S = 2.0

@@ -69,6 +69,7 @@ def _roots(spans, session_id: str) -> dict[int, list]:
     return out
 
 
+@pytest.mark.integration
 def test_one_trace_per_chunk_with_spans_from_all_three_services(run):
     result, chunks, sink, _, _ = run
     session = result.header.session_id
@@ -124,6 +125,7 @@ def _scrape(port: int) -> str:
         return resp.read().decode()
 
 
+@pytest.mark.integration
 def test_prometheus_metrics_count_the_session(run):
     result, chunks, _, scraped, _ = run
     samples, value = _prometheus(scraped)
@@ -141,6 +143,7 @@ def test_prometheus_metrics_count_the_session(run):
     assert not [n for (n, _) in samples if n.startswith(("liveact_generator_checkpoint", "liveact_generator_resumes"))]
 
 
+@pytest.mark.integration
 def test_otlp_metrics_from_all_three_services(run):
     result, chunks, sink, _, _ = run
 
@@ -159,6 +162,7 @@ def test_otlp_metrics_from_all_three_services(run):
     assert latest("liveact.generator.active_sessions", "liveact-generator") == 0
 
 
+@pytest.mark.integration
 def test_checkpoint_and_resume_metrics(redis, peers):
     """A durable session: its checkpoints' bytes and write times, then an EXACT resume, counted."""
     metrics_port = free_port()
@@ -188,6 +192,7 @@ def test_checkpoint_and_resume_metrics(redis, peers):
     assert value("liveact_generator_frames_total") == first.frame_count + second.frame_count
 
 
+@pytest.mark.integration
 def test_log_lines_carry_the_chunk_trace_id(run):
     result, chunks, sink, _, logs = run
     roots = _roots(sink.spans, result.header.session_id)

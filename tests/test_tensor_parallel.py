@@ -177,6 +177,7 @@ def test_tp1_leaves_the_model_untouched():
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed")
 def test_two_rank_torchrun_gloo_matches_tp1(tmp_path):
     """Real ranks: DeepSpeed LinearLayer/LinearAllreduce over gloo, 5 chunks, vs TP=1 in this process.

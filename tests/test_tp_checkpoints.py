@@ -40,6 +40,7 @@ def test_reshard_concatenates_and_splits_heads():
         reshard(ranks, 1)
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed")
 def test_tp2_checkpoint_resumes_at_tp2_bitwise_and_resharded_at_tp1(tmp_path):
     before = shm_buffers()

@@ -42,6 +42,8 @@ from liveact.state.store import SessionStore
 from liveact.v1 import generator_pb2
 from services.generator.server import EXIT_RANK_FAILED
 
+pytestmark = pytest.mark.integration  # every test here starts services, Redis or ffmpeg
+
 SECONDS = 8  # 160 frames in 6 chunks
 FRAMES = SECONDS * 20
 TP_TIMEOUT_S = 4.0  # --tp-timeout-s of the pods here: a hang is declared after this

@@ -117,6 +117,7 @@ def smoke_run(dataset, tmp_path_factory):
     return tmp / "run", json.loads(proc.stdout.strip().splitlines()[-1]), config
 
 
+@pytest.mark.integration
 def test_every_stage_runs_and_exports_weights_animate_loads(smoke_run):
     run, summary, _ = smoke_run
     assert set(summary) >= {"vae", "vae_tune", "vae_context", "encode", "nf", "convkv", "export"}
@@ -160,6 +161,7 @@ def _tiny_model():
     return build_model(get_preset("tiny"))
 
 
+@pytest.mark.integration
 def test_a_stage_is_reproducible_from_its_config(smoke_run, tmp_path):
     """The nf stage run again from the same config and encoded clips gives bitwise-equal DiT weights."""
     run, _, config = smoke_run
@@ -178,6 +180,7 @@ def _ablate(args, cwd):
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.integration
 def test_ablations_retrain_what_they_change_and_land_in_one_table(smoke_run, tmp_path):
     run, _, _ = smoke_run
     base = tmp_path / "base"  # a copy: the variants are written beside it
@@ -222,6 +225,7 @@ def test_ablations_retrain_what_they_change_and_land_in_one_table(smoke_run, tmp
     assert (tmp_path / "docs" / "ablations-table.md").read_text().splitlines() == table  # clean from the archive
 
 
+@pytest.mark.integration
 def test_missing_inputs_say_which_stage_to_run(dataset, tmp_path, capsys):
     run = str(tmp_path / "r")
     assert main(["train", "--data", str(dataset), "--run", run, "--stages", "nf", "--no-progress"]) == 2
@@ -232,6 +236,7 @@ def test_missing_inputs_say_which_stage_to_run(dataset, tmp_path, capsys):
     assert "unknown stages ['polish']" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_standardized_latents_are_unit_scaled_and_decode_the_same(dataset):
     from liveact.data.clip import read_clip
     from liveact.training.vae_stage import frames_to_video, latent_stats, standardize_latents

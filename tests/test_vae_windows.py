@@ -92,6 +92,7 @@ def test_mouth_weight_counts_errors_in_the_mouth_box_more():
     assert weighted_l1(uniform, weight) == pytest.approx(0.3)  # normalised: a uniform error keeps its size
 
 
+@pytest.mark.integration
 def test_mouth_pixels_mark_the_rendered_mouth_box():
     from liveact.data.clip import synth_clip
     from liveact.data.measure import locate_mouth, mouth_pixels
@@ -106,6 +107,7 @@ def test_mouth_pixels_mark_the_rendered_mouth_box():
     assert mouth_pixels(np.zeros((64, 64, 3), np.uint8)).sum() == 0  # no face: no emphasis
 
 
+@pytest.mark.integration
 def test_mouth_scores_see_a_mouth_blurred_shut():
     from liveact.data.clip import synth_clip
     from liveact.training.vae_report import mouth_scores
