@@ -1,7 +1,7 @@
 """Builds the LiveAct chart's ``values.schema.json`` (JSON Schema draft-07, which Helm 3 and 4 both read).
 
 Run ``python deploy/helm/values_schema.py`` after changing ``liveact/values.yaml``;
-tests/test_helm_chart.py checks that the committed schema equals ``build()`` and that every schema
+tests/deploy/test_helm_chart.py checks that the committed schema equals ``build()`` and that every schema
 property is a key of values.yaml (and the default values pass it, so no key is missing here).
 
 Blocks of our own reject unknown keys, so a typo fails the install instead of being ignored;

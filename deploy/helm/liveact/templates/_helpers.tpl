@@ -80,7 +80,7 @@ Its empty tag falls back to `image.tag`, then the chart's appVersion.
 {{- end }}
 
 {{/*
-Facts about the model presets, from liveact/config.py (tests/test_helm_chart.py compares them):
+Facts about the model presets, from liveact/config.py (tests/deploy/test_helm_chart.py compares them):
 the attention head count (the tensor-parallel degree must divide it) and the VAE preset the decoder
 runs (--vae-preset).
 */}}

@@ -12,7 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.integration  # every test here starts services, Redis or ffmpeg
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed")

@@ -9,7 +9,7 @@ from liveact.audio import decode_audio
 from liveact.media import load_reference_image
 from liveact.pipeline import AnimationSession, load_engine
 
-EXAMPLES = __import__("pathlib").Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = __import__("pathlib").Path(__file__).resolve().parents[2] / "examples"
 SIZE = 64  # frames of 64x64: fast on CPU, same code path as 128x128
 
 

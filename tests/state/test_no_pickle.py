@@ -21,7 +21,7 @@ import torch
 
 from liveact.state import codec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCANNED = [
     "liveact/state",
     "services/generator",

@@ -26,7 +26,7 @@ from helm_python import Chart, HelmRenderError, HelmValuesError, lint
 
 from liveact.config import get_preset, preset_names
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HELM = ROOT / "deploy" / "helm"
 CHART = HELM / "liveact"
 KUBE_VERSION = "1.33.0"  # the manifests are validated against this version ...
@@ -81,7 +81,7 @@ TELEMETRY = {
     "image": {"registry": "registry.example.com/liveact/", "tag": "1.2.3"},
 }
 NO_METRICS = {"telemetry": {"metrics": {"enabled": False}}}
-IMAGES = {  # component -> (image repository, module): services/<module>/Dockerfile (tests/test_images.py)
+IMAGES = {  # component -> (image repository, module): services/<module>/Dockerfile (tests/deploy/test_images.py)
     "generator": ("liveact-generator", "generator"),
     "audio-encoder": ("liveact-audio-encoder", "audio_encoder"),
     "decoder": ("liveact-decoder", "decoder"),

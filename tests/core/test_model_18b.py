@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from liveact.config import ConfigError, get_preset
 from liveact.model.loading import INDEX_FILE, CheckpointError, build_model, load_checkpoint_dir
 
-MANIFEST = Path(__file__).parent / "manifests" / "liveact-18b.json"
+MANIFEST = Path(__file__).resolve().parents[1] / "manifests" / "liveact-18b.json"
 PUBLISHED_PARAMS = 18.88e9
 
 

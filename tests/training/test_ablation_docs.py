@@ -15,7 +15,7 @@ import pytest
 
 from liveact.training.ablation import ARCHIVE, EVAL_JSON, SHEETS, TABLE, VARIANTS, report, variant_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "ablations"
 PAGE = ROOT / "docs" / "ablations.md"
 BASE = "tiny"  # the base run's name (runs/tiny), as the archive stores it

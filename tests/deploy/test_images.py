@@ -30,7 +30,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "liveact"
 HADOLINT_CONFIG = ROOT / ".hadolint.yaml"
 # values.yaml key -> the module under services/ (its Dockerfile, `python -m services.<module>`)
@@ -349,7 +349,7 @@ def ignored(path: str) -> bool:
 
 
 LEFT_OUT = [
-    ".git/HEAD", ".venv/bin/python", "tests/test_images.py", "tests/data/clip.wav", "docs/benchmarks/h200.md",
+    ".git/HEAD", ".venv/bin/python", "tests/deploy/test_images.py", "tests/data/clip.wav", "docs/benchmarks/h200.md",
     "deploy/helm/liveact/values.yaml", "examples/face.png", "scripts/setup", "protos/liveact/v1/common.proto",
     "out/bench.json", "build/lib/liveact/__init__.py", "liveact.egg-info/PKG-INFO",
     "model.safetensors", "dit.pt", "weights/liveact-18b/dit.safetensors", "models/wav2vec2/pytorch_model.bin",

@@ -75,7 +75,7 @@ def test_animate_writes_mp4_with_audio(tmp_path):
 
     from liveact.media import probe
 
-    examples = Path(__file__).resolve().parents[1] / "examples"
+    examples = Path(__file__).resolve().parents[2] / "examples"
     out = tmp_path / "out.mp4"
     r = run_cli(
         "animate", "--image", str(examples / "face.png"), "--audio", str(examples / "speech.wav"),
@@ -96,7 +96,7 @@ def test_animate_writes_mp4_with_audio(tmp_path):
 def test_animate_refuses_non_audio_and_bad_size(tmp_path):
     from pathlib import Path
 
-    examples = Path(__file__).resolve().parents[1] / "examples"
+    examples = Path(__file__).resolve().parents[2] / "examples"
     r = run_cli("animate", "--image", str(examples / "face.png"), "--audio", str(examples / "face.png"),
                 "--out", str(tmp_path / "x.mp4"))  # fmt: skip
     assert r.returncode == 2 and "Traceback" not in r.stderr and "audio" in r.stderr.lower()
