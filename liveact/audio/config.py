@@ -104,11 +104,13 @@ class AudioConfig:
         fps = self.default_fps if fps is None else fps
         if not fps > 0:
             raise ConfigError(f"fps must be > 0, got {fps}")
-        factor = self.model_fps_fraction / Fraction(fps).limit_denominator(_FPS_DENOMINATOR)
+        fps_q = Fraction(fps).limit_denominator(_FPS_DENOMINATOR)  # 0 for an fps below 1 / _FPS_DENOMINATOR
+        factor = self.model_fps_fraction / fps_q if fps_q else None
         lo, hi = _TEMPO_FACTOR_RANGE
-        if not lo <= factor <= hi:
+        if factor is None or not lo <= factor <= hi:
             raise ConfigError(
-                f"fps={fps} gives tempo factor {float(factor):.3f} outside [{float(lo)}, {float(hi)}]; "
+                f"fps={fps} gives tempo factor {'inf' if factor is None else f'{float(factor):.3f}'} outside "
+                f"[{float(lo)}, {float(hi)}]; "
                 f"use an fps between {float(self.model_fps_fraction / hi)} and {float(self.model_fps_fraction / lo)}"
             )
         return factor

@@ -26,12 +26,24 @@ import numpy as np
 from liveact.audio.config import AudioConfig
 from liveact.audio.errors import AudioError
 
-__all__ = ["PcmFormat", "decode_audio", "decode_pcm", "pcm_from_bytes"]
+__all__ = [
+    "MAX_CHANNELS",
+    "MAX_SAMPLE_RATE",
+    "MIN_SAMPLE_RATE",
+    "PCM_SAMPLE_BYTES",
+    "PcmFormat",
+    "decode_audio",
+    "decode_pcm",
+    "pcm_from_bytes",
+]
 
 log = logging.getLogger(__name__)
 
 PcmFormat = Literal["s16le", "f32le"]
 _PCM_DTYPES: dict[str, np.dtype] = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
+PCM_SAMPLE_BYTES: dict[PcmFormat, int] = {"s16le": 2, "f32le": 4}  # bytes of one sample of one channel
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 192000  # client PCM rates taken (others than the models' are resampled)
+MAX_CHANNELS = 8  # interleaved channels of client PCM (averaged to mono)
 _S16_SCALE = 32768.0  # s16 full scale -> [-1, 1)
 _OUTPUT_FORMAT = "f32le"
 _STDERR_TAIL = 400  # characters of ffmpeg's stderr quoted in an error

@@ -6,11 +6,13 @@ Every ffmpeg child is bounded in time and memory and cleaned up on close and on 
 
 from liveact.media.encoder import EncoderConfig
 from liveact.media.errors import FfmpegError, ImageError, MediaError
-from liveact.media.image import ImageConfig, frames_to_uint8, load_reference_image, to_model_tensor
+from liveact.media.frames import DEFAULT_JPEG_QUALITY, encode_jpeg, frames_to_uint8
+from liveact.media.image import ImageConfig, load_reference_image, to_model_tensor
 from liveact.media.probe import MediaInfo, StreamInfo, probe, video_frame_times
 from liveact.media.video import FragmentedMp4Stream, Mp4Writer, PngFrameWriter
 
 __all__ = [
+    "DEFAULT_JPEG_QUALITY",
     "EncoderConfig",
     "FfmpegError",
     "FragmentedMp4Stream",
@@ -21,6 +23,7 @@ __all__ = [
     "Mp4Writer",
     "PngFrameWriter",
     "StreamInfo",
+    "encode_jpeg",
     "frames_to_uint8",
     "load_reference_image",
     "probe",

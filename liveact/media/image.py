@@ -29,7 +29,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from liveact.media.errors import ImageError
 
-__all__ = ["ImageConfig", "ImageError", "ImageSource", "frames_to_uint8", "load_reference_image", "to_model_tensor"]
+__all__ = ["ImageConfig", "ImageError", "ImageSource", "load_reference_image", "to_model_tensor"]
 
 ImageSource = str | os.PathLike | bytes | bytearray | memoryview
 
@@ -94,22 +94,6 @@ def to_model_tensor(
     pixels = np.ascontiguousarray(img) if img.flags.writeable else np.array(img)  # torch wants writable memory
     t = torch.from_numpy(pixels).to(device).permute(2, 0, 1)[None]  # (1, 3, H, W)
     return (t.to(torch.float32) / 127.5 - 1.0).to(dtype)
-
-
-def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """Model output in [-1, 1] -> uint8 (T, H, W, 3) for the writers.
-
-    Accepts (1, 3, T, H, W) (the VAE's video layout) or (T, 3, H, W) (e.g. ``to_model_tensor``'s
-    (1, 3, H, W), which comes back as (1, H, W, 3)). Values are clamped, then rounded.
-    """
-    if frames.ndim == 5:
-        if frames.shape[0] != 1 or frames.shape[1] != 3:
-            raise ValueError(f"expected (1, 3, T, H, W), got {tuple(frames.shape)}")
-        frames = frames[0].permute(1, 0, 2, 3)  # (T, 3, H, W)
-    if frames.ndim != 4 or frames.shape[1] != 3:
-        raise ValueError(f"expected (1, 3, T, H, W) or (T, 3, H, W), got {tuple(frames.shape)}")
-    scaled = ((frames.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
-    return scaled.permute(0, 2, 3, 1).contiguous().cpu().numpy()  # (T, H, W, 3)
 
 
 # ---------------------------------------------------------------------------------------------

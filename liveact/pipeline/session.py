@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal
 
 import numpy as np
 import torch
@@ -36,6 +35,7 @@ from liveact.sampling.denoise import Conditioning
 from liveact.sampling.noise import SeededNoise
 from liveact.sampling.stream import StreamingSampler
 from liveact.vae import encode_condition
+from liveact.vae.session import DEFAULT_DECODE_MODE, DecodeMode, DecodeSession
 
 
 def prepare_sampler(engine: Engine, image: np.ndarray, prompt: str, seed: int) -> StreamingSampler:
@@ -70,9 +70,6 @@ class VideoChunk:
         return Fraction(self.first_frame + i) / Fraction(self.fps).limit_denominator(1001)
 
 
-DecodeMode = Literal["stream", "context"]
-
-
 class AnimationSession:
     def __init__(
         self,
@@ -81,7 +78,7 @@ class AnimationSession:
         prompt: str = "",
         fps: float | None = None,
         seed: int = 0,
-        decode: DecodeMode = "context",
+        decode: DecodeMode = DEFAULT_DECODE_MODE,
     ):
         """image: (H, W, 3) uint8 RGB, H and W multiples of 16 (``liveact.media.load_reference_image``)."""
         self.engine = engine
@@ -95,11 +92,8 @@ class AnimationSession:
             raise ValueError(f"reference image must be (H, W, 3) with H and W multiples of {unit}, got {image.shape}")
         self.sampler = prepare_sampler(engine, image, prompt, seed)
         self.audio = StreamingAudioFeatures(engine.audio_backend, engine.audio_config, self.fps)
-        if decode not in ("stream", "context"):
-            raise ValueError(f"decode must be 'stream' or 'context', got {decode!r}")
+        self.decoding = DecodeSession(engine.decoder, decode, w, h)  # ValueError for an unknown mode
         self.decode_mode = decode
-        self.decoder_state = engine.decoder.initial_state()
-        self.decoder_context: torch.Tensor | None = None  # "context" mode: last clean latents
         self.frames_emitted = 0
 
     @property
@@ -130,13 +124,8 @@ class AnimationSession:
         cfg = self.engine.config
         k = self.chunks_done
         window = self.audio.chunk_window(cfg, k)
-        latent = self.sampler.next_chunk(window).latent
-        latent = latent.to(self.engine.vae.dtype)
-        if self.decode_mode == "stream":
-            frames, self.decoder_state = self.engine.decoder.decode(latent, self.decoder_state)
-        else:
-            frames, self.decoder_context = self.engine.decoder.decode_with_context(self.decoder_context, latent)
-        pixels = frames_to_uint8(frames)  # (T, H, W, 3)
+        latent = self.sampler.next_chunk(window).latent  # (1, Cz, F, h, w)
+        pixels = frames_to_uint8(self.decoding.decode(latent))  # (T, H, W, 3)
         start, end = plan_chunk(cfg, k).video_frames
         if limit is not None:
             pixels = pixels[: max(0, min(end, limit) - start)]

@@ -30,12 +30,12 @@ half-closes; any request after it (a snapshot: nothing is left to resume) is FAI
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from typing import TypeVar
 
 import grpc
@@ -49,6 +49,7 @@ from services.common.errors import RequestError, invalid
 from services.common.server import run
 from services.common.snapshot import SnapshotError
 from services.common.stream_metrics import StreamMetrics
+from services.common.streams import Slots, read_config
 from services.common.telemetry import Telemetry, Tracing
 
 __all__ = ["SERVICE_NAME", "AudioEncoder", "serve"]
@@ -70,10 +71,14 @@ class AudioEncoder(audio_encoder_pb2_grpc.AudioEncoderServicer):
         self.tracing = tracing
         self.audio = settings.audio_config
         self.backend: FeatureBackend | None = None
-        self.active = 0  # open Encode streams
+        self.slots = Slots(  # open Encode streams
+            settings.max_streams,
+            f"this audio encoder is at its limit of {settings.max_streams} concurrent streams: "
+            "retry later or use another replica",
+        )
         self._executor = executor
         self._ids = itertools.count(1)
-        self.metrics = StreamMetrics("audio_encoder", lambda: self.active, work="encode", output="rows")
+        self.metrics = StreamMetrics("audio_encoder", lambda: self.slots.active, work="encode", output="rows")
 
     async def warm_up(self) -> None:
         """Load the backend, then run one short stream through it so the first client pays nothing extra."""
@@ -102,14 +107,11 @@ class AudioEncoder(audio_encoder_pb2_grpc.AudioEncoderServicer):
         stream_id = next(self._ids)
         if self.backend is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the audio encoder is still warming up: retry shortly")
-        if self.active >= self.settings.max_streams:
-            log.warning("stream refused: at capacity", extra={"stream": stream_id, "active": self.active})
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"this audio encoder is at its limit of {self.settings.max_streams} concurrent streams: "
-                "retry later or use another replica",
-            )
-        self.active += 1
+        try:
+            self.slots.take()
+        except RequestError as exc:
+            log.warning("stream refused: at capacity", extra={"stream": stream_id, "active": self.slots.active})
+            await context.abort(exc.code, exc.message)
         started, outcome = time.monotonic(), "cancelled"
         try:
             async for response in self._encode(request_iterator, stream_id, context.peer()):
@@ -126,13 +128,13 @@ class AudioEncoder(audio_encoder_pb2_grpc.AudioEncoderServicer):
                 grpc.StatusCode.INTERNAL, f"the audio encoder failed on stream {stream_id}: see its log"
             )
         finally:
-            self.active -= 1
+            self.slots.release()
             log.info(
                 "stream closed",
                 extra={
                     "stream": stream_id,
                     "outcome": outcome,
-                    "active": self.active,
+                    "active": self.slots.active,
                     "seconds": round(time.monotonic() - started, 3),
                 },
             )
@@ -141,29 +143,16 @@ class AudioEncoder(audio_encoder_pb2_grpc.AudioEncoderServicer):
         self, requests: AsyncIterator[audio_encoder_pb2.EncodeRequest], stream_id: int, peer: str
     ) -> AsyncIterator[audio_encoder_pb2.EncodeResponse]:
         assert self.backend is not None
-        stream: EncodeStream | None = None
+        config = (await read_config(requests, "EncodeConfig")).config
+        fmt = parse_config(config, self.audio, self.settings.preset)
+        stream = EncodeStream(self.backend, self.audio, fmt)
+        if config.resume_state:
+            await self._resume(stream, config.resume_state)
+        resumed_at = stream.next_frame if config.resume_state else None
+        log.info("stream opened", extra={"stream": stream_id, "peer": peer, "resumed_at": resumed_at, **asdict(fmt)})
         async for request in requests:
             kind = request.WhichOneof("kind")
-            if stream is None:
-                if kind != "config":
-                    raise RequestError(
-                        grpc.StatusCode.FAILED_PRECONDITION,
-                        f"send an EncodeConfig first: the stream's first message carries {kind or 'nothing'}",
-                    )
-                fmt = parse_config(request.config, self.audio, self.settings.preset)
-                stream = EncodeStream(self.backend, self.audio, fmt)
-                if request.config.resume_state:
-                    await self._resume(stream, request.config.resume_state)
-                log.info(
-                    "stream opened",
-                    extra={
-                        "stream": stream_id,
-                        "peer": peer,
-                        "resumed_at": stream.next_frame if request.config.resume_state else None,
-                        **dataclasses.asdict(fmt),
-                    },
-                )
-            elif kind == "pcm":
+            if kind == "pcm":
                 stream.check_pcm(len(request.pcm), self.settings.pcm_limit)
                 piece = self._piece_bytes(stream.format)
                 span = self.tracing.start_from("audio_encoder.encode", request.trace_context)
@@ -205,9 +194,7 @@ class AudioEncoder(audio_encoder_pb2_grpc.AudioEncoderServicer):
         await asyncio.sleep(0)
         raise RequestError(
             grpc.StatusCode.FAILED_PRECONDITION,
-            "the request stream ended before end_of_audio: send end_of_audio to get the final rows"
-            if stream is not None
-            else "send an EncodeConfig first: the request stream ended without one",
+            "the request stream ended before end_of_audio: send end_of_audio to get the final rows",
         )
 
     async def _resume(self, stream: EncodeStream, state: bytes) -> None:
@@ -294,5 +281,5 @@ def serve(argv: list[str] | None = None) -> None:
         argv, description="LiveAct audio encoder: speech PCM -> one feature row per output video frame"
     )
     logs.configure(settings.log_level)
-    log.info("starting", extra={"settings": dataclasses.asdict(settings)})
+    log.info("starting", extra={"settings": asdict(settings)})
     asyncio.run(_main(settings, Telemetry(settings, "audio_encoder")))

@@ -26,30 +26,18 @@ import numpy as np
 import torch
 
 from liveact.audio import AudioConfig, FeatureBackend, FeatureRows, StreamingAudioFeatures, pcm_from_bytes
-from liveact.audio.io import PcmFormat
+from liveact.audio.io import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, PCM_SAMPLE_BYTES, PcmFormat
+from liveact.audio.resample import StreamingResampler
 from liveact.config import ConfigError
 from liveact.state.tensors import StateReader, check_state, float_tensor, int_tensor, with_prefix
 from liveact.v1 import audio_encoder_pb2, common_pb2
-from services.audio_encoder.resample import StreamingResampler
 from services.common import snapshot
+from services.common.audio_format import ENCODING_CODES, ENCODINGS
 from services.common.errors import invalid
 
 __all__ = ["SNAPSHOT_KIND", "EncodeStream", "StreamFormat", "parse_config"]
 
 SNAPSHOT_KIND = "audio_encoder"  # services.common.snapshot's kind for this stream's state
-
-_ENCODINGS: dict[int, PcmFormat] = {
-    common_pb2.AudioFormat.ENCODING_UNSPECIFIED: "s16le",  # the proto's default
-    common_pb2.AudioFormat.PCM_S16LE: "s16le",
-    common_pb2.AudioFormat.PCM_F32LE: "f32le",
-}
-_SAMPLE_BYTES = {"s16le": 2, "f32le": 4}
-_ENCODING_CODES: dict[PcmFormat, int] = {  # how a snapshot records the encoding: the proto's enum value
-    "s16le": common_pb2.AudioFormat.PCM_S16LE,
-    "f32le": common_pb2.AudioFormat.PCM_F32LE,
-}
-MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 192000  # other rates are resampled to the encoder's (16 kHz)
-MAX_AUDIO_CHANNELS = 32
 
 
 @dataclass(frozen=True)
@@ -62,7 +50,7 @@ class StreamFormat:
     @property
     def frame_bytes(self) -> int:
         """Bytes of one sample frame (one sample per channel)."""
-        return _SAMPLE_BYTES[self.encoding] * self.channels
+        return PCM_SAMPLE_BYTES[self.encoding] * self.channels
 
 
 def parse_config(config: audio_encoder_pb2.EncodeConfig, audio: AudioConfig, preset: str) -> StreamFormat:
@@ -81,7 +69,7 @@ def parse_config(config: audio_encoder_pb2.EncodeConfig, audio: AudioConfig, pre
     except ConfigError as exc:
         raise invalid(f"config.fps: {exc}") from None
     fmt = config.audio_format
-    if fmt.encoding not in _ENCODINGS:
+    if fmt.encoding not in ENCODINGS:
         raise invalid(
             f"config.audio_format.encoding = {fmt.encoding} is not a known encoding: use PCM_S16LE "
             f"({common_pb2.AudioFormat.PCM_S16LE}) or PCM_F32LE ({common_pb2.AudioFormat.PCM_F32LE})"
@@ -93,12 +81,12 @@ def parse_config(config: audio_encoder_pb2.EncodeConfig, audio: AudioConfig, pre
             f"send {audio.sample_rate} Hz (the encoder's rate; other rates in range are resampled)"
         )
     channels = fmt.channels or 1
-    if channels > MAX_AUDIO_CHANNELS:
+    if channels > MAX_CHANNELS:
         raise invalid(
-            f"config.audio_format.channels = {channels} is more than {MAX_AUDIO_CHANNELS}: send mono "
+            f"config.audio_format.channels = {channels} is more than {MAX_CHANNELS}: send mono "
             "(or interleaved channels, which are averaged)"
         )
-    return StreamFormat(_ENCODINGS[fmt.encoding], rate, channels, fps)
+    return StreamFormat(ENCODINGS[fmt.encoding], rate, channels, fps)
 
 
 class EncodeStream:
@@ -152,7 +140,7 @@ class EncodeStream:
         """``format.*`` (checked on load), the byte count, ``resampler.*`` (if resampling), ``features.*``."""
         fmt = self.format
         out = {
-            "format.encoding": int_tensor(_ENCODING_CODES[fmt.encoding]),
+            "format.encoding": int_tensor(ENCODING_CODES[fmt.encoding]),
             "format.sample_rate": int_tensor(fmt.sample_rate),
             "format.channels": int_tensor(fmt.channels),
             "format.fps": float_tensor(fmt.fps),
@@ -177,7 +165,7 @@ class EncodeStream:
             "fps": r.read_float("format.fps"),
         }
         current = {
-            "encoding": _ENCODING_CODES[fmt.encoding],
+            "encoding": ENCODING_CODES[fmt.encoding],
             "sample_rate": fmt.sample_rate,
             "channels": fmt.channels,
             "fps": fmt.fps,
@@ -220,7 +208,7 @@ _FORMAT_FIELDS = {
 
 def _show(name: str, value: float) -> str:
     if name == "encoding":
-        names = {code: common_pb2.AudioFormat.Encoding.Name(code) for code in _ENCODING_CODES.values()}
+        names = {code: common_pb2.AudioFormat.Encoding.Name(code) for code in ENCODING_CODES.values()}
         return names.get(int(value), str(value))
     return f"{value:.7g}" if name == "fps" else str(value)  # fps: a float32 on the wire
 

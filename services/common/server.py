@@ -1,7 +1,8 @@
 """One life cycle for every service: bind, warm up, serve, drain on SIGTERM.
 
 ``run(settings, name, add_servicers, warm_up)``:
-1. a ``grpc.aio`` server with message limits and keepalive suited to hour-long streams;
+1. a ``grpc.aio`` server with message limits and keepalive suited to hour-long streams, whose requests
+   that do not decode are INVALID_ARGUMENT (``decoding.RequestDecodingGuard``);
 2. the standard health service, NOT_SERVING until ``warm_up`` (model loading) has finished;
 3. reflection when ``--reflection``;
 4. on SIGTERM/SIGINT: NOT_SERVING at once, then ``stop(grace)`` lets in-flight streams finish for
@@ -24,6 +25,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common.decoding import RequestDecodingGuard
 from services.common.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,7 @@ async def run(
     on_drain: Callable[[], Awaitable[None]] | None = None,
     monitor: Callable[[Health], Awaitable[None]] | None = None,
 ) -> None:
-    server = grpc.aio.server(options=server_options(settings))
+    server = grpc.aio.server(options=server_options(settings), interceptors=[RequestDecodingGuard()])
     add_servicers(server)
     status = Health(service_names)
     health_pb2_grpc.add_HealthServicer_to_server(status.servicer, server)

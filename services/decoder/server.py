@@ -4,7 +4,7 @@ A stream is ``config`` (first), then ``chunk``s in order, then ``end``; each chu
 as soon as it is decoded, and ``end`` (or the client half-closing) flushes the rest of an fMP4
 stream and finishes the call with OK. The VAE is loaded once (in warm-up) and shared; each stream
 owns its decode state, which is freed when the stream ends, fails or is cancelled: with
-``DecodeConfig.decode_mode`` STREAM (the default) the VAE's causal cache, with CONTEXT the last 3
+``DecodeConfig.decode_mode`` STREAM the VAE's causal cache, with CONTEXT (the default) the last 3
 clean latents (the public implementation's decode; see ``stream.py``).
 
 Snapshots: a ``snapshot`` request after chunk k is answered, after chunk k's frames, with the
@@ -31,7 +31,6 @@ import asyncio
 import concurrent.futures
 import itertools
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
@@ -46,6 +45,7 @@ from services.common import logs
 from services.common.errors import RequestError
 from services.common.server import run
 from services.common.stream_metrics import StreamMetrics
+from services.common.streams import Slots, read_config
 from services.common.telemetry import CHUNK_KEY, Telemetry, Tracing
 from services.decoder.settings import DecoderSettings
 from services.decoder.stream import DecodeStream, parse_config
@@ -67,10 +67,12 @@ class Decoder(decoder_pb2_grpc.DecoderServicer):
         self.decoder: StreamingDecoder | None = None  # set by warm_up
         self.max_response_bytes = settings.max_message_bytes - RESPONSE_OVERHEAD
         self.executor = concurrent.futures.ThreadPoolExecutor(settings.max_streams, "liveact-decoder")
-        self.active = 0  # admitted streams whose resources are not yet released
-        self._lock = threading.Lock()  # active is also decremented from worker threads
+        self.slots = Slots(  # admitted streams whose resources are not yet released (freed from worker threads too)
+            settings.max_streams,
+            f"all {settings.max_streams} decode stream slots are busy: retry later or on another replica",
+        )
         self._ids = itertools.count(1)
-        self.metrics = StreamMetrics("decoder", lambda: self.active, work="decode", output="frames")
+        self.metrics = StreamMetrics("decoder", lambda: self.slots.active, work="decode", output="frames")
 
     async def warm_up(self) -> None:
         self.decoder = await asyncio.to_thread(self._load)
@@ -96,31 +98,25 @@ class Decoder(decoder_pb2_grpc.DecoderServicer):
     async def Decode(self, request_iterator, context) -> AsyncIterator[decoder_pb2.DecodeResponse]:
         if self.decoder is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the decoder is still loading its VAE: retry shortly")
-        if not self._admit():
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"all {self.settings.max_streams} decode stream slots are busy: retry later or on another replica",
-            )
+        try:
+            self.slots.take()
+        except RequestError as exc:
+            await context.abort(exc.code, exc.message)
         sid = next(self._ids)
         started = time.monotonic()
         ended = False  # end was sent (not just a half-close): later requests are refused
         stream: DecodeStream | None = None
         jobs: list[concurrent.futures.Future] = []  # the stream's job in flight, if any
         try:
+            config = (await read_config(request_iterator, "DecodeConfig")).config
+            stream = self._new_stream(config)
+            if config.resume_state:
+                await self._offload(jobs, stream.resume, config.resume_state)
+            await self._offload(jobs, stream.open)
+            log.info("stream started", extra={"stream": sid, "peer": context.peer(), **_describe(stream)})
             async for request in request_iterator:
                 kind = request.WhichOneof("kind")
-                if stream is None:
-                    if kind != "config":
-                        raise RequestError(
-                            grpc.StatusCode.FAILED_PRECONDITION,
-                            f"the first message of a Decode stream must be config, got {kind or 'an empty message'}",
-                        )
-                    stream = self._new_stream(request.config)
-                    if request.config.resume_state:
-                        await self._offload(jobs, stream.resume, request.config.resume_state)
-                    await self._offload(jobs, stream.open)
-                    log.info("stream started", extra={"stream": sid, "peer": context.peer(), **_describe(stream)})
-                elif kind == "chunk":
+                if kind == "chunk":
                     chunk = request.chunk
                     span = self.tracing.start_from(
                         "decoder.decode", chunk.trace_context, **{CHUNK_KEY: chunk.chunk_index}
@@ -147,11 +143,10 @@ class Decoder(decoder_pb2_grpc.DecoderServicer):
                     raise RequestError(
                         grpc.StatusCode.INVALID_ARGUMENT, "empty request: set config, chunk or end (or snapshot)"
                     )
-            if stream is not None:  # end, or the client half-closed: the same
-                for response in await self._offload(jobs, stream.finish):
-                    yield response
-                seconds = round(time.monotonic() - started, 3)
-                log.info("stream ended", extra={"stream": sid, "frames": stream.frames_sent, "seconds": seconds})
+            for response in await self._offload(jobs, stream.finish):  # end, or the client half-closed: the same
+                yield response
+            seconds = round(time.monotonic() - started, 3)
+            log.info("stream ended", extra={"stream": sid, "frames": stream.frames_sent, "seconds": seconds})
             if ended:
                 async for late in request_iterator:  # the call ends when the client half-closes
                     raise _after_end(late.WhichOneof("kind"))
@@ -165,13 +160,6 @@ class Decoder(decoder_pb2_grpc.DecoderServicer):
             self._release(stream, jobs[-1] if jobs else None, sid)
 
     # -- helpers -------------------------------------------------------------------------------------
-
-    def _admit(self) -> bool:
-        with self._lock:
-            if self.active >= self.settings.max_streams:
-                return False
-            self.active += 1
-            return True
 
     def _new_stream(self, config: decoder_pb2.DecodeConfig) -> DecodeStream:
         assert self.decoder is not None
@@ -195,8 +183,7 @@ class Decoder(decoder_pb2_grpc.DecoderServicer):
             except Exception:
                 log.exception("closing stream failed", extra={"stream": sid})
             finally:
-                with self._lock:
-                    self.active -= 1
+                self.slots.release()
 
         if job is not None and not job.done():  # cancelled mid-chunk: the job still holds the stream
             job.add_done_callback(release)

@@ -42,6 +42,7 @@ from liveact.v1 import audio_encoder_pb2_grpc, decoder_pb2_grpc, generator_pb2, 
 from services.common import logs
 from services.common.errors import RequestError
 from services.common.server import NOT_SERVING, SERVING, Health, run, server_options
+from services.common.streams import Slots, read_config
 from services.common.telemetry import Telemetry, Tracing
 from services.generator.audio_log import AudioLog
 from services.generator.checkpoint import CheckpointWriter
@@ -53,7 +54,7 @@ from services.generator.resume import Restored, resume
 from services.generator.session import GeneratorSession
 from services.generator.settings import GeneratorSettings
 from services.generator.tracing import ChunkTraces
-from services.generator.validate import SessionParams, parse_config, session_info
+from services.generator.validate import SessionParams, check_resume, parse_config, session_info
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,10 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
         self.tracing = tracing
         self.engine: Engine | None = None
         self.peers: Peers | None = None
-        self.active = 0  # admitted Animate streams, until their handler has finished
+        self.slots = Slots(
+            settings.max_sessions,
+            f"all {settings.max_sessions} session slots are busy: retry later or on another replica",
+        )  # admitted Animate streams, until their handler has finished
         self.sessions: set[GeneratorSession] = set()  # the running ones
         self.draining = False
         self._cut: asyncio.TimerHandle | None = None
@@ -112,7 +116,7 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
         self.draining = True
         grace = self.settings.grace_s
         cut_after = max(0.0, grace - min(DRAIN_MARGIN_S, grace / 4))
-        log.info("draining sessions", extra={"active": self.active, "cut_after_s": round(cut_after, 3)})
+        log.info("draining sessions", extra={"active": self.slots.active, "cut_after_s": round(cut_after, 3)})
         for session in list(self.sessions):
             if session.checkpoints is not None:
                 session.hand_off()
@@ -213,6 +217,7 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                 grpc.StatusCode.FAILED_PRECONDITION,
                 "this generator keeps no session state (started without --redis-url): it cannot resume sessions",
             )
+        check_resume(request)
         params, restored, lease = await resume(self.store, self.engine, self.ranks, request, self.settings.owner)
         self.metrics.resumes.add(1, {"mode": generator_pb2.ResumeRequest.Mode.Name(request.mode)})
         return params, restored, self._writer(lease, params, restored)
@@ -224,36 +229,27 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
         return generator_pb2.ServerInfo(
             preset=cfg.name, default_width=cfg.width, default_height=cfg.height,
             default_fps=self.engine.audio_config.default_fps, max_sessions=self.settings.max_sessions,
-            active_sessions=self.active, max_message_bytes=self.settings.max_message_bytes,
+            active_sessions=self.slots.active, max_message_bytes=self.settings.max_message_bytes,
             audio_sample_rate=self.engine.audio_config.sample_rate,
         )  # fmt: skip
 
     async def Animate(self, request_iterator, context) -> AsyncIterator[generator_pb2.AnimateResponse]:
         if self.engine is None or self.peers is None or self.draining:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "not serving (warming up or draining): retry elsewhere")
-        if self.active >= self.settings.max_sessions:
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"all {self.settings.max_sessions} session slots are busy: retry later or on another replica",
-            )
-        self.active += 1
+        try:
+            self.slots.take()
+        except RequestError as exc:
+            await context.abort(exc.code, exc.message)
         session_id = "-"
         session: GeneratorSession | None = None
         dit = None
         try:
-            first = await anext(aiter(request_iterator), None)
-            if first is None:
-                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "empty stream: send a SessionConfig first")
-            if first.WhichOneof("kind") != "config":
-                raise RequestError(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    f"the first message must be a SessionConfig, got {first.WhichOneof('kind') or 'an empty message'}",
-                )
+            first = await read_config(request_iterator, "SessionConfig")
             if first.config.HasField("resume") and first.config.resume.session_id:
                 params, restored, checkpoints = await self._resume(first.config.resume)
             else:
                 limit = self.settings.max_image_mb * 1024 * 1024
-                mode = self.settings.decode_mode_for(self.engine.config.vae)
+                mode = self.settings.session_decode_mode
                 params = await asyncio.to_thread(
                     parse_config, first.config, self.engine.config, self.engine.audio_config, limit, mode
                 )
@@ -301,7 +297,7 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
             log.info("session cancelled", extra={"session": session_id})
             raise
         finally:
-            self.active -= 1
+            self.slots.release()
             if dit is not None:
                 dit.close()
             if session is not None:

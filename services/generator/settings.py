@@ -12,10 +12,12 @@ from liveact.parallel.tp import check_tp
 from liveact.pipeline.engine import DTYPES, KV_CACHES
 from liveact.state.backoff import Backoff
 from liveact.state.settings import StoreSettings
+from liveact.vae.session import DECODE_MODES as SESSION_DECODE_MODES
+from liveact.vae.session import DEFAULT_DECODE_MODE, DecodeMode
 from services.common.settings import ServerSettings
 from services.generator.checkpoint import CheckpointPolicy
 
-DECODE_MODES = ("auto", "stream", "context")
+DECODE_MODES = ("auto", *SESSION_DECODE_MODES)
 
 
 @dataclass(frozen=True)
@@ -127,9 +129,10 @@ class GeneratorSettings(ServerSettings):
     def backoff(self) -> Backoff:
         return Backoff()
 
-    def decode_mode_for(self, vae_preset: str) -> str:
-        """ "stream" or "context" for a session on ``vae_preset`` (every preset's VAE decodes in context)."""
-        return "context" if self.decode_mode == "auto" else self.decode_mode
+    @property
+    def session_decode_mode(self) -> DecodeMode:
+        """ "stream" or "context" for every session (auto: the library's default, what the VAEs are trained for)."""
+        return DEFAULT_DECODE_MODE if self.decode_mode == "auto" else self.decode_mode  # type: ignore[return-value]
 
     @property
     def owner(self) -> str:

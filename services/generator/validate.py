@@ -1,8 +1,9 @@
 """Checking what a client sends a generator: every problem becomes INVALID_ARGUMENT with what to fix.
 
-``parse_config`` checks a new session's ``SessionConfig``; ``check_audio_chunk`` checks each
-``AudioChunk`` (in order, not empty, whole samples, finite floats). An AudioChunk is checked here
-rather than left to the encoder, whose refusal mid-stream can reach gRPC's asyncio client as
+``parse_config`` checks a new session's ``SessionConfig``, ``check_resume`` a ``ResumeRequest``
+(what the store cannot check: that it names a session), ``check_audio_chunk`` each ``AudioChunk``
+(in order, not empty, whole samples, finite floats). An AudioChunk is checked here rather than
+left to the encoder, whose refusal mid-stream can reach gRPC's asyncio client as
 INTERNAL while the generator is still writing to it.
 
 What the audio encoder would refuse about a config (fps outside its tempo range, an unknown
@@ -20,22 +21,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from liveact.audio import AudioConfig
+from liveact.audio.io import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, PCM_SAMPLE_BYTES, PcmFormat
 from liveact.config import ConfigError, LiveActConfig
-from liveact.media import ImageError, load_reference_image
+from liveact.media import DEFAULT_JPEG_QUALITY, ImageError, load_reference_image
+from liveact.state.keys import SESSION_ID_PATTERN
 from liveact.state.schema import SessionInfo
 from liveact.v1 import common_pb2, generator_pb2
-from services.audio_encoder.stream import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+from services.common.audio_format import ENCODINGS
 from services.common.errors import invalid
 
 DEFAULT_FPS = 20.0
-DEFAULT_JPEG_QUALITY = 90
 MAX_FPS = 60.0
 MAX_SIDE = 2048  # pixels per side a session may ask for
-ENCODINGS = {
-    common_pb2.AudioFormat.ENCODING_UNSPECIFIED: ("s16le", 2),
-    common_pb2.AudioFormat.PCM_S16LE: ("s16le", 2),
-    common_pb2.AudioFormat.PCM_F32LE: ("f32le", 4),
-}
 FORMATS = (common_pb2.RAW_RGB, common_pb2.JPEG, common_pb2.FMP4_H264)
 
 
@@ -56,14 +53,13 @@ class SessionParams:
     decode_mode: str = "stream"  # the decoder's mode for this session ("stream" or "context"), fixed for its life
 
     @property
-    def sample_format(self) -> str:
-        """ "s16le" or "f32le"."""
-        return ENCODINGS[self.audio_format.encoding][0]
+    def sample_format(self) -> PcmFormat:
+        return ENCODINGS[self.audio_format.encoding]
 
     @property
     def frame_bytes(self) -> int:
         """Bytes per multi-channel sample frame."""
-        return ENCODINGS[self.audio_format.encoding][1] * (self.audio_format.channels or 1)
+        return PCM_SAMPLE_BYTES[self.sample_format] * (self.audio_format.channels or 1)
 
     @property
     def audio_format_name(self) -> str:
@@ -99,8 +95,8 @@ def parse_config(
     fmt = msg.audio_format
     if fmt.encoding not in ENCODINGS:
         raise invalid(f"audio_format.encoding {fmt.encoding} is unknown: use PCM_S16LE or PCM_F32LE")
-    if fmt.channels > 8:
-        raise invalid(f"audio_format.channels {fmt.channels} must be 1..8")
+    if fmt.channels > MAX_CHANNELS:
+        raise invalid(f"audio_format.channels {fmt.channels} must be 1..{MAX_CHANNELS} (0 means 1)")
     rate = fmt.sample_rate or audio.sample_rate
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise invalid(
@@ -131,6 +127,30 @@ def parse_config(
         sample_rate=rate,
         decode_mode=decode_mode,
     )
+
+
+MAX_SECRET_CHARS = 256  # a resume_secret is 32 characters (secrets.token_urlsafe(24)); anything longer is not one
+RESUME_MODES = (
+    generator_pb2.ResumeRequest.MODE_UNSPECIFIED,
+    generator_pb2.ResumeRequest.EXACT,
+    generator_pb2.ResumeRequest.LIVE,
+)
+
+
+def check_resume(req: generator_pb2.ResumeRequest) -> None:
+    """A ResumeRequest whose fields can name a session (the store checks the rest); nothing is echoed."""
+    if not SESSION_ID_PATTERN.fullmatch(req.session_id):
+        raise invalid(
+            f"resume.session_id ({len(req.session_id)} characters) is not a session id: send the session_id "
+            f"of a SessionHeader ({SESSION_ID_PATTERN.pattern})"
+        )
+    if not 0 < len(req.resume_secret) <= MAX_SECRET_CHARS:
+        raise invalid(
+            f"resume.resume_secret has {len(req.resume_secret)} characters: send the resume_secret of the "
+            f"session's SessionHeader (1..{MAX_SECRET_CHARS} characters)"
+        )
+    if req.mode not in RESUME_MODES:
+        raise invalid(f"resume.mode {req.mode} is unknown: use EXACT or LIVE")
 
 
 def check_audio_chunk(p: SessionParams, chunk: generator_pb2.AudioChunk, expected_seq: int, audio_ended: bool) -> None:

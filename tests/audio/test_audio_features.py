@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_audio_signals import SR, speech_like
+from signals import SR, speech_like
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from liveact.audio import AudioConfig, AudioError, audio_features, frame_count, interpolate_to_frames, load_backend

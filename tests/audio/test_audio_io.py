@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from test_audio_signals import SR, tone, write_wav
+from signals import SR, tone, write_wav
 
 from liveact.audio import AudioConfig, AudioError, audio_features, decode_audio, decode_pcm, load_backend
 from liveact.audio.io import pcm_from_bytes

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from signals import SR, speech_like
 from test_audio_features import w2v_dir  # noqa: F401  (fixture)
-from test_audio_signals import SR, speech_like
 
 from liveact.audio import AudioConfig, RowsUnavailable, StreamingAudioFeatures, audio_features, load_backend
 from liveact.config import ConfigError, get_preset

@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from test_audio_signals import SR, speech_like, tone
+from signals import SR, speech_like, tone
 
 from liveact.audio import AudioConfig, StreamingTempo, tempo_for, tempo_stretch
 from liveact.config import ConfigError

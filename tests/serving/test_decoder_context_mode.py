@@ -154,7 +154,7 @@ def test_parse_config_reads_the_decode_mode(vae_decoder):
         msg = decoder_pb2.DecodeConfig(vae_preset="tiny", width=SIZE, height=SIZE, fps=FPS, decode_mode=mode)
         return parse_config(msg, vae_decoder.cfg, MAX_LATENTS, MAX_RESPONSE_BYTES)
 
-    assert parse(decoder_pb2.DECODE_MODE_UNSPECIFIED).decode_mode == STREAM  # the default: bit-exact
+    assert parse(decoder_pb2.DECODE_MODE_UNSPECIFIED).decode_mode == CONTEXT  # the library's default mode
     assert parse(STREAM).mode_name == "STREAM" and parse(CONTEXT).mode_name == "CONTEXT"
     with pytest.raises(RequestError, match="decode_mode 7 is not one of DECODE_MODE_UNSPECIFIED, STREAM, CONTEXT"):
         parse(7)

@@ -68,7 +68,7 @@ def new_stream(
 ) -> DecodeStream:
     """A DecodeStream as the server makes it (RAW_RGB unless told), resumed from ``state`` if given."""
     fields = dict(width=SIZE, height=SIZE, fps=Fraction(FPS), output_format=common_pb2.RAW_RGB, jpeg_quality=90)
-    fmt = StreamFormat(**(fields | {"audio_sample_rate": 0} | fmt_fields))
+    fmt = StreamFormat(**(fields | {"audio_sample_rate": 0, "decode_mode": decoder_pb2.STREAM} | fmt_fields))
     stream = DecodeStream(decoder, fmt, MAX_LATENTS, max_bytes)
     if state:
         stream.resume(state)
@@ -228,7 +228,10 @@ def stub():
 
 
 def config(**fields) -> decoder_pb2.DecodeRequest:
-    base = dict(vae_preset="tiny", width=SIZE, height=SIZE, fps=FPS, output_format=common_pb2.RAW_RGB)
+    base = dict(
+        vae_preset="tiny", width=SIZE, height=SIZE, fps=FPS, output_format=common_pb2.RAW_RGB,
+        decode_mode=decoder_pb2.STREAM,
+    )  # fmt: skip
     return decoder_pb2.DecodeRequest(config=decoder_pb2.DecodeConfig(**(base | fields)))
 
 

@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 import torch
 from servers import service_process
-from test_audio_signals import SR, speech_like
+from signals import SR, speech_like
 
 from liveact.audio import AudioConfig, RowsUnavailable, StreamingAudioFeatures, StreamingTempo, load_backend, tempo_for
+from liveact.audio.resample import StreamingResampler
 from liveact.audio.rows import FrameRing
 from liveact.config import get_preset
 from liveact.v1 import audio_encoder_pb2 as pb
 from liveact.v1 import audio_encoder_pb2_grpc, common_pb2
-from services.audio_encoder.resample import StreamingResampler
 from services.audio_encoder.stream import EncodeStream, StreamFormat
 from services.common import snapshot
 from services.common.tensors import from_proto

@@ -21,13 +21,13 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from servers import ROOT, service_process
-from test_audio_signals import SR, speech_like
+from signals import SR, speech_like
 
 from liveact.audio import AudioConfig, audio_features, decode_pcm, load_backend, pcm_from_bytes
+from liveact.audio.resample import StreamingResampler
 from liveact.config import get_preset
 from liveact.v1 import audio_encoder_pb2 as pb
 from liveact.v1 import audio_encoder_pb2_grpc, common_pb2
-from services.audio_encoder.resample import StreamingResampler
 from services.audio_encoder.settings import EncoderSettings
 from services.common.tensors import from_proto
 

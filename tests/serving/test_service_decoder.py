@@ -93,7 +93,10 @@ def stub(server):
 
 
 def config(**overrides) -> decoder_pb2.DecodeRequest:
-    fields = dict(vae_preset="tiny", width=SIZE, height=SIZE, fps=FPS, output_format=common_pb2.RAW_RGB)
+    fields = dict(
+        vae_preset="tiny", width=SIZE, height=SIZE, fps=FPS, output_format=common_pb2.RAW_RGB,
+        decode_mode=decoder_pb2.STREAM,
+    )  # fmt: skip
     return decoder_pb2.DecodeRequest(config=decoder_pb2.DecodeConfig(**(fields | overrides)))
 
 
@@ -247,7 +250,7 @@ BAD_STREAMS = {
     "chunk_before_config": (
         lambda z: [chunk(0, z)],
         grpc.StatusCode.FAILED_PRECONDITION,
-        ("first message", "must be config", "got chunk"),
+        ("first message", "must be a DecodeConfig", "got chunk"),
     ),
     "wrong_vae_preset": (
         lambda z: [config(vae_preset="wan2.1"), chunk(0, z)],
