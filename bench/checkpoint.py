@@ -12,7 +12,7 @@ One run; what it reports:
   and the chunk counter). ``stored_bytes`` is what Redis holds (safetensors blobs with headers).
   ``write_ms`` / ``read_ms`` are medians of ``store_repeats`` interleaved ``SessionStore.write_checkpoint``
   / ``read_checkpoint`` calls with those tensors against a second private ``redis-server``
-  (``liveact.cli.launch.redis_process``), nothing else running on it; ``*_cpu_ms`` add this
+  (``liveact.launch.redis_process``), nothing else running on it; ``*_cpu_ms`` add this
   process's and redis-server's CPU time. ``computed`` repeats the DiT parts from the config
   (``liveact.memory.sizing`` and the conditioning shapes below) as a check of the 18B figures.
 * ``fps_checkpoints_on`` / ``fps_checkpoints_off``: generation throughput through the three services
@@ -79,13 +79,12 @@ import torch
 from bench.pipeline import CHUNK_MS, FORMATS, IMAGE, VIDEO_FPS, CpuClock, load_speech
 from liveact.audio.config import AudioConfig
 from liveact.audio.frames import frame_count
-from liveact.cli.launch import redis_process, service_process
 from liveact.client import animate
 from liveact.client.animate import AnimateResult
 from liveact.config import LiveActConfig, get_preset
+from liveact.launch import redis_process, service_process
 from liveact.memory import sizing
 from liveact.pipeline import chunks_needed
-from liveact.pipeline.engine import builtin_dir
 from liveact.state.keys import SessionKeys
 from liveact.state.schema import (
     AUDIO_ROWS,
@@ -108,6 +107,7 @@ from liveact.v1 import generator_pb2
 from liveact.vae.config import get_vae_preset
 from liveact.vae.loading import build_vae
 from liveact.vae.streaming import StreamingDecoder
+from liveact.weight_files import builtin_dir
 from services.generator.checkpoint import CheckpointPolicy
 from services.generator.scheduler import ROWS_KEPT
 

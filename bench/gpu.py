@@ -232,7 +232,7 @@ def skip_reason(device: torch.device) -> str | None:
 
 def default_resolutions(config: LiveActConfig) -> list[tuple[int, int]]:
     """416x720 and 512x512 (the public recipe's sizes) for liveact-18b; the preset's own size otherwise."""
-    from liveact.cli.info import RESOLUTIONS
+    from liveact.config import RESOLUTIONS
 
     return list(RESOLUTIONS) if config.name == "liveact-18b" else [(config.width, config.height)]
 

@@ -7,7 +7,7 @@ the client sends it, so both paths generate from identical samples with the same
 * ``in_process``: ``AnimationSession`` in this process, audio pushed in 100 ms pieces as fast as
   possible. Its frames are uint8 arrays; nothing is encoded.
 * ``services``: audio encoder, decoder and generator as separate processes on loopback
-  (``liveact.cli.launch.local_cluster``, as ``liveact up`` starts them), driven by
+  (``liveact.launch.local_cluster``, as ``liveact up`` starts them), driven by
   ``liveact.client.animate`` with the same 100 ms pieces as fast as possible; the decoder encodes
   frames to the chosen format (JPEG by default).
 * ``--realtime`` adds both paths again with audio sent at real-time pace (``*_realtime``).
@@ -49,9 +49,9 @@ import numpy as np
 import torch
 
 from liveact.audio import decode_audio
-from liveact.cli.launch import local_cluster
 from liveact.client import animate
 from liveact.client.animate import to_s16
+from liveact.launch import local_cluster
 from liveact.media import load_reference_image
 from liveact.pipeline import AnimationSession, Engine, load_engine
 from liveact.v1 import common_pb2

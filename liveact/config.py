@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 __all__ = [
     "PRESETS",
+    "RESOLUTIONS",
     "ConfigError",
     "LiveActConfig",
     "MemoryConfig",
@@ -336,6 +337,8 @@ _TINY = LiveActConfig(
         audio_context_tokens=8,
     ),
 )
+
+RESOLUTIONS = ((416, 720), (512, 512))  # liveact-18b: width x height, as the public --size flag takes them
 
 PRESETS: dict[str, LiveActConfig] = {c.name: c for c in (_LIVEACT_18B, _TINY)}
 

@@ -1,4 +1,4 @@
-"""Start a LiveAct service as a real process for a test, and stop it cleanly (``liveact.cli.launch``)."""
+"""Start a LiveAct service as a real process for a test, and stop it cleanly (``liveact.launch``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from liveact.cli import launch
+from liveact import launch
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120.0

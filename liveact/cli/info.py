@@ -6,11 +6,10 @@ import argparse
 import json
 from collections import Counter
 
-from liveact.config import LiveActConfig, get_preset
+from liveact.config import RESOLUTIONS, LiveActConfig, get_preset
 from liveact.memory.sizing import session_state
 from liveact.model.loading import build_model
 
-RESOLUTIONS = ((416, 720), (512, 512))  # width x height, as the public --size flag takes it
 TP_DEGREES = (1, 2, 4)
 
 

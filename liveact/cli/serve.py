@@ -7,7 +7,7 @@ import logging
 import signal
 import time
 
-from liveact.cli.launch import SERVICES, local_cluster
+from liveact.launch import SERVICES, local_cluster
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from liveact.model.loading import CheckpointError, check_state_dict, key_problems
+from liveact.weight_files import CheckpointError, check_state_dict, key_problems
 
 __all__ = ["assign_strict", "check_layout", "load_pth"]
 

@@ -25,7 +25,7 @@ import torch
 
 from liveact.conditioning.tiny import TinyImageTokenizer, TinyTextEncoder
 from liveact.config import ConfigError, ModelConfig, preset_names
-from liveact.model.loading import CheckpointError
+from liveact.weight_files import CheckpointError
 
 __all__ = [
     "ConditioningCache",

@@ -33,7 +33,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, UMT5Config, UMT
 
 from liveact.conditioning.checkpoint import assign_strict, check_layout, load_pth
 from liveact.conditioning.prompt import clean_prompt
-from liveact.model.loading import CheckpointError
+from liveact.weight_files import CheckpointError
 
 __all__ = [
     "T5_CHECKPOINT",

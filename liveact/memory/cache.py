@@ -17,7 +17,8 @@ to all 14. Before a chunk writes, if the chunk slots hold a previous chunk, the 
 them into the persistent part (``LayerKV.compact``). Running the update eagerly (for a checkpoint)
 and skipping it later is bitwise identical to running it lazily.
 
-``UnboundedLayerKV`` is the baseline for benchmarks and tests only: it keeps every frame.
+``UnboundedLayerKV`` is the baseline for benchmarks and tests only: it keeps every frame. Attention
+takes any ``KVCache``: these two, the training rollout's ``RolloutLayerKV``, or a ``Draft`` of one.
 """
 
 from __future__ import annotations
@@ -196,6 +197,14 @@ class SlotMove:
     src0: int
     src1: int
     compress: bool  # True: C folds the ``compress_group`` source slots into the one slot ``dst``
+
+
+class KVCache(Protocol):
+    """What attention appends a chunk's K/V to: any cache here (serving, baseline, rollout) or a ``Draft``."""
+
+    def append(
+        self, k: torch.Tensor, v: torch.Tensor, weight_k: torch.Tensor | None, weight_v: torch.Tensor | None
+    ) -> AttendView: ...
 
 
 class Committing(Protocol):

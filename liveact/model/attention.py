@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from liveact.config import ModelConfig
-from liveact.memory.cache import LayerKV, UnboundedLayerKV
+from liveact.memory.cache import KVCache
 from liveact.model.layers import RMSNorm
 from liveact.model.rope import Rope3D
 
@@ -44,14 +44,14 @@ class SelfAttention(nn.Module):
         self.norm_q = RMSNorm(c, cfg.eps) if cfg.qk_norm else nn.Identity()
         self.norm_k = RMSNorm(c, cfg.eps) if cfg.qk_norm else nn.Identity()
         # ConvKV compressors: depthwise, kernel = stride = compress_group, per channel.
-        conv = dict(kernel_size=compress_group, stride=compress_group, groups=c, bias=False)
-        self.memory_proj_k = nn.Conv1d(c, c, **conv)
-        self.memory_proj_v = nn.Conv1d(c, c, **conv)
+        g = compress_group
+        self.memory_proj_k = nn.Conv1d(c, c, kernel_size=g, stride=g, groups=c, bias=False)
+        self.memory_proj_v = nn.Conv1d(c, c, kernel_size=g, stride=g, groups=c, bias=False)
 
     def compressor_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.memory_proj_k.weight, self.memory_proj_v.weight
 
-    def forward(self, x: torch.Tensor, grid: Grid, kv: LayerKV | UnboundedLayerKV, rope: Rope3D) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid: Grid, kv: KVCache, rope: Rope3D) -> torch.Tensor:
         b, s, _ = x.shape
         frames, rows, cols = grid
         heads = self.q.out_features // self.head_dim  # a tensor-parallel rank holds a share
@@ -67,7 +67,8 @@ class SelfAttention(nn.Module):
             keys = torch.cat([keys[:, :a], keys[:, b:]], dim=1)
             values = torch.cat([values[:, :a], values[:, b:]], dim=1)
         out = attend(q, keys, values.type_as(q))  # (B, S, H, D)
-        return self.o(out.flatten(2))
+        projected: torch.Tensor = self.o(out.flatten(2))  # nn.Module calls are untyped (Any) in torch
+        return projected
 
 
 class ImageTextCrossAttention(nn.Module):
@@ -98,7 +99,8 @@ class ImageTextCrossAttention(nn.Module):
         k_img = self.norm_k_img(self.k_img(img)).view(b, -1, q.shape[2], d)
         v_img = self.v_img(img).view(b, -1, q.shape[2], d)
         out = attend(q, k, v).flatten(2) + attend(q, k_img, v_img).flatten(2)
-        return self.o(out)
+        projected: torch.Tensor = self.o(out)
+        return projected
 
 
 class AudioCrossAttention(nn.Module):
@@ -122,4 +124,5 @@ class AudioCrossAttention(nn.Module):
         kv = self.kv_linear(audio.flatten(0, 1))  # (B*F, N_a, 2*C)
         kv = kv.view(b * frames, -1, 2, heads, d)
         out = attend(q, kv[:, :, 0], kv[:, :, 1])  # (B*F, fl, H, D)
-        return self.proj(out.reshape(b, s, heads * d))
+        projected: torch.Tensor = self.proj(out.reshape(b, s, heads * d))
+        return projected

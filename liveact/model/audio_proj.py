@@ -54,4 +54,5 @@ class AudioProjModel(nn.Module):
         h1 = torch.relu(self.proj1_vf(later.flatten(2)))  # (B, G, I)
         h = torch.relu(self.proj2(torch.cat([h0, h1], dim=1)))  # (B, 1+G, I)
         tokens = self.proj3(h).view(b, h.shape[1], self.tokens, self.out_dim)
-        return self.norm(tokens)
+        out: torch.Tensor = self.norm(tokens)  # nn.Module calls are untyped (Any) in torch
+        return out

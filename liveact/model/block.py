@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from liveact.config import ModelConfig
-from liveact.memory.cache import LayerKV, UnboundedLayerKV
+from liveact.memory.cache import KVCache
 from liveact.model.attention import (
     AudioCrossAttention,
     Grid,
@@ -51,7 +51,7 @@ class LiveActBlock(nn.Module):
         self.audio_cross_attn = AudioCrossAttention(cfg)
         self.norm_x = FP32LayerNorm(c, cfg.eps, elementwise_affine=True) if cfg.norm_input_visual else nn.Identity()
 
-    def forward(self, x: torch.Tensor, inp: BlockInputs, kv: LayerKV | UnboundedLayerKV) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, inp: BlockInputs, kv: KVCache) -> torch.Tensor:
         dtype = x.dtype
         shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = (self.modulation.float() + inp.e0).chunk(6, dim=1)
 
@@ -72,4 +72,5 @@ class LiveActBlock(nn.Module):
 
         # 4. feed-forward
         h = (self.norm2(x).float() * (1 + scale_f) + shift_f).to(dtype)
-        return (x + self.ffn(h) * gate_f).to(dtype)
+        ffn: torch.Tensor = self.ffn(h)  # nn.Module calls are untyped (Any) in torch
+        return (x + ffn * gate_f).to(dtype)

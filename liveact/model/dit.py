@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
 
 from liveact.config import LiveActConfig
-from liveact.memory.cache import LayerKV, UnboundedLayerKV
+from liveact.memory.cache import KVCache
 from liveact.model.audio_proj import AudioProjModel, split_window
 from liveact.model.block import BlockInputs, LiveActBlock
 from liveact.model.layers import FP32LayerNorm, timestep_sinusoid
@@ -43,7 +44,8 @@ class ImageProj(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x)
+        out: torch.Tensor = self.proj(x)  # nn.Module calls are untyped (Any) in torch
+        return out
 
 
 class Head(nn.Module):
@@ -56,7 +58,8 @@ class Head(nn.Module):
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """x (B, S, C), e (B, C) float32 -> (B, S, patch_out)."""
         shift, scale = (self.modulation.float() + e.unsqueeze(1)).chunk(2, dim=1)
-        return self.head((self.norm(x).float() * (1 + scale) + shift).type_as(x))
+        out: torch.Tensor = self.head((self.norm(x).float() * (1 + scale) + shift).type_as(x))
+        return out
 
 
 class LiveActDiT(nn.Module):
@@ -96,7 +99,8 @@ class LiveActDiT(nn.Module):
     def project_audio(self, window: torch.Tensor) -> torch.Tensor:
         """window (B, Fv, W, L, Ca) -> audio tokens (B, n_latent, N_a, C_a)."""
         first, later = split_window(window.to(self.dtype), self.config.model.vae_scale)
-        return self.audio_proj(first, later)
+        tokens: torch.Tensor = self.audio_proj(first, later)
+        return tokens
 
     # -- per denoising step --------------------------------------------------------------------
     def forward(
@@ -106,7 +110,7 @@ class LiveActDiT(nn.Module):
         t: torch.Tensor,
         context: torch.Tensor,
         audio: torch.Tensor | None,
-        kv: Sequence[LayerKV | UnboundedLayerKV],
+        kv: Sequence[KVCache],
         mute_first_frame: bool,
     ) -> torch.Tensor:
         """Velocity of one chunk at one step.
@@ -147,15 +151,20 @@ class LiveActDiT(nn.Module):
         return self.patch_embedding.weight.dtype
 
     @property
+    def layers(self) -> list[LiveActBlock]:
+        """``blocks``, typed (an ``nn.ModuleList`` yields plain ``nn.Module``s to a type checker)."""
+        return cast(list[LiveActBlock], list(self.blocks))
+
+    @property
     def local_heads(self) -> int:
         """Attention heads this process computes: all of them, or its share once tensor-parallel sharded.
 
         The ConvKV caches are sized from this, so a rank holds only its heads' K/V.
         """
-        return self.blocks[0].self_attn.q.weight.shape[0] // self.config.model.head_dim
+        return int(self.layers[0].self_attn.q.weight.shape[0]) // self.config.model.head_dim
 
     def compressor_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return [blk.self_attn.compressor_weights() for blk in self.blocks]  # type: ignore[union-attr]
+        return [blk.self_attn.compressor_weights() for blk in self.layers]
 
     def to_runtime_dtype(self, dtype: torch.dtype) -> LiveActDiT:
         """Cast to dtype except the parameters named in ``FP32_PARAMETERS``."""
@@ -178,9 +187,10 @@ class LiveActDiT(nn.Module):
         fan_in, fan_out = pe.weight[0].numel(), pe.weight.shape[0]
         bound = math.sqrt(6.0 / (fan_in + fan_out))
         pe.weight.copy_(torch.empty(pe.weight.shape).uniform_(-bound, bound, generator=g))
+        assert pe.bias is not None  # Conv3d's default bias=True
         pe.bias.zero_()
         group = self.config.memory.compress_group
-        for blk in self.blocks:
+        for blk in self.layers:
             blk.modulation.copy_(torch.randn(blk.modulation.shape, generator=g) / math.sqrt(self.config.model.dim))
             for conv in blk.self_attn.compressor_weights():
                 conv.fill_(1.0 / group)

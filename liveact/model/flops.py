@@ -141,7 +141,7 @@ class ChunkFlops:
                 out[name] = out.get(name, 0) + value
         return out
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         return {
             "chunk_index": self.chunk_index,
             "frame_tokens": self.frame_tokens,

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     shard_dit(model, DeepSpeedComm(group))
     from safetensors.torch import load_file
 
-    from liveact.state.sampler_state import export_sampler, restore_sampler
+    from liveact.sampling.state import export_sampler, restore_sampler
 
     if args.resume_from is not None:  # this rank's shard of a checkpoint: the chunks after it
         sampler = restore_sampler(model, load_file(str(args.resume_from / f"rank{rank}.safetensors")), cond.y.device)

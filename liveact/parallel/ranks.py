@@ -46,8 +46,8 @@ import torch
 from liveact.model.dit import LiveActDiT
 from liveact.parallel import shm
 from liveact.parallel.link import Link, Message
+from liveact.sampling.state import SamplerStateError, export_sampler, export_start, restore_sampler
 from liveact.sampling.stream import StreamingSampler
-from liveact.state.sampler_state import SamplerStateError, export_sampler, export_start, restore_sampler
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Checkpoints across tensor-parallel degrees: per-rank sampler states re-split by attention heads.
 
-A rank's sampler state (``liveact.state.sampler_state.export_sampler``) holds its heads' share of
+A rank's sampler state (``liveact.sampling.state.export_sampler``) holds its heads' share of
 every ConvKV cache, ``memory.<cache>.{k,v}`` of shape (B, tokens, H/tp, D) plus, with FP8 storage,
 ``{k,v}_scale`` (B, tokens, H/tp, 1), and replicated tensors every rank has identically (RNG state,
 conditioning, ``memory.chunks_written``). ``reshard`` concatenates the shards along the head axis

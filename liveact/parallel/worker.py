@@ -25,9 +25,10 @@ import torch
 from liveact.model.dit import LiveActDiT
 from liveact.parallel.link import Link, LinkClosed, Message
 from liveact.parallel.ranks import RankSpec, die_with_parent
-from liveact.pipeline.engine import load_dit, runtime_config, runtime_dtype, weights_root
+from liveact.pipeline.engine import load_dit, runtime_config, runtime_dtype
+from liveact.sampling.state import SamplerStateError, export_sampler, restore_sampler, start_sampler
 from liveact.sampling.stream import StreamingSampler
-from liveact.state.sampler_state import SamplerStateError, export_sampler, restore_sampler, start_sampler
+from liveact.weight_files import weights_root
 
 log = logging.getLogger("liveact.parallel.worker")
 

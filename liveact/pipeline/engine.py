@@ -22,22 +22,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKLWan
 
 from liveact.audio import AudioConfig, FeatureBackend, load_backend
 from liveact.conditioning import ConditioningEncoders, build_encoders
-from liveact.config import ConfigError, LiveActConfig, get_preset, preset_names
+from liveact.config import ConfigError, LiveActConfig, get_preset
 from liveact.model.dit import LiveActDiT
 from liveact.model.loading import build_model, load_checkpoint_dir
-from liveact.vae import StreamingDecoder, VaeConfig, build_vae, get_vae_preset, load_vae_dir
+from liveact.vae import StreamingDecoder, VaeConfig, get_vae_preset
+from liveact.vae.loading import load_vae
+from liveact.weight_files import AUDIO_SUBDIR, DIT_SUBDIR, VAE_SUBDIR, weights_root
 
 log = logging.getLogger(__name__)
 
-BUILTIN_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
-DIT_SUBDIR, VAE_SUBDIR, AUDIO_SUBDIR = "dit", "vae", "wav2vec2"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 KV_CACHES = ("auto", "fp8", "model")
-FRESH_VAE_SEED = 0  # fresh VAE weights never depend on a session seed: every process builds the same VAE
 
 
 @dataclass
@@ -55,43 +53,6 @@ class Engine:
     @property
     def vae(self):  # the diffusers AutoencoderKLWan shared by every session
         return self.decoder.vae
-
-
-def builtin_dir(preset: str) -> Path | None:
-    d = BUILTIN_WEIGHTS / preset
-    return d if (d / DIT_SUBDIR).is_dir() and (d / VAE_SUBDIR).is_dir() else None
-
-
-def builtin_vae_dir(vae_preset: str) -> Path | None:
-    """The built-in VAE directory for a VAE preset: that of a model preset using it that has built-in weights."""
-    for name in preset_names():
-        root = builtin_dir(name)
-        if root is not None and get_preset(name).vae == vae_preset:
-            return root / VAE_SUBDIR
-    return None
-
-
-def load_vae(vae_config: VaeConfig, vae_dir: str | Path | None, seed: int = FRESH_VAE_SEED) -> AutoencoderKLWan:
-    """The VAE in ``vae_dir`` (diffusers format), or, when None, fresh weights that depend on ``seed`` only.
-
-    Fresh weights are built under their own seed (the global RNG is left as it was), so the embedded
-    pipeline and the decoder service build the same untrained VAE in every process.
-    """
-    if vae_dir is not None:
-        return load_vae_dir(vae_config, vae_dir)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build_vae(vae_config)
-
-
-def weights_root(preset: str, model_dir: str | Path | None) -> Path | None:
-    """Where ``preset``'s weights come from: ``model_dir``, else the built-in ones (None: fresh weights)."""
-    root = Path(model_dir) if model_dir is not None else builtin_dir(preset)
-    if root is None and preset != "tiny":
-        raise FileNotFoundError(
-            f"preset {preset!r} has no built-in weights: pass --model DIR (see liveact animate --help)"
-        )
-    return root
 
 
 def runtime_dtype(device: str | torch.device, name: str = "auto") -> torch.dtype:

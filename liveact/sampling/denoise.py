@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from liveact.config import LiveActConfig
-from liveact.memory.cache import Draft
+from liveact.memory.cache import Draft, KVCache
 from liveact.memory.convkv import ConvKVMemory
 from liveact.model.dit import LiveActDiT
 from liveact.sampling.chunking import ChunkPlan
@@ -76,8 +76,8 @@ def denoise_chunk(
     for c in step_coefficients(sc):
         t = torch.full((batch,), c.t, dtype=torch.float32, device=x.device)
         use_audio = c.step not in sc.skip_audio_steps
-        kv = memory.layers(c.step)
-        kv = [Draft(layer) for layer in kv] if clean else kv  # the clean forward below commits
+        caches = memory.layers(c.step)
+        kv: list[KVCache] = [Draft(layer) for layer in caches] if clean else list(caches)  # the clean pass commits
         v = model(x, y, t, cond.context, audio if use_audio else None, kv, plan.is_first)
         v_cond = v_null = None
         if c.step in cfg_steps:

@@ -7,7 +7,7 @@ reads or writes a stored field by a string key. A checkpoint is a manifest (``st
 
 * every rank: ``dit.memory.<cache>.{k,v}[_scale]`` (its heads of every ConvKV cache),
   ``dit.memory.chunks_written``, ``dit.noise.state``, ``dit.cond.{y,context,null_audio}``
-  (``liveact.state.sampler_state`` names them without the ``dit.`` prefix);
+  (``liveact.sampling.state`` names them without the ``dit.`` prefix);
 * rank 0 also: ``audio.rows`` (float32 (n, L, C), absolute rows ``rows_first ..``),
   ``encoder.state`` and ``decoder.state`` (uint8: the streams' own safetensors bytes).
 
@@ -18,7 +18,9 @@ any other version rather than guessing.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
+
+import torch
 
 __all__ = [
     "AUDIO_ROWS",
@@ -46,7 +48,7 @@ __all__ = [
 
 FORMAT_VERSION = 2  # 2: typed meta (no "format" inside it); 1 was the string-keyed meta
 
-# tensor names of a sampler's state (liveact.state.sampler_state)
+# tensor names of a sampler's state (liveact.sampling.state)
 MEMORY = "memory."  # ConvKV caches: memory.<step>.<layer>.{k,v}[_scale], memory.chunks_written
 MEMORY_KV_SUFFIXES = (".k", ".v", ".k_scale", ".v_scale")  # the cache tensors split by heads across ranks
 NOISE_STATE = "noise.state"
@@ -62,30 +64,33 @@ class SchemaError(ValueError):
     """A stored object that does not match this schema (missing or mistyped field)."""
 
 
-def with_dit_prefix(state: dict) -> dict:
+def with_dit_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A rank's sampler state -> its checkpoint names."""
     return {DIT + name: t for name, t in state.items()}
 
 
-def dit_part(shard: dict) -> dict:
+def dit_part(shard: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A checkpoint shard -> the rank's sampler state (names without ``dit.``)."""
     n = len(DIT)
     return {name[n:]: t for name, t in shard.items() if name.startswith(DIT)}
 
 
-def _from_json(cls, obj: Any, what: str):
+T = TypeVar("T")
+
+
+def _from_json(cls: type[T], obj: Any, what: str) -> T:
     """``cls(**obj)`` with every declared field present and of its declared scalar type."""
     if not isinstance(obj, dict):
         raise SchemaError(f"{what} must be a JSON object, got {type(obj).__name__}")
-    values = {}
-    for f in fields(cls):
+    values: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]  # cls is one of the dataclasses below
         if f.name not in obj:
             raise SchemaError(f"{what} has no {f.name!r}")
-        v = obj[f.name]
-        kinds = _KINDS[f.type]
+        v, declared = obj[f.name], str(f.type)  # annotations are strings (from __future__ import annotations)
+        kinds = _KINDS[declared]
         if (isinstance(v, bool) and bool not in kinds) or not isinstance(v, kinds):
-            raise SchemaError(f"{what}.{f.name} must be {f.type}, got {v!r}")
-        values[f.name] = float(v) if f.type == "float" else v
+            raise SchemaError(f"{what}.{f.name} must be {declared}, got {v!r}")
+        values[f.name] = float(v) if declared == "float" and isinstance(v, int | float) else v
     return cls(**values)
 
 

@@ -104,7 +104,7 @@ class StoreSettings:
         if problems:
             raise ValueError("; ".join(problems))
         url = self.url
-        kwargs: dict = {
+        kwargs: dict[str, object] = {
             "password": self.password,
             "username": self.username,
             "socket_timeout": self.op_timeout_s,

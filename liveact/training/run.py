@@ -30,7 +30,6 @@ from liveact.conditioning import build_encoders
 from liveact.config import LiveActConfig, get_preset
 from liveact.data.clip import DATASET_JSON, MANIFEST, Clip, read_clip
 from liveact.model.loading import build_model, load_checkpoint_dir
-from liveact.pipeline.engine import DIT_SUBDIR, VAE_SUBDIR
 from liveact.sampling.chunking import chunk_latent_sizes, total_video_frames
 from liveact.training.card import model_card
 from liveact.training.config import STAGES, VAE_STAGES, TrainConfig
@@ -38,6 +37,7 @@ from liveact.training.dit_stage import train_dit
 from liveact.training.encoded import EncodedSet, encode_clips
 from liveact.training.vae_stage import train_vae
 from liveact.vae import get_vae_preset, load_vae_dir
+from liveact.weight_files import DIT_SUBDIR, VAE_SUBDIR
 
 __all__ = ["load_clips", "train", "write_model_card"]
 

@@ -16,8 +16,8 @@ import torch
 from diffusers import AutoencoderKLWan
 from safetensors import safe_open
 
-from liveact.model.loading import SINGLE_FILE, CheckpointError, check_state_dict
 from liveact.vae.config import VaeConfig
+from liveact.weight_files import SINGLE_FILE, CheckpointError, check_state_dict
 
 __all__ = ["CONFIG_FILE", "build_vae", "load_vae_dir"]
 
@@ -71,3 +71,19 @@ def load_vae_dir(
         raise CheckpointError(f"tensors still on the meta device after loading: {left}")
     log.info("loaded VAE %r from %s (%d tensors)", cfg.name, d, len(state))
     return vae.eval()
+
+
+FRESH_VAE_SEED = 0  # fresh VAE weights never depend on a session seed: every process builds the same VAE
+
+
+def load_vae(vae_config: VaeConfig, vae_dir: str | Path | None, seed: int = FRESH_VAE_SEED) -> AutoencoderKLWan:
+    """The VAE in ``vae_dir`` (diffusers format), or, when None, fresh weights that depend on ``seed`` only.
+
+    Fresh weights are built under their own seed (the global RNG is left as it was), so the embedded
+    pipeline and the decoder service build the same untrained VAE in every process.
+    """
+    if vae_dir is not None:
+        return load_vae_dir(vae_config, vae_dir)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_vae(vae_config)

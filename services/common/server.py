@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -71,7 +72,7 @@ async def run(
     add_servicers: Callable[[grpc.aio.Server], None],
     warm_up: Callable[[], Awaitable[None]],
     on_drain: Callable[[], Awaitable[None]] | None = None,
-    monitor: Callable[[Health], Awaitable[None]] | None = None,
+    monitor: Callable[[Health], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
     server = grpc.aio.server(options=server_options(settings), interceptors=[RequestDecodingGuard()])
     add_servicers(server)
@@ -104,7 +105,12 @@ async def run(
         log.info("serving", extra={"port": port})
 
     warm = asyncio.create_task(serve_when_warm())
-    warm.add_done_callback(lambda t: t.cancelled() or t.exception() is None or stop.set())
+
+    def stop_if_failed(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            stop.set()
+
+    warm.add_done_callback(stop_if_failed)
     await stop.wait()
     if warm.done() and not warm.cancelled() and warm.exception() is not None:
         # a failed warm-up (missing weights, ...) must not leave a process that is NOT_SERVING forever

@@ -25,6 +25,7 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry import baggage, metrics, trace
 from opentelemetry.context import Context
@@ -62,14 +63,14 @@ class Tracing:
         context = trace.get_current_span(get_global_textmap().extract(dict(carrier))).get_span_context()
         return context if context.is_valid else None
 
-    def start_from(self, name: str, carrier: Mapping[str, str], **attributes: object) -> trace.Span:
+    def start_from(self, name: str, carrier: Mapping[str, str], **attributes: str | int | float | bool) -> trace.Span:
         """A span continuing the trace a message's ``trace_context`` names (none: a no-op span)."""
         if not self.enabled or not carrier:
             return trace.INVALID_SPAN
         parent = get_global_textmap().extract(dict(carrier))
         session = baggage.get_baggage(SESSION_KEY, parent)
         if session is not None:
-            attributes[SESSION_KEY] = session
+            attributes[SESSION_KEY] = str(session)
         return self.tracer.start_span(name, context=parent, attributes=attributes)
 
 
@@ -82,7 +83,7 @@ class Telemetry:
         self.service = service
         self.tracer_provider = None
         self.meter_provider = None
-        self.metrics_server = None
+        self.metrics_server: Any = None  # prometheus_client's WSGI server, once --metrics-port starts it
         endpoint = settings.otel_endpoint
         on = bool(endpoint or settings.metrics_port)
         if on:

@@ -80,7 +80,9 @@ class StreamOutput:
 
     def _frames(self, index: int, first: int, payloads: list[bytes]) -> list[decoder_pb2.DecodeResponse]:
         """One response per chunk, or several consecutive ones when the frames would not fit one message."""
-        out, batch, size = [], [], 0
+        out: list[decoder_pb2.DecodeResponse] = []
+        batch: list[bytes] = []
+        size = 0
         for p in payloads:
             if batch and size + len(p) > self.max_response_bytes:
                 out.append(_response(index, first, len(batch), frames=batch))

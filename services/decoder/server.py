@@ -38,9 +38,9 @@ from typing import TypeVar
 import grpc
 import torch
 
-from liveact.pipeline.engine import load_vae
 from liveact.v1 import decoder_pb2, decoder_pb2_grpc
 from liveact.vae import StreamingDecoder, get_vae_preset
+from liveact.vae.loading import load_vae
 from services.common import logs
 from services.common.errors import RequestError
 from services.common.server import run
@@ -85,7 +85,7 @@ class Decoder(decoder_pb2_grpc.DecoderServicer):
                 "no trained weights for VAE preset %r: using fresh (seeded) weights, frames will not show a face",
                 s.vae_preset,
             )
-        vae = load_vae(cfg, s.vae_dir).to(s.device).eval()
+        vae = load_vae(cfg, s.vae_dir).to(s.device).eval()  # type: ignore[attr-defined]  # diffusers: untyped Module
         decoder = StreamingDecoder(vae, cfg)
         decoder.decode(torch.zeros(1, cfg.z_dim, 1, 2, 2, device=vae.device))  # first call: kernels, allocator
         log.info("VAE ready", extra={"vae_preset": cfg.name, "weights": str(s.vae_dir or "fresh"), "device": s.device})

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from liveact.pipeline.engine import builtin_vae_dir
 from liveact.vae import vae_preset_names
+from liveact.weight_files import builtin_vae_dir
 from services.common.settings import ServerSettings
 
 __all__ = ["FRESH_WEIGHTS_PRESET", "DecoderSettings"]

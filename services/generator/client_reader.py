@@ -64,7 +64,7 @@ class ClientReader:
             await self._log(chunk.seq, chunk.data)
             # after a resume with nothing to replay, the encoder state may already hold part of it
             partial = r is not None and not r.replay and chunk.seq == r.audio_position.seq
-            await self._queue(chunk.seq, chunk.data, r.audio_position.offset if partial else 0)
+            await self._queue(chunk.seq, chunk.data, r.audio_position.offset if r is not None and partial else 0)
         else:
             # A client that cancels also ends the request iterator; its cancellation reaches the
             # handler at its next await, so a real cancel is not reported as a protocol error.

@@ -41,7 +41,7 @@ from liveact.audio.frames import frame_count
 from liveact.parallel.ranks import DitRanks, SessionDiT
 from liveact.parallel.reshard import ReshardError, reshard
 from liveact.pipeline import Engine
-from liveact.state.sampler_state import SamplerStateError
+from liveact.sampling.state import SamplerStateError
 from liveact.state.schema import AUDIO_ROWS, DECODER_STATE, ENCODER_STATE, AudioPosition, dit_part
 from liveact.state.store import (
     BadSecret,
@@ -84,7 +84,7 @@ class Restored:
 
 def contiguous(entries: list[tuple[int, bytes]], first: int) -> list[tuple[int, bytes]]:
     """The logged chunks ``first, first + 1, ...`` up to the first missing one."""
-    out = []
+    out: list[tuple[int, bytes]] = []
     for seq, data in entries:
         if seq != first + len(out):
             break

@@ -32,12 +32,13 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import grpc
 
-from liveact.parallel.ranks import DitRanks, LocalRanks, RankFailure, TensorParallelRanks
+from liveact.parallel.ranks import DitRanks, LocalRanks, RankFailure, SessionDiT, TensorParallelRanks
 from liveact.pipeline import Engine, load_engine, prepare_sampler
-from liveact.state.store import Lease, SessionStore, StoreError
+from liveact.state.store import SessionStore, StoreError
 from liveact.v1 import audio_encoder_pb2_grpc, decoder_pb2_grpc, generator_pb2, generator_pb2_grpc
 from services.common import logs
 from services.common.errors import RequestError
@@ -66,12 +67,20 @@ SERVICE = generator_pb2.DESCRIPTOR.services_by_name["Generator"].full_name
 CHECKPOINTS_HEALTH = SERVICE + ".checkpoints"  # health name: SERVING while the session store answers
 
 
+@dataclass(frozen=True)
+class Warm:
+    """What a warm generator serves with (set once, at the end of warm-up)."""
+
+    engine: Engine
+    ranks: DitRanks  # the DiT here, or on every tensor-parallel rank
+    peers: Peers
+
+
 class Generator(generator_pb2_grpc.GeneratorServicer):
     def __init__(self, settings: GeneratorSettings, tracing: Tracing) -> None:
         self.settings = settings
         self.tracing = tracing
-        self.engine: Engine | None = None
-        self.peers: Peers | None = None
+        self.warm: Warm | None = None
         self.slots = Slots(
             settings.max_sessions,
             f"all {settings.max_sessions} session slots are busy: retry later or on another replica",
@@ -80,7 +89,7 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
         self.draining = False
         self._cut: asyncio.TimerHandle | None = None
         self.store: SessionStore | None = None
-        self.ranks: DitRanks | None = None
+        self.ranks: DitRanks | None = None  # set early in warm-up: a failed start still stops the worker ranks
         self.metrics = GeneratorMetrics(lambda: list(self.sessions))  # list(): read from the scrape thread
 
     async def warm_up(self) -> None:
@@ -88,24 +97,26 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
         engine = await asyncio.to_thread(
             load_engine, s.preset, s.model_dir or None, s.device, s.seed, s.dtype, s.kv_cache
         )
+        ranks: DitRanks
         if s.tp > 1:
-            ranks = self.ranks = TensorParallelRanks(s.rank_spec())
+            tp = TensorParallelRanks(s.rank_spec())
+            self.ranks = ranks = tp
             try:
-                await asyncio.to_thread(ranks.start, engine.model)  # shards engine.model: rank 0's heads
+                await asyncio.to_thread(tp.start, engine.model)  # shards engine.model: rank 0's heads
             except BaseException:
-                ranks.kill()
+                tp.kill()
                 raise
         else:
-            self.ranks = LocalRanks(engine.model, engine.device)
-        self.engine = engine
+            self.ranks = ranks = LocalRanks(engine.model, engine.device)
         options = server_options(s)
         self._channels = [grpc.aio.insecure_channel(addr, options=options) for addr in (s.audio_encoder, s.decoder)]
-        self.peers = Peers(
-            encoder=audio_encoder_pb2_grpc.AudioEncoderStub(self._channels[0]),
-            decoder=decoder_pb2_grpc.DecoderStub(self._channels[1]),
+        peers = Peers(
+            encoder=audio_encoder_pb2_grpc.AudioEncoderStub(self._channels[0]),  # type: ignore[no-untyped-call]
+            decoder=decoder_pb2_grpc.DecoderStub(self._channels[1]),  # type: ignore[no-untyped-call]
         )
         if s.redis_url:
             self.store = SessionStore(s.store_settings())
+        self.warm = Warm(engine, ranks, peers)
 
     async def drain(self) -> None:
         """SIGTERM: refuse new sessions; hand durable ones off; end the rest just before the grace deadline.
@@ -184,26 +195,25 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                 )
             )
 
-    async def _make_durable(self, params: SessionParams) -> CheckpointWriter | None:
+    async def _make_durable(self, warm: Warm, params: SessionParams) -> CheckpointWriter | None:
         """Record a new session in Redis and take its lease; None (and a warning) if Redis is away."""
-        if self.store is None:
+        store = self.store
+        if store is None:
             return None
+        info = session_info(params, warm.engine.config.name)
         try:
-            await self.store.create_session(
-                params.session_id, params.resume_secret, session_info(params, self.engine.config.name)
-            )
-            lease = await self.store.acquire(params.session_id, self.settings.owner)
+            await store.create_session(params.session_id, params.resume_secret, info)
+            lease = await store.acquire(params.session_id, self.settings.owner)
         except StoreError as exc:
             log.warning(
                 "session runs without checkpoints: the session store failed",
                 extra={"session": params.session_id, "error": str(exc)},
             )
             return None
-        return self._writer(lease, params)
+        return self._writer(LeaseKeeper(store, lease, params.resume_secret, info))
 
-    def _writer(self, lease: Lease, params: SessionParams, restored: Restored | None = None) -> CheckpointWriter:
+    def _writer(self, keeper: LeaseKeeper, restored: Restored | None = None) -> CheckpointWriter:
         s = self.settings
-        keeper = LeaseKeeper(self.store, lease, params.resume_secret, session_info(params, self.engine.config.name))
         log_from = restored.audio_position.seq if restored is not None else 0
         audio_log = AudioLog(keeper, s.backoff(), log_from, s.audio_log_max_mb * 1024 * 1024)
         last_chunk = restored.chunk_index if restored is not None else 0
@@ -211,61 +221,77 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
             keeper, audio_log, s.checkpoint_policy(), s.backoff(), last_chunk, self.metrics.checkpoint_committed
         )
 
-    async def _resume(self, request) -> tuple[SessionParams, Restored, CheckpointWriter]:
-        if self.store is None:
+    async def _resume(
+        self, warm: Warm, request: generator_pb2.ResumeRequest
+    ) -> tuple[SessionParams, Restored, CheckpointWriter]:
+        store = self.store
+        if store is None:
             raise RequestError(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 "this generator keeps no session state (started without --redis-url): it cannot resume sessions",
             )
         check_resume(request)
-        params, restored, lease = await resume(self.store, self.engine, self.ranks, request, self.settings.owner)
+        params, restored, lease = await resume(store, warm.engine, warm.ranks, request, self.settings.owner)
         self.metrics.resumes.add(1, {"mode": generator_pb2.ResumeRequest.Mode.Name(request.mode)})
-        return params, restored, self._writer(lease, params, restored)
+        keeper = LeaseKeeper(store, lease, params.resume_secret, session_info(params, warm.engine.config.name))
+        return params, restored, self._writer(keeper, restored)
 
-    async def GetServerInfo(self, request, context) -> generator_pb2.ServerInfo:
-        if self.engine is None:
+    async def GetServerInfo(
+        self, request: generator_pb2.GetServerInfoRequest, context: grpc.aio.ServicerContext
+    ) -> generator_pb2.ServerInfo:
+        if self.warm is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "warming up: retry shortly")
-        cfg = self.engine.config
+        assert self.warm is not None  # abort raised otherwise
+        engine = self.warm.engine
+        cfg = engine.config
         return generator_pb2.ServerInfo(
             preset=cfg.name, default_width=cfg.width, default_height=cfg.height,
-            default_fps=self.engine.audio_config.default_fps, max_sessions=self.settings.max_sessions,
+            default_fps=engine.audio_config.default_fps, max_sessions=self.settings.max_sessions,
             active_sessions=self.slots.active, max_message_bytes=self.settings.max_message_bytes,
-            audio_sample_rate=self.engine.audio_config.sample_rate,
+            audio_sample_rate=engine.audio_config.sample_rate,
         )  # fmt: skip
 
-    async def Animate(self, request_iterator, context) -> AsyncIterator[generator_pb2.AnimateResponse]:
-        if self.engine is None or self.peers is None or self.draining:
+    async def Animate(
+        self, request_iterator: AsyncIterator[generator_pb2.AnimateRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[generator_pb2.AnimateResponse]:
+        warm = self.warm
+        if warm is None or self.draining:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "not serving (warming up or draining): retry elsewhere")
+        assert warm is not None  # abort raised otherwise
+        engine = warm.engine
         try:
             self.slots.take()
         except RequestError as exc:
             await context.abort(exc.code, exc.message)
         session_id = "-"
         session: GeneratorSession | None = None
-        dit = None
+        dit: SessionDiT | None = None
+        checkpoints: CheckpointWriter | None
+        restored: Restored | None
         try:
             first = await read_config(request_iterator, "SessionConfig")
             if first.config.HasField("resume") and first.config.resume.session_id:
-                params, restored, checkpoints = await self._resume(first.config.resume)
+                params, restored, checkpoints = await self._resume(warm, first.config.resume)
             else:
                 limit = self.settings.max_image_mb * 1024 * 1024
                 mode = self.settings.session_decode_mode
                 params = await asyncio.to_thread(
-                    parse_config, first.config, self.engine.config, self.engine.audio_config, limit, mode
+                    parse_config, first.config, engine.config, engine.audio_config, limit, mode
                 )
-                restored, checkpoints = None, await self._make_durable(params)
+                restored, checkpoints = None, await self._make_durable(warm, params)
             session_id = params.session_id
             if restored is None:
                 p = params
-                sampler = await asyncio.to_thread(prepare_sampler, self.engine, p.image, p.prompt, p.seed)
-                dit = await self.ranks.open(sampler)  # on every tensor-parallel rank
+                assert p.image is not None  # a new session's params carry its reference image
+                sampler = await asyncio.to_thread(prepare_sampler, engine, p.image, p.prompt, p.seed)
+                dit = await warm.ranks.open(sampler)  # on every tensor-parallel rank
             else:
                 dit = restored.dit
             # a client that sent ``traceparent`` metadata gets every chunk trace linked to its span
             client = self.tracing.remote({k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)})
             traces = ChunkTraces(self.tracing, session_id, client)
             session = GeneratorSession(
-                self.engine, params, dit, self.peers, self.settings.audio_queue, self.settings.chunk_queue,
+                engine, params, dit, warm.peers, self.settings.audio_queue, self.settings.chunk_queue,
                 traces, self.metrics, checkpoints, restored,
             )  # fmt: skip
             if self.draining:  # SIGTERM arrived while the session was being prepared
@@ -311,7 +337,7 @@ def serve(argv: list[str] | None = None) -> None:
     servicer = Generator(settings, telemetry.tracing)
 
     def add(server: grpc.aio.Server) -> None:
-        generator_pb2_grpc.add_GeneratorServicer_to_server(servicer, server)
+        generator_pb2_grpc.add_GeneratorServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
 
     async def main() -> None:
         try:

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 
 import grpc
 import torch
@@ -76,7 +77,9 @@ class GeneratorSession:
         return self.output.frames_sent
 
     # -- the stream -------------------------------------------------------------------------------
-    async def run(self, requests: AsyncIterator[generator_pb2.AnimateRequest]) -> AsyncIterator[object]:
+    async def run(
+        self, requests: AsyncIterator[generator_pb2.AnimateRequest]
+    ) -> AsyncIterator[generator_pb2.AnimateResponse]:
         """Yields response messages; raises RequestError to end the stream with a status."""
         failure: str | None = "ended before its frames"
         jobs = {"read_client": self.reader.run(requests), "encode": self._encode(), "generate": self._generate(),
@@ -91,10 +94,11 @@ class GeneratorSession:
                 if isinstance(item, BaseException):
                     failure = str(item)
                     raise item
+                assert isinstance(item, generator_pb2.AnimateResponse)
                 yield item  # returns once gRPC has taken the message for the client
                 if item.WhichOneof("kind") == "frames":
                     self.output.sent(item.frames)
-                    await self._changed(lambda k=item.frames.chunk_index: self.schedule.delivered_chunk(k))
+                    await self._changed(partial(self.schedule.delivered_chunk, item.frames.chunk_index))
             failure = None
         finally:
             for t in tasks:
@@ -190,7 +194,7 @@ class GeneratorSession:
                     latents=to_proto(latent), keep_frames=s.keep_frames(k), trace_context=self.traces.carrier(k),
                 )
             )  # fmt: skip
-            if dit_state is not None:
+            if dit_state is not None and self.snapshots is not None:
                 await self.snapshots.take(k + 1, dit_state, self._checkpoint_written, self._fenced)
         if self.handing_off and not s.all_done():
             await self._checkpoint_for_hand_off(s.next_chunk)
@@ -205,7 +209,7 @@ class GeneratorSession:
                 "this server is draining and keeps no session state (no --redis-url): start a new session elsewhere",
             )
         await cp.settled()  # the checkpoint already being written
-        if not cp.disabled:
+        if not cp.disabled and self.snapshots is not None:
             await self.snapshots.take(k, await self.dit.export(), self._checkpoint_written, self._fenced)
             await cp.settled()
         if not cp.written and self.restored is None:

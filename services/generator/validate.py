@@ -17,6 +17,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -46,7 +47,7 @@ class SessionParams:
     width: int
     height: int
     seed: int
-    output_format: int
+    output_format: common_pb2.OutputFormat
     jpeg_quality: int
     audio_format: common_pb2.AudioFormat
     sample_rate: int  # of the client's PCM (0 in the config resolved to the models' rate)
@@ -188,9 +189,8 @@ def session_info(p: SessionParams, preset: str) -> SessionInfo:
 
 def params_from_info(info: SessionInfo, session_id: str, resume_secret: str, audio: AudioConfig) -> SessionParams:
     """The inverse of ``session_info`` (the image is not needed: the conditioning is in the checkpoint)."""
-    fmt = common_pb2.AudioFormat(
-        encoding=info.audio_encoding, sample_rate=info.audio_sample_rate, channels=info.audio_channels
-    )
+    encoding = cast(common_pb2.AudioFormat.Encoding, info.audio_encoding)  # stored as the enum's number
+    fmt = common_pb2.AudioFormat(encoding=encoding, sample_rate=info.audio_sample_rate, channels=info.audio_channels)
     return SessionParams(
         session_id=session_id,
         resume_secret=resume_secret,
@@ -200,7 +200,7 @@ def params_from_info(info: SessionInfo, session_id: str, resume_secret: str, aud
         width=info.width,
         height=info.height,
         seed=info.seed,
-        output_format=info.output_format,
+        output_format=cast(common_pb2.OutputFormat, info.output_format),  # stored as the enum's number
         jpeg_quality=info.jpeg_quality,
         audio_format=fmt,
         sample_rate=fmt.sample_rate or audio.sample_rate,

@@ -16,7 +16,7 @@ from liveact.conditioning.image import (
     load_clip_image_encoder,
     wan_clip_to_hf,
 )
-from liveact.model.loading import CheckpointError
+from liveact.weight_files import CheckpointError
 
 SPEC = ClipVisionSpec(image_size=28, patch_size=14, dim=32, ffn_dim=64, num_heads=4, num_layers=3, output_blocks=2)
 # Wan's CLIP preprocessing constants (wan/modules/clip.py, _clip): OpenAI CLIP mean / std

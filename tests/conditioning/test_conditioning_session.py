@@ -10,7 +10,7 @@ import torch
 from liveact.conditioning import ConditioningCache, build_encoders, clear_encoder_cache
 from liveact.conditioning.tiny import TinyImageTokenizer, TinyTextEncoder
 from liveact.config import ConfigError, get_preset
-from liveact.model.loading import CheckpointError
+from liveact.weight_files import CheckpointError
 
 TINY = get_preset("tiny").model
 BIG = get_preset("liveact-18b").model

@@ -21,7 +21,7 @@ from liveact.conditioning.text import (
     t5_key_map,
     wan_t5_to_hf,
 )
-from liveact.model.loading import CheckpointError
+from liveact.weight_files import CheckpointError
 
 # 8 buckets / max distance 16 so a 12-token prompt reaches the logarithmic buckets
 SPEC = UMT5Spec(vocab_size=40, dim=16, ffn_dim=24, num_heads=4, num_layers=2, num_buckets=8, max_distance=16)

@@ -10,8 +10,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from liveact.config import ConfigError
-from liveact.model.loading import CheckpointError, build_model, load_weights
+from liveact.model.loading import build_model, load_weights
 from liveact.parity import Fixture, config_from_fixture, run_all
+from liveact.weight_files import CheckpointError
 
 
 @pytest.fixture(scope="module")

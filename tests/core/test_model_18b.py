@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import save_file
 
 from liveact.config import ConfigError, get_preset
-from liveact.model.loading import INDEX_FILE, CheckpointError, build_model, load_checkpoint_dir
+from liveact.model.loading import build_model, load_checkpoint_dir
+from liveact.weight_files import INDEX_FILE, CheckpointError
 
 MANIFEST = Path(__file__).resolve().parents[1] / "manifests" / "liveact-18b.json"
 PUBLISHED_PARAMS = 18.88e9

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from liveact.sampling.noise import SeededNoise
+from liveact.sampling.state import SamplerStateError, export_sampler, restore_sampler
 from liveact.sampling.stream import StreamingSampler
-from liveact.state.sampler_state import SamplerStateError, export_sampler, restore_sampler
 from tests.helpers import make_model, make_session, micro_config
 
 TOTAL = 6

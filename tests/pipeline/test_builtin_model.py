@@ -12,7 +12,7 @@ import pytest
 
 from liveact.evaluation import EvalSettings, evaluate
 from liveact.pipeline import load_engine
-from liveact.pipeline.engine import BUILTIN_WEIGHTS, DIT_SUBDIR, VAE_SUBDIR, builtin_dir
+from liveact.weight_files import BUILTIN_WEIGHTS, DIT_SUBDIR, VAE_SUBDIR, builtin_dir
 
 ROOT = BUILTIN_WEIGHTS / "tiny"
 MARKS_S = (10.0, 20.0)

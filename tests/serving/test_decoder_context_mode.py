@@ -22,9 +22,10 @@ import torch
 from PIL import Image
 
 from liveact.media import frames_to_uint8, probe
-from liveact.pipeline.engine import builtin_vae_dir, load_vae
 from liveact.v1 import common_pb2, decoder_pb2
 from liveact.vae import StreamingDecoder, get_vae_preset
+from liveact.vae.loading import load_vae
+from liveact.weight_files import builtin_vae_dir
 from services.common import snapshot
 from services.common.errors import RequestError
 from services.common.tensors import to_proto

@@ -20,9 +20,10 @@ import torch
 from servers import service_process
 
 from liveact.media import frames_to_uint8, probe, video_frame_times
-from liveact.pipeline.engine import builtin_vae_dir, load_vae
 from liveact.v1 import common_pb2, decoder_pb2, decoder_pb2_grpc
 from liveact.vae import StreamingDecoder, get_vae_preset
+from liveact.vae.loading import load_vae
+from liveact.weight_files import builtin_vae_dir
 from services.common import snapshot
 from services.common.errors import RequestError
 from services.common.tensors import to_proto

@@ -23,9 +23,10 @@ from PIL import Image
 from servers import service_process
 
 from liveact.media import frames_to_uint8, probe
-from liveact.pipeline.engine import builtin_vae_dir, load_vae
 from liveact.v1 import common_pb2, decoder_pb2, decoder_pb2_grpc
 from liveact.vae import StreamingDecoder, get_vae_preset
+from liveact.vae.loading import load_vae
+from liveact.weight_files import builtin_vae_dir
 from services.common.tensors import to_proto
 
 pytestmark = pytest.mark.integration  # every test here starts services, Redis or ffmpeg

@@ -17,8 +17,8 @@ from otlp_collector import start_collector
 from prometheus_client.parser import text_string_to_metric_families
 from servers import service_process
 
-from liveact.cli.launch import free_port
 from liveact.config import get_preset
+from liveact.launch import free_port
 from liveact.sampling.chunking import chunk_needing_row, plan_chunk, window_video_frames
 from liveact.v1 import generator_pb2
 from services.common.settings import ServerSettings

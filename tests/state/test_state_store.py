@@ -224,7 +224,7 @@ def test_takeover_during_a_write_refuses_the_commit_and_removes_its_parts(server
         async with open_store(server, part_bytes=SMALL_PART) as store:
             a = await new_session(store, owner="gen-a")
             await store.write_checkpoint(a, checkpoint_meta(1), [tensors(1, numel=3 * KIB)])
-            real_write = store._write_parts
+            real_write = store.parts.write
             taken: list = []
 
             async def write_then_lose_the_lease(parts):
@@ -232,10 +232,10 @@ def test_takeover_during_a_write_refuses_the_commit_and_removes_its_parts(server
                 assert len(part_keys(sync(server))) > len(parts)  # a's new parts are there
                 taken.append(await store.acquire(SID, "gen-b"))
 
-            store._write_parts = write_then_lose_the_lease
+            store.parts.write = write_then_lose_the_lease
             with pytest.raises(FencedError):
                 await store.write_checkpoint(a, checkpoint_meta(2), [tensors(2, numel=3 * KIB)])
-            store._write_parts = real_write
+            store.parts.write = real_write
             assert taken
             ckpt = await store.read_checkpoint(SID)
             assert ckpt.meta == checkpoint_meta(1) and ckpt.version == 1

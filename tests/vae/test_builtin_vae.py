@@ -11,10 +11,10 @@ import pytest
 
 from liveact.config import get_preset
 from liveact.data.clip import clip_seed, synth_clip
-from liveact.pipeline.engine import BUILTIN_WEIGHTS, VAE_SUBDIR
 from liveact.training.run import session_chunk_latents
 from liveact.training.vae_report import session_path_report
 from liveact.vae import get_vae_preset, load_vae_dir
+from liveact.weight_files import BUILTIN_WEIGHTS, VAE_SUBDIR
 
 VAE_DIR = BUILTIN_WEIGHTS / "tiny" / VAE_SUBDIR
 HELD_OUT_DATASET_SEED = 1  # the recipe's dataset is seed 0: these identities were never trained on

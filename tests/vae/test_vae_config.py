@@ -12,9 +12,9 @@ import torch
 from diffusers import AutoencoderKLWan
 
 from liveact.config import ConfigError
-from liveact.model.loading import SINGLE_FILE, CheckpointError
 from liveact.vae import build_vae, get_vae_preset, load_vae_dir, vae_preset_names
 from liveact.vae.loading import CONFIG_FILE
+from liveact.weight_files import SINGLE_FILE, CheckpointError
 
 WAN21_PARAMS = 126.9e6
 

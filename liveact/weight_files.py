@@ -1,0 +1,125 @@
+"""Weight directories: where a model's weights are, their files, and the strict check every loader makes.
+
+* Where: the built-in weights shipped in ``liveact/weights/<preset>/{dit,vae}`` (``builtin_dir``,
+  ``builtin_vae_dir``), or a directory the user names (``weights_root``: ``--model DIR``).
+* Files: the diffusers layout, ``diffusion_pytorch_model.safetensors`` or shards named by
+  ``diffusion_pytorch_model.safetensors.index.json``'s ``weight_map`` (``shard_files``), with a
+  ``config.json``.
+* Check: every key and shape before anything is loaded (``check_state_dict``); a mismatch raises
+  ``CheckpointError`` naming the first few. The DiT, the VAE and the conditioning encoders load
+  through these, so there is never a partial load.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from liveact.config import get_preset, preset_names
+
+__all__ = [
+    "AUDIO_SUBDIR",
+    "BUILTIN_WEIGHTS",
+    "CONFIG_FILE",
+    "DIT_SUBDIR",
+    "INDEX_FILE",
+    "SHOW_MISMATCHES",
+    "SINGLE_FILE",
+    "VAE_SUBDIR",
+    "CheckpointError",
+    "builtin_dir",
+    "builtin_vae_dir",
+    "check_state_dict",
+    "key_problems",
+    "shard_files",
+    "weights_root",
+]
+
+SHOW_MISMATCHES = 5  # mismatches named in an error
+SINGLE_FILE = "diffusion_pytorch_model.safetensors"
+INDEX_FILE = "diffusion_pytorch_model.safetensors.index.json"
+CONFIG_FILE = "config.json"
+BUILTIN_WEIGHTS = Path(__file__).resolve().parent / "weights"  # liveact/weights
+DIT_SUBDIR, VAE_SUBDIR, AUDIO_SUBDIR = "dit", "vae", "wav2vec2"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the model; the message names the first mismatches."""
+
+
+def key_problems(have: Iterable[str], want: Iterable[str], ignore: Callable[[str], bool] | None = None) -> list[str]:
+    """Human-readable differences between two key sets (missing, then unexpected), first few named.
+
+    ``ignore`` marks present-but-unwanted keys that are expected to be there (e.g. an unused tower).
+    """
+    have_set, want_set = set(have), set(want)
+    missing = sorted(want_set - have_set)
+    unexpected = sorted(k for k in have_set - want_set if ignore is None or not ignore(k))
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys, first: {missing[:SHOW_MISMATCHES]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys, first: {unexpected[:SHOW_MISMATCHES]}")
+    return problems
+
+
+def check_state_dict(model: torch.nn.Module, shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """Raise CheckpointError unless ``shapes`` has exactly the model's keys with the model's shapes."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    misshaped = sorted(k for k in set(expected) & set(shapes) if tuple(shapes[k]) != expected[k])
+    problems = key_problems(shapes, expected)
+    if misshaped:
+        shown = [
+            f"{k}: checkpoint {tuple(shapes[k])}, model expects {expected[k]}" for k in misshaped[:SHOW_MISMATCHES]
+        ]
+        problems.append(f"{len(misshaped)} mis-shaped tensors, first: {shown}")
+    if problems:
+        raise CheckpointError("checkpoint does not match the model: " + "; ".join(problems))
+
+
+def shard_files(directory: str | Path) -> dict[str, Path]:
+    """key -> shard path for a checkpoint directory; raises CheckpointError if a shard is missing."""
+    d = Path(directory)
+    index = d / INDEX_FILE
+    if index.exists():
+        weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
+        files = {name: d / name for name in sorted(set(weight_map.values()))}
+        absent = [n for n, p in files.items() if not p.exists()]
+        if absent:
+            raise CheckpointError(
+                f"{d}: {len(absent)} shard(s) named by {INDEX_FILE} are missing: {absent[:SHOW_MISMATCHES]}"
+            )
+        return {k: files[v] for k, v in weight_map.items()}
+    single = d / SINGLE_FILE
+    if not single.exists():
+        raise CheckpointError(f"{d}: neither {INDEX_FILE} nor {SINGLE_FILE} found")
+    with safe_open(single, framework="pt") as f:
+        return {k: single for k in f.keys()}
+
+
+def builtin_dir(preset: str) -> Path | None:
+    d = BUILTIN_WEIGHTS / preset
+    return d if (d / DIT_SUBDIR).is_dir() and (d / VAE_SUBDIR).is_dir() else None
+
+
+def builtin_vae_dir(vae_preset: str) -> Path | None:
+    """The built-in VAE directory for a VAE preset: that of a model preset using it that has built-in weights."""
+    for name in preset_names():
+        root = builtin_dir(name)
+        if root is not None and get_preset(name).vae == vae_preset:
+            return root / VAE_SUBDIR
+    return None
+
+
+def weights_root(preset: str, model_dir: str | Path | None) -> Path | None:
+    """Where ``preset``'s weights come from: ``model_dir``, else the built-in ones (None: fresh weights)."""
+    root = Path(model_dir) if model_dir is not None else builtin_dir(preset)
+    if root is None and preset != "tiny":
+        raise FileNotFoundError(
+            f"preset {preset!r} has no built-in weights: pass --model DIR (see liveact animate --help)"
+        )
+    return root
