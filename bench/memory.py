@@ -11,18 +11,19 @@ import time
 
 import torch
 
-from bench.common import fresh_model, median_ms, synthetic_session
+from bench.common import bench_session, median_ms
 from liveact.config import LiveActConfig
 from liveact.sampling.chunking import video_frames_per_chunk
 from liveact.sampling.noise import SeededNoise
 from liveact.sampling.stream import StreamingSampler
+from liveact.testing import fresh_model
 
 WINDOW = 20  # chunks in the first / last latency medians
 
 
 def stream(config: LiveActConfig, pixel: int, chunks: int, unbounded: bool, seed: int = 0) -> dict:
     model = fresh_model(config, seed)
-    cond, feats = synthetic_session(model, pixel, chunks, seed)
+    cond, feats = bench_session(model, pixel, chunks, seed)
     sampler = StreamingSampler(model, cond, SeededNoise(seed), unbounded=unbounded)
     times: list[float] = []
     cpu: list[float] = []  # process CPU time: less sensitive to other tenants of a shared machine

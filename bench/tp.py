@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from liveact.parallel.launch import build_inputs, rollout, run_torchrun, tp_test_config
+from liveact.parallel.launch import build_inputs, rollout, run_torchrun
 from liveact.parallel.shm import shm_buffers
+from liveact.testing import tp_test_config
 
 TOLERANCE = 1e-4  # fp32: the sharded all-reduce sums in another order than one matmul
 

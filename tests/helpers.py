@@ -6,40 +6,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-import torch
-
-from liveact.config import LiveActConfig, get_preset
-from liveact.model.dit import LiveActDiT
-from liveact.model.loading import build_model
-from liveact.sampling.chunking import total_video_frames
-from liveact.sampling.denoise import Conditioning
 from liveact.state.schema import CheckpointMeta, SessionInfo
-
-
-def micro_config(**memory_overrides) -> LiveActConfig:
-    """The tiny preset shrunk further (1 layer, dim 32) for tests that stream hundreds of chunks."""
-    tiny = get_preset("tiny")
-    model = dataclasses.replace(tiny.model, dim=32, num_heads=2, ffn_dim=64, num_layers=1)
-    memory = dataclasses.replace(tiny.memory, **memory_overrides)
-    return dataclasses.replace(tiny, name="micro", model=model, memory=memory)
-
-
-def make_model(config: LiveActConfig, seed: int = 0) -> LiveActDiT:
-    return build_model(config).init_weights(seed).eval()
-
-
-def make_session(model: LiveActDiT, latent: int = 8, chunks: int = 8, seed: int = 1):
-    """Random conditioning for a latent x latent grid and audio features for ``chunks`` chunks."""
-    cfg = model.config
-    m = cfg.model
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randn(1, m.cond_channels, cfg.memory.window_latent_frames, latent, latent, generator=g)
-    text = torch.randn(5, m.text_dim, generator=g)
-    clip = torch.randn(1, m.clip_tokens, m.clip_dim, generator=g)
-    with torch.no_grad():
-        context = model.encode_context([text], clip)
-    feats = torch.randn(total_video_frames(cfg, chunks), m.audio_layers, m.audio_channels, generator=g)
-    return Conditioning(y=y, context=context), feats
 
 
 def child_pids() -> set[int]:

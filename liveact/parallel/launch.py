@@ -15,7 +15,6 @@ leaves behind (only those that did not exist before).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import subprocess
 import sys
@@ -24,38 +23,22 @@ from pathlib import Path
 
 import torch
 
-from liveact.config import LiveActConfig, get_preset
+from liveact.config import LiveActConfig
 from liveact.model.dit import LiveActDiT
-from liveact.model.loading import build_model
 from liveact.parallel.shm import remove, shm_buffers
-from liveact.sampling.chunking import total_video_frames
 from liveact.sampling.denoise import Conditioning
 from liveact.sampling.noise import SeededNoise
 from liveact.sampling.stream import StreamingSampler
-
-
-def tp_test_config() -> LiveActConfig:
-    """The tiny preset shrunk (dim 64, 4 heads, 2 layers, fp32 caches): shards for tp in {1, 2, 4}."""
-    tiny = get_preset("tiny")
-    model = dataclasses.replace(tiny.model, dim=64, num_heads=4, ffn_dim=128, num_layers=2)
-    memory = dataclasses.replace(tiny.memory, fp8=False)
-    return dataclasses.replace(tiny, name="tp-test", model=model, memory=memory)
+from liveact.testing import fresh_model, synthetic_session, tp_test_config
 
 
 def build_inputs(
     config: LiveActConfig, chunks: int, latent: int = 8, model_seed: int = 0, session_seed: int = 1
 ) -> tuple[LiveActDiT, Conditioning, torch.Tensor]:
     """The (unsharded) model, conditioning and audio features; identical on every rank."""
-    model = build_model(config).init_weights(model_seed).eval()
-    m = config.model
-    g = torch.Generator().manual_seed(session_seed)
-    y = torch.randn(1, m.cond_channels, config.memory.window_latent_frames, latent, latent, generator=g)
-    text = torch.randn(5, m.text_dim, generator=g)
-    clip = torch.randn(1, m.clip_tokens, m.clip_dim, generator=g)
-    with torch.no_grad():
-        context = model.encode_context([text], clip)
-    feats = torch.randn(total_video_frames(config, chunks), m.audio_layers, m.audio_channels, generator=g)
-    return model, Conditioning(y=y, context=context), feats
+    model = fresh_model(config, model_seed)
+    cond, feats = synthetic_session(model, latent, chunks, session_seed)
+    return model, cond, feats
 
 
 def rollout(

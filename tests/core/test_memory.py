@@ -7,7 +7,6 @@ import itertools
 
 import pytest
 import torch
-from helpers import make_model, make_session, micro_config
 
 from liveact.config import ConfigError, MemoryConfig, get_preset
 from liveact.memory import fp8
@@ -16,11 +15,12 @@ from liveact.memory.compress import compress_tokens
 from liveact.model.rope import Rope3D
 from liveact.sampling.noise import SeededNoise
 from liveact.sampling.stream import StreamingSampler
+from liveact.testing import fresh_model, micro_config, synthetic_session
 
 
 def _stream(config, chunks, seed=0, unbounded=False, latent=8, feats_chunks=None):
-    model = make_model(config)
-    cond, feats = make_session(model, latent=latent, chunks=feats_chunks or chunks)
+    model = fresh_model(config)
+    cond, feats = synthetic_session(model, latent=latent, chunks=feats_chunks or chunks)
     sampler = StreamingSampler(model, cond, SeededNoise(seed), unbounded=unbounded)
     return sampler, feats
 

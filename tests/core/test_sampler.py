@@ -6,7 +6,6 @@ import dataclasses
 
 import pytest
 import torch
-from helpers import make_model, make_session, micro_config
 
 from liveact.config import ConfigError, SamplerConfig, get_preset
 from liveact.sampling.audio_window import gather_window, window_index
@@ -14,6 +13,7 @@ from liveact.sampling.chunking import chunks_for_frames, plan_chunk, total_video
 from liveact.sampling.noise import RecordedNoise, SeededNoise
 from liveact.sampling.schedule import step_coefficients
 from liveact.sampling.stream import StreamingSampler
+from liveact.testing import fresh_model, micro_config, synthetic_session
 
 
 def test_chunk_plan_matches_public_loop():
@@ -57,8 +57,8 @@ def _with_sampler(**kw):
 @pytest.mark.parametrize("kind,draws_per_chunk", [("x0_renoise", 4), ("euler", 1)])
 def test_draws_per_chunk(kind, draws_per_chunk):
     cfg = _with_sampler(kind=kind)
-    model = make_model(cfg)
-    cond, feats = make_session(model, chunks=2)
+    model = fresh_model(cfg)
+    cond, feats = synthetic_session(model, chunks=2)
     shapes = [(1, 16, 6, 8, 8)] + [(1, 16, 6, 8, 8)] * (draws_per_chunk - 1)
     noise = RecordedNoise([torch.randn(s) for s in shapes])
     StreamingSampler(model, cond, noise).next_chunk(feats)
@@ -67,8 +67,8 @@ def test_draws_per_chunk(kind, draws_per_chunk):
 
 def test_seeded_noise_is_reproducible_and_seed_sensitive():
     cfg = micro_config()
-    model = make_model(cfg)
-    cond, feats = make_session(model, chunks=2)
+    model = fresh_model(cfg)
+    cond, feats = synthetic_session(model, chunks=2)
     run = lambda seed: StreamingSampler(model, cond, SeededNoise(seed)).next_chunk(feats).latent  # noqa: E731
     assert torch.equal(run(5), run(5))
     assert not torch.equal(run(5), run(6))
@@ -84,8 +84,8 @@ def test_seeded_noise_equals_global_seed_stream():
 def test_audio_cfg_uses_separate_null_caches():
     cfg = _with_sampler(audio_cfg=1.7)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_layers=2))
-    model = make_model(cfg)
-    cond, feats = make_session(model, chunks=3)
+    model = fresh_model(cfg)
+    cond, feats = synthetic_session(model, chunks=3)
     sampler = StreamingSampler(model, cond, SeededNoise(0))
     assert sorted(sampler.memory.null) == [1, 2]
     sampler.next_chunk(feats)
@@ -102,8 +102,8 @@ def test_audio_cfg_uses_separate_null_caches():
 
 def test_audio_changes_output_but_not_at_step_zero():
     cfg = micro_config()
-    model = make_model(cfg)
-    cond, feats = make_session(model, chunks=2)
+    model = fresh_model(cfg)
+    cond, feats = synthetic_session(model, chunks=2)
     a = StreamingSampler(model, cond, SeededNoise(0)).next_chunk(feats, record=True)
     b = StreamingSampler(model, cond, SeededNoise(0)).next_chunk(feats * 0, record=True)
     assert torch.equal(a.steps[0].v, b.steps[0].v)  # step 0 skips audio
@@ -111,8 +111,8 @@ def test_audio_changes_output_but_not_at_step_zero():
 
 
 def test_conditioning_of_wrong_length_is_refused():
-    model = make_model(micro_config())
-    cond, _ = make_session(model)
+    model = fresh_model(micro_config())
+    cond, _ = synthetic_session(model)
     cond.y = cond.y[:, :, :10]
     with pytest.raises(ValueError, match="must span 14 latent frames"):
         StreamingSampler(model, cond, SeededNoise(0))
@@ -123,8 +123,8 @@ def test_clean_context_shares_one_cache_and_commits_each_chunk_once():
     outputs = {}
     for context in ("neighbor", "clean", "clean"):
         cfg = _with_sampler(context=context)
-        model = make_model(cfg)
-        cond, feats = make_session(model, chunks=4)
+        model = fresh_model(cfg)
+        cond, feats = synthetic_session(model, chunks=4)
         sampler = StreamingSampler(model, cond, SeededNoise(0))
         latents = [sampler.next_chunk(feats).latent for _ in range(4)]
         assert len(sampler.memory.steps) == (3 if context == "neighbor" else 1)

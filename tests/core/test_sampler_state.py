@@ -10,14 +10,14 @@ import torch
 from liveact.sampling.noise import SeededNoise
 from liveact.sampling.state import SamplerStateError, export_sampler, restore_sampler
 from liveact.sampling.stream import StreamingSampler
-from tests.helpers import make_model, make_session, micro_config
+from liveact.testing import fresh_model, micro_config, synthetic_session
 
 TOTAL = 6
 
 
 def _sampler(cfg, seed=7):
-    model = make_model(cfg)
-    cond, feats = make_session(model, chunks=TOTAL)
+    model = fresh_model(cfg)
+    cond, feats = synthetic_session(model, chunks=TOTAL)
     return StreamingSampler(model, cond, SeededNoise(seed)), feats
 
 
@@ -57,6 +57,6 @@ def test_restore_refuses_foreign_state():
         restore_sampler(sampler.model, {k: v for k, v in state.items() if k != "noise.state"}, torch.device("cpu"))
     with pytest.raises(SamplerStateError, match="unknown tensors"):
         restore_sampler(sampler.model, {**state, "surprise": torch.zeros(1)}, torch.device("cpu"))
-    bigger = make_model(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, dim=64, ffn_dim=128)))
+    bigger = fresh_model(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, dim=64, ffn_dim=128)))
     with pytest.raises(SamplerStateError, match="does not fit"):
         restore_sampler(bigger, state, torch.device("cpu"))

@@ -18,9 +18,10 @@ import torch
 from liveact.memory.cache import LayerKV
 from liveact.model.block import BlockInputs
 from liveact.model.loading import build_model
-from liveact.parallel.launch import build_inputs, rollout, run_torchrun, tp_test_config
+from liveact.parallel.launch import build_inputs, rollout, run_torchrun
 from liveact.parallel.shm import shm_buffers
 from liveact.parallel.tp import LocalComm, ShardedRMSNorm, check_tp, packed_kv_rows, shard_dit
+from liveact.testing import tp_test_config
 
 
 class ThreadGroup:

@@ -8,10 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from liveact.parallel.launch import build_inputs, run_torchrun, tp_test_config
+from liveact.parallel.launch import build_inputs, run_torchrun
 from liveact.parallel.reshard import ReshardError, reshard
 from liveact.parallel.shm import shm_buffers
 from liveact.sampling.state import restore_sampler
+from liveact.testing import tp_test_config
 
 CHUNKS, SPLIT = 5, 2
 TOLERANCE = 1e-4  # fp32, the all-reduce order of another degree

@@ -7,12 +7,12 @@ import dataclasses
 
 import pytest
 import torch
-from helpers import make_model, micro_config
 
 from liveact.memory.cache import Draft, LayerKV
 from liveact.memory.rollout import RolloutLayerKV
 from liveact.sampling.audio_window import gather_window
 from liveact.sampling.chunking import plan_chunk, total_video_frames
+from liveact.testing import fresh_model, micro_config
 from liveact.training.neighbor_forcing import (
     RolloutBatch,
     chunk_latent_range,
@@ -95,7 +95,7 @@ def _losses(model, batch, sigma, seed=3, chunks=CHUNKS):
 
 
 def test_loss_is_causal_across_chunks():
-    model = make_model(micro_config())
+    model = fresh_model(micro_config())
     batch = _batch(model)
     sigma = torch.tensor([0.9, 0.6])
     base = _losses(model, batch, sigma)
@@ -111,7 +111,7 @@ def test_each_chunk_sees_what_the_serving_sampler_would_show_it(context):
     """neighbor: chunk n's rollout forward equals a serving-cache forward whose cache holds chunk n-1's
     same-level input. clean (the teacher-forcing ablation): the chunk drafts into the cache, and the
     clean latent at t = 0 commits, exactly as the "clean" sampler context does."""
-    model = make_model(micro_config())
+    model = fresh_model(micro_config())
     cfg = model.config
     batch = _batch(model, batch=1)
     sigma = torch.tensor([0.75])
@@ -145,7 +145,7 @@ def test_each_chunk_sees_what_the_serving_sampler_would_show_it(context):
 
 
 def test_sample_level_contexts_differ_from_neighbor_forcing_and_train():
-    model = make_model(micro_config())
+    model = fresh_model(micro_config())
     batch = _batch(model)
     sigma = torch.tensor([0.9, 0.6])
     losses = {}
@@ -165,7 +165,7 @@ def test_sample_level_contexts_differ_from_neighbor_forcing_and_train():
 
 
 def test_compressors_get_gradients_from_the_third_chunk_on():
-    model = make_model(micro_config())
+    model = fresh_model(micro_config())
     batch = _batch(model)
     sigma = torch.tensor([0.9, 0.9])
     for chunks, expect in ((2, False), (3, True)):
@@ -177,7 +177,7 @@ def test_compressors_get_gradients_from_the_third_chunk_on():
 
 
 def test_rollout_refuses_too_few_latent_frames():
-    model = make_model(micro_config())
+    model = fresh_model(micro_config())
     batch = _batch(model)
     with pytest.raises(ValueError, match="latent frames"):
         neighbor_forcing_loss(model, batch, _text(model), torch.tensor([0.5, 0.5]), CHUNKS + 1, torch.Generator())
@@ -192,7 +192,7 @@ def test_shifted_levels_put_more_mass_near_one():
 
 
 def test_uniform_loss_weights_change_nothing_and_a_mouth_weight_moves_the_loss():
-    model = make_model(micro_config())
+    model = fresh_model(micro_config())
     batch = _batch(model)
     sigma = torch.tensor([0.9, 0.6])
     plain = _losses(model, batch, sigma)

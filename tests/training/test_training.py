@@ -73,7 +73,7 @@ def test_curve_rows_average_the_steps_since_the_last_row(tmp_path):
 
 
 def test_checkpoint_directory_round_trip(tmp_path):
-    from helpers import micro_config
+    from liveact.testing import micro_config
 
     model = build_model(micro_config()).init_weights(4)
     save_checkpoint_dir(model, tmp_path / "dit")
