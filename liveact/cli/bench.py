@@ -249,8 +249,12 @@ def run_checkpoint(args: argparse.Namespace) -> int:
 
     width, height = parse_size(args.size, args.preset)
     result = checkpoint.run(
-        args.preset, args.seconds, width, height, args.format, args.repeats, args.every_chunks,
-        args.default_policy, args.realtime_repeats, args.resume_seconds, args.store_repeats,
+        checkpoint.CheckpointBench(
+            preset=args.preset, seconds=args.seconds, width=width, height=height, output_format=args.format,
+            repeats=args.repeats, every_chunks=args.every_chunks, default_policy=args.default_policy,
+            realtime_repeats=args.realtime_repeats, resume_seconds=args.resume_seconds,
+            store_repeats=args.store_repeats,
+        )
     )  # fmt: skip
     print(json.dumps(result, indent=2))
     return 0
