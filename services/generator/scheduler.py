@@ -46,9 +46,6 @@ class Numbering:
     def client_frame(self, model_frame: int) -> int:
         return model_frame + self.frame_offset
 
-    def model_frame(self, client_frame: int) -> int:
-        return client_frame - self.frame_offset
-
     def model_row(self, encoder_row: int) -> int:
         return encoder_row + self.row_offset
 
@@ -74,7 +71,6 @@ class ChunkScheduler:
         m = config.model
         self.windows = ChunkWindows(rows_kept, m.audio_layers, m.audio_channels)
         self.next_chunk = next_chunk  # the chunk whose window is taken next
-        self.first_chunk = next_chunk  # of this stream (a resumed session starts later)
         self.delivered = next_chunk  # chunks before this were handed to gRPC for the client
         self.pcm_frames_sent = pcm_frames_sent  # PCM sample frames sent to the encoder (its numbering)
         self._rows_of: tuple[int, tuple[int, int]] | None = None  # (k, rows_needed_by(k)), one chunk at a time

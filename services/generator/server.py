@@ -1,6 +1,7 @@
 """The ``Generator`` servicer: admission control, config checks, one ``GeneratorSession`` per stream.
 
-Status codes: INVALID_ARGUMENT (bad config or audio), FAILED_PRECONDITION (audio before config,
+Status codes: INVALID_ARGUMENT (bad config, audio or resume fields, request bytes that do not decode;
+``validate.py`` checks every client field), FAILED_PRECONDITION (audio before config,
 or the request stream ended without EndOfAudio), RESOURCE_EXHAUSTED (all ``--max-sessions`` slots
 busy; gRPC itself for a message over ``--max-message-mb``), UNAVAILABLE (warming up, draining, or a
 peer service down: retry), ABORTED (another generator took the session over), and for a resume

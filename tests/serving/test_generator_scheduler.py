@@ -99,7 +99,7 @@ def test_the_session_is_done_when_the_chunks_cover_the_audio():
 
 def test_a_live_resume_numbers_rows_and_frames_from_its_offsets():
     n = Numbering(frame_offset=40, row_offset=62)
-    assert (n.client_frame(85), n.model_frame(125), n.model_row(0)) == (125, 85, 62)
+    assert (n.client_frame(85), n.model_row(0)) == (125, 62)
     s = scheduler(numbering=n, next_chunk=3)
     s.restore(62, rows(0, 62), None)  # a LIVE resume at chunk 3 keeps no old row past its start
     s.add_rows(rows(57, 62))
@@ -111,7 +111,7 @@ def test_a_live_resume_numbers_rows_and_frames_from_its_offsets():
 def test_a_restored_session_continues_from_its_rows():
     s = scheduler(next_chunk=2, pcm_frames_sent=85 * SAMPLES_PER_ROW)
     s.restore(30, rows(55, 30), 85)  # the audio had ended at frame 85: chunks 0..2 cover it
-    assert s.first_chunk == s.delivered == 2 and s.rows_end == 85 and not s.all_done()
+    assert s.next_chunk == s.delivered == 2 and s.rows_end == 85 and not s.all_done()
     first, held = s.held_rows(2)
     assert first == 30 and torch.equal(held, rows(55, 30))
     assert s.take()[0] == 2 and s.all_done()
