@@ -241,12 +241,17 @@ class Manifest:
         return obj["version"], obj.get("format")
 
     @staticmethod
-    def part_keys(obj: Any) -> list[str]:
-        """The part keys a manifest's JSON lists (for garbage collection; ``SchemaError`` if unreadable)."""
+    def shard_table(obj: Any) -> list[list[PartRef]]:
+        """A manifest JSON's parts, per rank (``SchemaError`` if there is no readable table)."""
         shards = obj.get("shards") if isinstance(obj, dict) else None
         if not isinstance(shards, list) or not all(isinstance(rank, list) for rank in shards):
             raise SchemaError("manifest has no shard table")
-        return [PartRef.from_json(p).key for rank in shards for p in rank]
+        return [[PartRef.from_json(p) for p in rank] for rank in shards]
+
+    @staticmethod
+    def part_keys(obj: Any) -> list[str]:
+        """The part keys a manifest's JSON lists (for garbage collection; ``SchemaError`` if unreadable)."""
+        return [p.key for rank in Manifest.shard_table(obj) for p in rank]
 
     @classmethod
     def from_json(cls, obj: Any) -> Manifest:
@@ -256,6 +261,5 @@ class Manifest:
         session, token, created = obj.get("session"), obj.get("token"), obj.get("created")
         if not isinstance(session, str) or not isinstance(token, int) or not isinstance(created, int | float):
             raise SchemaError("manifest needs session (str), token (int) and created (number)")
-        cls.part_keys(obj)  # the shard table is a list of lists of parts
-        parts = [[PartRef.from_json(p) for p in rank] for rank in obj["shards"]]
-        return cls(version, session, token, CheckpointMeta.from_json(obj.get("meta")), parts, float(created))
+        meta = CheckpointMeta.from_json(obj.get("meta"))
+        return cls(version, session, token, meta, cls.shard_table(obj), float(created))

@@ -68,14 +68,13 @@ class _Snapshots:
         self._waiting[marker] = fut
         return fut
 
-    def answered(self, snap: common_pb2.StreamSnapshot) -> bool:
-        """Resolve the marker's future; False (logged) for a marker nobody waits for."""
+    def answered(self, snap: common_pb2.StreamSnapshot) -> None:
+        """Resolve the marker's future (a marker nobody waits for is logged and ignored)."""
         fut = self._waiting.pop(snap.id, None)
         if fut is None or fut.done():
             log.warning("stale snapshot ignored", extra={"peer": self.peer, "id": snap.id})
-            return False
+            return
         fut.set_result(snap.state)
-        return True
 
 
 class EncoderLink:

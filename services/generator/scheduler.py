@@ -120,7 +120,7 @@ class ChunkScheduler:
     def can_generate(self) -> bool:
         """The next chunk's window is final and the client is at most ``chunk_queue`` chunks behind."""
         k = self.next_chunk
-        return k < self.delivered + self.chunk_queue and self.chunk_ready(k)
+        return self.chunk_ready(k) and k < self.delivered + self.chunk_queue  # a dropped row raises, as before
 
     def keep_frames(self, k: int) -> int:
         """Frames of chunk k the video keeps (the last chunk is cut where the audio ends)."""
