@@ -3,7 +3,8 @@
 One helper for everything that runs the services on this machine: ``liveact up``, the benchmarks
 (``liveact bench pipeline``) and the tests (``tests/servers.py``).
 
-``service_process`` runs ``python -m services.<module> --port PORT --port-file F ...``. A service
+``service_process`` runs ``python -m services.<module> --port PORT --port-file F ...`` (from a
+checkout's tree or an image's, ``liveact.source_tree``). A service
 writes its bound port to ``--port-file`` only once it has warmed up and reports SERVING, so the
 address is yielded only when the service takes requests. On exit the process gets SIGTERM and must
 exit by itself (it drains for its ``--grace-s``); one that does not is killed and ``ServiceError``
@@ -24,6 +25,8 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+
+from liveact.source_tree import child_env
 
 SERVICES = {"audio-encoder": "audio_encoder", "generator": "generator", "decoder": "decoder"}
 START_TIMEOUT_S = 300.0  # model loading on a busy machine
@@ -64,7 +67,7 @@ def service_process(
         out = files.enter_context(open(log_path, "wb")) if capture else None
         cmd = [sys.executable, "-m", f"services.{module}", "--port", str(port), "--port-file", str(port_file), *args]
         proc = subprocess.Popen(
-            cmd, cwd=cwd, env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+            cmd, cwd=cwd, env=child_env({**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}),
             stdout=out, stderr=subprocess.STDOUT if capture else None,
         )  # fmt: skip
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+from types import ModuleType
 
 from liveact.config import get_preset
+from liveact.source_tree import require
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -192,8 +195,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     gpu.set_defaults(func=run_gpu)
 
 
+def _bench_module(name: str) -> ModuleType:
+    """``bench.<name>`` from the source tree (the benchmarks start the services too; neither is in the wheel)."""
+    require("bench", "bench")
+    require("services", "bench")
+    return importlib.import_module(f"bench.{name}")
+
+
 def run_memory(args: argparse.Namespace) -> int:
-    from bench import memory
+    memory = _bench_module("memory")
 
     if args.chunks < 2 * memory.WINDOW:
         raise ValueError(f"--chunks must be at least {2 * memory.WINDOW} to compare first and last {memory.WINDOW}")
@@ -204,7 +214,7 @@ def run_memory(args: argparse.Namespace) -> int:
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
-    from bench import pipeline
+    pipeline = _bench_module("pipeline")
     from liveact.cli.animate import parse_size
 
     size = f"{args.pixels}x{args.pixels}" if args.pixels is not None else args.size
@@ -217,14 +227,14 @@ def run_pipeline(args: argparse.Namespace) -> int:
 
 
 def run_tp(args: argparse.Namespace) -> int:
-    from bench import tp
+    tp = _bench_module("tp")
 
     print(json.dumps(tp.run(args.ranks, args.chunks), indent=2))
     return 0
 
 
 def run_gpu(args: argparse.Namespace) -> int:
-    from bench import gpu
+    gpu = _bench_module("gpu")
     from liveact.cli.animate import parse_wxh
 
     sizes = None if args.resolutions is None else [parse_wxh(r) for r in args.resolutions.split(",") if r.strip()]
@@ -237,14 +247,14 @@ def run_gpu(args: argparse.Namespace) -> int:
 
 
 def run_telemetry(args: argparse.Namespace) -> int:
-    from bench import telemetry
+    telemetry = _bench_module("telemetry")
 
     print(json.dumps(telemetry.run(args.chunks, args.pieces, args.repeats), indent=2))
     return 0
 
 
 def run_checkpoint(args: argparse.Namespace) -> int:
-    from bench import checkpoint
+    checkpoint = _bench_module("checkpoint")
     from liveact.cli.animate import parse_size
 
     width, height = parse_size(args.size, args.preset)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import signal
 import time
 
 from liveact.launch import SERVICES, local_cluster
+from liveact.source_tree import require
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +45,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    module = __import__(f"services.{SERVICES[args.service]}.server", fromlist=["serve"])
+    require("services", "serve")
+    module = importlib.import_module(f"services.{SERVICES[args.service]}.server")
     extra = args.args[1:] if args.args[:1] == ["--"] else args.args
     module.serve(extra)
     return 0
 
 
 def run_up(args: argparse.Namespace) -> int:
+    require("services", "up")
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     try:

@@ -30,6 +30,8 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
+from liveact.source_tree import SOURCE_PACKAGES
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "liveact"
 HADOLINT_CONFIG = ROOT / ".hadolint.yaml"
@@ -287,10 +289,27 @@ def test_copied_sources_cover_every_package_and_the_metadata():
     copied = {posixpath.normpath(src) for sources, _ in builder_copies() for src in sources}
     include = pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
     roots = {pattern.rstrip("*").rstrip(".") for pattern in include}
-    assert roots == {"liveact", "services", "bench"}
+    assert roots == {"liveact"}, "the wheel installs the library only (liveact/source_tree.py)"
     assert roots <= copied, f"{sorted(roots - copied)} are packaged but not copied"
     assert {"pyproject.toml", pyproject()["project"]["readme"]} <= copied
     assert copied - roots <= {"pyproject.toml", "README.md"}, "copy only what the wheel is built from"
+
+
+def runtime_copies(key: str) -> list[tuple[list[str], str]]:
+    return dockerfile(key).final.copies()
+
+
+@pytest.mark.parametrize("key", COMPONENTS)
+def test_runtime_runs_services_and_bench_from_source_on_its_pythonpath(key):
+    final = dockerfile(key).final
+    (workdir,) = final.all("WORKDIR")
+    copied = {posixpath.normpath(src): posixpath.normpath(posixpath.join(workdir, dest))
+              for sources, dest in runtime_copies(key) for src in sources}  # fmt: skip
+    assert copied == {name: posixpath.join(workdir, name) for name in SOURCE_PACKAGES}
+    assert final.env()["PYTHONPATH"] == workdir  # `liveact bench` (a console script) finds bench/ there too
+    kinds = [i["instruction"] for i in final.instructions]
+    last_copy = max(n for n, kind in enumerate(kinds) if kind == "COPY")
+    assert last_copy < kinds.index("USER"), "the sources are copied as root: read-only to the service user"
 
 
 # ---------------------------------------------------------------- .dockerignore, with Docker's rules
@@ -374,8 +393,8 @@ def test_dockerignore_keeps(path):
     assert not ignored(path)
 
 
-def test_dockerignore_keeps_every_file_the_builder_copies():
-    for sources, _ in builder_copies():
+def test_dockerignore_keeps_every_file_an_image_copies():
+    for sources, _ in builder_copies() + runtime_copies("generator"):
         for source in sources:
             top = ROOT / source
             files = [top] if top.is_file() else [p for p in top.rglob("*") if p.is_file()]
@@ -428,11 +447,11 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
 
 
 @pytest.mark.integration
-def test_wheel_has_the_services_the_stubs_and_the_cli(wheel):
+def test_wheel_has_the_library_the_stubs_and_the_cli(wheel):
     names = set(wheel.namelist())
-    for module in COMPONENTS.values():
-        assert f"services/{module}/__main__.py" in names
-    assert "liveact/v1/generator_pb2.py" in names and "services/common/settings.py" in names
+    tops = {n.split("/")[0] for n in names}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"liveact"}, "services/ and bench/ are not installed"
+    assert "liveact/v1/generator_pb2.py" in names and "liveact/source_tree.py" in names
     builtin = ROOT / "liveact" / "weights"
     for path in builtin.rglob("*") if builtin.is_dir() else ():  # the built-in tiny model is package data
         if path.is_file():
@@ -446,3 +465,38 @@ def test_wheel_has_the_services_the_stubs_and_the_cli(wheel):
     meta = wheel.read(metadata).decode()
     assert f"Version: {pyproject()['project']['version']}" in meta
     assert re.search(r"^Requires-Dist: torch", meta, re.M)
+
+
+def run_cli(argv: list[str], cwd: Path, pythonpath: list[Path]) -> subprocess.CompletedProcess:
+    """``liveact ARGV`` with only ``pythonpath`` to import from (``cwd`` is an empty directory), printing
+    which ``liveact`` it imported first."""
+    code = "import sys, liveact; "
+    code += "from liveact.cli.main import main; print(liveact.__file__); sys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, pythonpath))}
+    return subprocess.run([sys.executable, "-c", code, *argv], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+
+
+@pytest.mark.integration
+def test_image_layout_runs_services_and_bench_and_a_bare_wheel_says_what_is_missing(wheel, tmp_path):
+    """The wheel unpacked as site-packages, the runtime stage's copies in its WORKDIR on PYTHONPATH."""
+    site, workdir, elsewhere = tmp_path / "site", tmp_path / "opt-liveact", tmp_path / "elsewhere"
+    wheel.extractall(site)
+    elsewhere.mkdir()
+    for sources, dest in runtime_copies("generator"):
+        for source in sources:
+            shutil.copytree(ROOT / source, workdir / dest, ignore=shutil.ignore_patterns("__pycache__", "Dockerfile"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(workdir), str(site)])}
+    served = subprocess.run([sys.executable, "-m", "services.generator", "--help"], cwd=workdir, env=env,
+                            capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert served.returncode == 0 and "--max-sessions" in served.stdout, served.stderr
+
+    bench = run_cli(["bench", "tp", "--ranks", "2", "--chunks", "2"], elsewhere, [workdir, site])
+    assert bench.stdout.startswith(str(site / "liveact")), bench.stdout  # the wheel's library, not this checkout
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    assert json.loads(bench.stdout.split("\n", 1)[1])["ranks"] == 2
+
+    bare = run_cli(["serve", "generator", "--", "--help"], elsewhere, [site])
+    assert bare.returncode == 1, bare.stdout + bare.stderr
+    assert "`liveact serve` runs services/ from the LiveAct source tree" in bare.stderr
+    assert "Traceback" not in bare.stderr
