@@ -33,6 +33,10 @@ def _guarded(start):
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{MARKER}: starts processes (services, Redis, ranks, ffmpeg, CLIs)")
+    # matplotlib runs `fc-list` once per machine to build its font cache, on first import: let that happen
+    # here, before the guard, not inside whichever test first draws a figure on a fresh machine
+    import matplotlib.font_manager  # noqa: F401
+
     subprocess.Popen._execute_child = _guarded(subprocess.Popen._execute_child)  # type: ignore[method-assign]
     multiprocessing.process.BaseProcess.start = _guarded(multiprocessing.process.BaseProcess.start)
 
