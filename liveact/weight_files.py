@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import json
+import math
+import struct
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -34,6 +36,7 @@ __all__ = [
     "builtin_dir",
     "builtin_vae_dir",
     "check_state_dict",
+    "dit_dir",
     "key_problems",
     "shard_files",
     "weights_root",
@@ -99,6 +102,62 @@ def shard_files(directory: str | Path) -> dict[str, Path]:
         raise CheckpointError(f"{d}: neither {INDEX_FILE} nor {SINGLE_FILE} found")
     with safe_open(single, framework="pt") as f:
         return {k: single for k in f.keys()}
+
+
+HEADER_LENGTH_BYTES = 8  # a safetensors file: u64 little-endian header length, JSON header, then the data
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64, "I32": torch.int32,
+    "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+}  # fmt: skip
+
+
+class SafetensorsFile:
+    """Reads tensors (or row ranges of them) from a safetensors file with plain reads, never a memory map.
+
+    A tensor read here owns its memory, and nothing of the file stays resident in this process after the
+    read: loading at real size holds the weights loaded so far plus the tensor being read, whatever the
+    shard size (a memory-mapped file keeps every page it touched resident while any tensor from it lives).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(HEADER_LENGTH_BYTES))
+            header = json.loads(f.read(length))
+        header.pop("__metadata__", None)
+        self._data_start = HEADER_LENGTH_BYTES + length
+        self.entries: dict[str, tuple[torch.dtype, tuple[int, ...], int]] = {}  # key -> dtype, shape, offset
+        for key, entry in header.items():
+            if entry["dtype"] not in SAFETENSORS_DTYPES:
+                raise CheckpointError(f"{self.path.name}: tensor {key} has unsupported dtype {entry['dtype']}")
+            self.entries[key] = (SAFETENSORS_DTYPES[entry["dtype"]], tuple(entry["shape"]), entry["data_offsets"][0])
+
+    def keys(self) -> list[str]:
+        return list(self.entries)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return self.entries[key][1]
+
+    def read(self, key: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """Tensor ``key`` (or its rows [start, stop) along dim 0), read into fresh host memory."""
+        dtype, shape, offset = self.entries[key]
+        start, stop = rows if rows is not None else (0, shape[0] if shape else 1)
+        row_bytes = math.prod(shape[1:]) * dtype.itemsize
+        out = torch.empty((stop - start, *shape[1:]) if shape else (), dtype=dtype)
+        if out.numel() == 0:
+            return out
+        buffer = memoryview(out.view(-1).view(torch.uint8).numpy())
+        with open(self.path, "rb") as f:
+            f.seek(self._data_start + offset + start * row_bytes)
+            if f.readinto(buffer) != len(buffer):
+                raise CheckpointError(f"{self.path.name}: tensor {key} is truncated")
+        return out
+
+
+def dit_dir(root: Path) -> Path:
+    """The DiT checkpoint inside a weights root: its ``dit/`` folder, or the root itself."""
+    return root / DIT_SUBDIR if (root / DIT_SUBDIR).is_dir() else root
 
 
 def builtin_dir(preset: str) -> Path | None:

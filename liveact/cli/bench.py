@@ -132,6 +132,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tp.add_argument("--json", action="store_true", help="accepted for symmetry; output is always JSON")
     tp.set_defaults(func=run_tp)
 
+    ld = bsub.add_parser(
+        "loading",
+        help="peak host memory while loading the DiT at real widths (TP=1 and each TP rank) vs its weights' bytes",
+        description="Write a liveact-18b-width model with LAYERS blocks as sharded bf16 safetensors, load it in a "
+        "fresh process per case into bf16 on the CPU (TP=1, and each rank of each --tp reading only its slices) "
+        "and print each case's peak RSS growth over its weights' bytes (target: at most 1.15), plus liveact-18b's "
+        "weights bytes per rank for TP 1/2/4/8.",
+    )
+    ld.add_argument("--layers", type=int, default=1, help="DiT blocks (default: 1, 1.45 GiB of bf16 weights)")
+    ld.add_argument("--tp", default="1,2", help="tensor-parallel sizes, comma-separated (default: 1,2)")
+    ld.add_argument("--shard-mb", type=int, default=256, help="checkpoint shard size in MiB (default: 256)")
+    ld.add_argument("--json", action="store_true", help="accepted for symmetry; output is always JSON")
+    ld.set_defaults(func=run_loading)
+
     gpu = bsub.add_parser(
         "gpu",
         help="the real 3-step loop of liveact-18b on one GPU: ms per chunk, fps, TFLOP/s, peak memory",
@@ -230,6 +244,13 @@ def run_tp(args: argparse.Namespace) -> int:
     tp = _bench_module("tp")
 
     print(json.dumps(tp.run(args.ranks, args.chunks), indent=2))
+    return 0
+
+
+def run_loading(args: argparse.Namespace) -> int:
+    loading = _bench_module("loading")
+    tps = tuple(int(t) for t in args.tp.split(",") if t.strip())
+    print(json.dumps(loading.run(args.layers, tps, args.shard_mb), indent=2))
     return 0
 
 

@@ -30,6 +30,12 @@ from liveact.model.rope import Rope3D
 FP32_PARAMETERS = ("time_embedding.", "time_projection.", "modulation", "head.modulation")
 
 
+def parameter_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
+    """The dtype parameter ``name`` runs in when the model runs in ``dtype``: float32 for ``FP32_PARAMETERS``."""
+    keep = any(name.startswith(k) or name.endswith(k) for k in FP32_PARAMETERS)
+    return torch.float32 if keep else dtype
+
+
 class ImageProj(nn.Module):
     """``img_emb``: LayerNorm -> Linear -> GELU(erf) -> Linear -> LayerNorm on CLIP tokens."""
 
@@ -169,8 +175,7 @@ class LiveActDiT(nn.Module):
     def to_runtime_dtype(self, dtype: torch.dtype) -> LiveActDiT:
         """Cast to dtype except the parameters named in ``FP32_PARAMETERS``."""
         for name, p in self.named_parameters():
-            keep = any(name.startswith(k) or name.endswith(k) for k in FP32_PARAMETERS)
-            p.data = p.data.to(torch.float32 if keep else dtype)
+            p.data = p.data.to(parameter_dtype(name, dtype))
         return self
 
     @torch.no_grad()

@@ -46,8 +46,10 @@ import torch
 from liveact.model.dit import LiveActDiT
 from liveact.parallel import shm
 from liveact.parallel.link import Link, Message
+from liveact.pipeline.engine import runtime_config, runtime_dtype
 from liveact.sampling.state import SamplerStateError, export_sampler, export_start, restore_sampler
 from liveact.sampling.stream import StreamingSampler
+from liveact.weight_files import weights_root
 
 log = logging.getLogger(__name__)
 
@@ -200,15 +202,18 @@ class TensorParallelRanks:
         self._stopped = False
 
     # -- start / stop ----------------------------------------------------------------------------
-    def start(self, model: LiveActDiT) -> LiveActDiT:
-        """Spawn ranks 1..N-1, join the process group, shard ``model`` (rank 0's) in place. Blocking."""
+    def start(self) -> LiveActDiT:
+        """Spawn ranks 1..N-1, join the process group, load rank 0's shard of the DiT (as the workers load
+        theirs, concurrently: ``load_dit_shard``) and wait until every rank is ready. Blocking."""
         import deepspeed
         import deepspeed.comm as dist
 
-        from liveact.parallel.tp import DeepSpeedComm, check_tp, shard_dit
+        from liveact.parallel.loading import load_dit_shard
+        from liveact.parallel.tp import DeepSpeedComm, check_tp
 
         spec = self.spec
-        check_tp(model.config.model, spec.tp)
+        config = runtime_config(spec.preset, spec.kv_cache)
+        check_tp(config.model, spec.tp)
         self.port = _free_port()
         env = self._env()
         os.environ.update({**env, "RANK": "0", "LOCAL_RANK": "0"})
@@ -223,7 +228,9 @@ class TensorParallelRanks:
         if not spec.cuda:  # so their names can go now: nothing is left in /dev/shm, even after a kill -9
             shm.remove(shm.group_buffers(MASTER_ADDR, self.port))
         group = dist.new_group(list(range(spec.tp)))
-        self.model = shard_dit(model, DeepSpeedComm(group))
+        root = weights_root(spec.preset, spec.model_dir or None)
+        dtype = runtime_dtype(self.device, spec.dtype)
+        self.model = load_dit_shard(config, root, self.device, dtype, DeepSpeedComm(group), spec.seed)
         for w in self.workers:
             w.link.sock.settimeout(spec.startup_timeout_s)
             reply = w.link.recv()

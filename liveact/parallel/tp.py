@@ -38,6 +38,7 @@ from torch import nn
 from liveact.config import ModelConfig
 from liveact.model.dit import LiveActDiT
 from liveact.model.layers import RMSNorm
+from liveact.model.loading import TensorSlice
 
 AllReduce = Callable[[torch.Tensor], None]  # in-place sum over the group
 
@@ -203,23 +204,85 @@ class DeepSpeedComm:
 
 
 def _check_split(got: torch.Tensor, expected: torch.Tensor, kind: str) -> None:
-    if tuple(got.shape) != tuple(expected.shape) or not torch.equal(got.detach().cpu(), expected.cpu()):
+    """DeepSpeed's split must be the per-head slice: by shape, and by value unless on meta (shapes only)."""
+    same = tuple(got.shape) == tuple(expected.shape)
+    if same and not got.is_meta:
+        same = torch.equal(got.detach().cpu(), expected.cpu())
+    if not same:
         raise RuntimeError(
             f"DeepSpeed's {kind} split {tuple(got.shape)} is not the per-head slice {tuple(expected.shape)}"
         )
 
 
-# -- the model ------------------------------------------------------------------------------------
-def _shard_norm(norm: nn.Module, cols: slice, comm: TPComm) -> nn.Module:
-    return ShardedRMSNorm(norm, cols, comm.all_reduce) if isinstance(norm, RMSNorm) else norm
+# -- the layout: how each block layer is split ----------------------------------------------------
+# (module path inside a block, kind); one table for sharding a built model (``shard_dit``) and for
+# reading only a rank's slices of a checkpoint (``shard_slices``).
+COLUMN, ROW, NORM, DEPTHWISE, PACKED_KV = "column", "row", "norm", "depthwise", "packed_kv"
+BLOCK_LAYOUT: tuple[tuple[str, str], ...] = (
+    ("self_attn.q", COLUMN), ("self_attn.k", COLUMN), ("self_attn.v", COLUMN), ("self_attn.o", ROW),
+    ("self_attn.norm_q", NORM), ("self_attn.norm_k", NORM),
+    ("self_attn.memory_proj_k", DEPTHWISE), ("self_attn.memory_proj_v", DEPTHWISE),
+    ("cross_attn.q", COLUMN), ("cross_attn.k", COLUMN), ("cross_attn.v", COLUMN),
+    ("cross_attn.k_img", COLUMN), ("cross_attn.v_img", COLUMN), ("cross_attn.o", ROW),
+    ("cross_attn.norm_q", NORM), ("cross_attn.norm_k", NORM), ("cross_attn.norm_k_img", NORM),
+    ("audio_cross_attn.q_linear", COLUMN), ("audio_cross_attn.kv_linear", PACKED_KV), ("audio_cross_attn.proj", ROW),
+    ("ffn.0", COLUMN), ("ffn.2", ROW),
+)  # fmt: skip
+
+
+def _layer_slices(kind: str, module: nn.Module, c: int, rank: int, tp: int) -> dict[str, TensorSlice]:
+    """Parameter name -> slice for one layer of ``kind`` (replicated parameters are absent)."""
+    if kind == COLUMN:
+        rows = TensorSlice.of(0, shard_range(module.out_features, rank, tp))
+        return {"weight": rows, **({"bias": rows} if module.bias is not None else {})}
+    if kind == ROW:
+        return {"weight": TensorSlice.of(1, shard_range(module.in_features, rank, tp))}  # bias: replicated
+    cols = TensorSlice.of(0, shard_range(c, rank, tp))
+    if kind == NORM:
+        return {"weight": cols} if isinstance(module, RMSNorm) else {}
+    if kind == DEPTHWISE:
+        return {"weight": cols, **({"bias": cols} if module.bias is not None else {})}
+    if kind == PACKED_KV:
+        rows = TensorSlice.of(0, packed_kv_rows(c, shard_range(c, rank, tp)))
+        return {"weight": rows, **({"bias": rows} if module.bias is not None else {})}
+    raise ValueError(f"unknown layer kind {kind!r}")
+
+
+def shard_slices(model: LiveActDiT, rank: int, tp: int) -> dict[str, TensorSlice]:
+    """Checkpoint key -> the slice rank ``rank`` of ``tp`` keeps, for every split parameter of the
+    *unsharded* ``model`` (meta is enough); keys not listed are replicated whole."""
+    m = model.config.model
+    check_tp(m, tp)
+    if tp == 1:
+        return {}
+    out: dict[str, TensorSlice] = {}
+    for i, blk in enumerate(model.blocks):
+        for path, kind in BLOCK_LAYOUT:
+            for name, piece in _layer_slices(kind, blk.get_submodule(path), m.dim, rank, tp).items():
+                out[f"blocks.{i}.{path}.{name}"] = piece
+    return out
+
+
+def _shard_layer(kind: str, module: nn.Module, cols: slice, c: int, comm: TPComm) -> nn.Module:
+    if kind == COLUMN:
+        return comm.column(module)
+    if kind == ROW:
+        return comm.row(module)
+    if kind == NORM:
+        return ShardedRMSNorm(module, cols, comm.all_reduce) if isinstance(module, RMSNorm) else module
+    if kind == DEPTHWISE:
+        return slice_depthwise(module, cols)
+    if kind == PACKED_KV:
+        return column_slice(module, packed_kv_rows(c, cols))
+    raise ValueError(f"unknown layer kind {kind!r}")
 
 
 @torch.no_grad()
 def shard_dit(model: LiveActDiT, comm: TPComm) -> LiveActDiT:
-    """Shard ``model`` in place for rank ``comm.rank`` of ``comm.size`` (see module docstring).
-
-    Every rank must start from the same weights. tp=1 leaves the model untouched.
-    """
+    """Shard ``model`` in place for rank ``comm.rank`` of ``comm.size`` (see module docstring and
+    ``BLOCK_LAYOUT``). Every rank must start from the same weights; on the meta device only the
+    shapes are sharded (``liveact.model.loading`` then reads each rank's slices). tp=1 leaves the
+    model untouched."""
     m = model.config.model
     tp = comm.size
     check_tp(m, tp)
@@ -228,27 +291,14 @@ def shard_dit(model: LiveActDiT, comm: TPComm) -> LiveActDiT:
     c = m.dim
     cols = shard_range(c, comm.rank, tp)
     for blk in model.blocks:
-        sa = blk.self_attn
-        sa.q, sa.k, sa.v = comm.column(sa.q), comm.column(sa.k), comm.column(sa.v)
-        sa.o = comm.row(sa.o)
-        sa.norm_q, sa.norm_k = _shard_norm(sa.norm_q, cols, comm), _shard_norm(sa.norm_k, cols, comm)
-        sa.memory_proj_k = slice_depthwise(sa.memory_proj_k, cols)
-        sa.memory_proj_v = slice_depthwise(sa.memory_proj_v, cols)
-        sa.num_heads = m.num_heads // tp
-
-        ca = blk.cross_attn
-        for name in ("q", "k", "v", "k_img", "v_img"):
-            setattr(ca, name, comm.column(getattr(ca, name)))
-        ca.o = comm.row(ca.o)
-        for name in ("norm_q", "norm_k", "norm_k_img"):
-            setattr(ca, name, _shard_norm(getattr(ca, name), cols, comm))
-
-        aa = blk.audio_cross_attn
-        aa.q_linear = comm.column(aa.q_linear)
-        aa.kv_linear = column_slice(aa.kv_linear, packed_kv_rows(c, cols))
-        aa.proj = comm.row(aa.proj)
-
-        blk.ffn[0] = comm.column(blk.ffn[0])
-        blk.ffn[2] = comm.row(blk.ffn[2])
+        for path, kind in BLOCK_LAYOUT:
+            parent_path, _, name = path.rpartition(".")
+            parent = blk.get_submodule(parent_path)
+            sharded = _shard_layer(kind, parent.get_submodule(name), cols, c, comm)
+            if isinstance(parent, nn.Sequential):
+                parent[int(name)] = sharded
+            else:
+                setattr(parent, name, sharded)
+        blk.self_attn.num_heads = m.num_heads // tp
     model.tp_rank, model.tp_size = comm.rank, tp
     return model

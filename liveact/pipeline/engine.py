@@ -30,7 +30,7 @@ from liveact.model.dit import LiveActDiT
 from liveact.model.loading import build_model, load_checkpoint_dir
 from liveact.vae import StreamingDecoder, VaeConfig, get_vae_preset
 from liveact.vae.loading import load_vae
-from liveact.weight_files import AUDIO_SUBDIR, DIT_SUBDIR, VAE_SUBDIR, weights_root
+from liveact.weight_files import AUDIO_SUBDIR, VAE_SUBDIR, dit_dir, weights_root
 
 log = logging.getLogger(__name__)
 
@@ -93,15 +93,13 @@ def load_dit(
 ) -> LiveActDiT:
     """The DiT alone, in eval mode on ``device``: from ``root`` (its ``dit/`` or itself), or fresh from ``seed``.
 
-    ``dtype``: the runtime dtype (``FP32_PARAMETERS`` stay float32). Tensor-parallel worker ranks build
-    their model with this, so every rank starts from the same weights.
+    ``dtype``: the runtime dtype (``FP32_PARAMETERS`` stay float32). A checkpoint goes from its files
+    into ``dtype`` on ``device`` tensor by tensor (``load_checkpoint_dir``): no full-precision copy.
+    Tensor-parallel ranks load their shard instead (``liveact.parallel.loading.load_dit_shard``).
     """
     if root is None:
-        model = build_model(config).init_weights(seed)
-    else:
-        dit_dir = root / DIT_SUBDIR if (root / DIT_SUBDIR).is_dir() else root
-        model = load_checkpoint_dir(build_model(config, device="meta"), dit_dir)
-    return model.to(device).to_runtime_dtype(dtype).eval()
+        return build_model(config).init_weights(seed).to(device).to_runtime_dtype(dtype).eval()
+    return load_checkpoint_dir(build_model(config, device="meta"), dit_dir(root), device, dtype).eval()
 
 
 def load_engine(
@@ -113,8 +111,11 @@ def load_engine(
     kv_cache: str = "auto",
     context: str | None = None,
     compressor: str | None = None,
+    model: LiveActDiT | None = None,
 ) -> Engine:
     """Build every component of ``preset``; ``model_dir`` overrides the built-in weights.
+
+    ``model``: a DiT loaded already (a tensor-parallel rank 0's shard); else ``load_dit`` loads it.
 
     ``dtype`` / ``kv_cache``: the DiT's runtime dtype and cache storage (``runtime_dtype``, ``runtime_config``);
     ``context`` / ``compressor``: an ablation's sampler context and memory (``runtime_config``).
@@ -131,7 +132,8 @@ def load_engine(
 
     if root is None:
         log.warning("no trained weights for preset %r: using fresh weights, the video will not show a face", preset)
-    model = load_dit(config, root, device, seed, runtime_dtype(device, dtype))
+    if model is None:
+        model = load_dit(config, root, device, seed, runtime_dtype(device, dtype))
     vae = load_vae(vae_config, None if root is None else root / VAE_SUBDIR)
     vae = vae.to(device).eval()
 

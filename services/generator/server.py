@@ -95,19 +95,22 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
 
     async def warm_up(self) -> None:
         s = self.settings
-        engine = await asyncio.to_thread(
-            load_engine, s.preset, s.model_dir or None, s.device, s.seed, s.dtype, s.kv_cache
-        )
         ranks: DitRanks
         if s.tp > 1:
             tp = TensorParallelRanks(s.rank_spec())
             self.ranks = ranks = tp
             try:
-                await asyncio.to_thread(tp.start, engine.model)  # shards engine.model: rank 0's heads
+                shard = await asyncio.to_thread(tp.start)  # every rank loads its own heads' weights only
             except BaseException:
                 tp.kill()
                 raise
+            engine = await asyncio.to_thread(
+                load_engine, s.preset, s.model_dir or None, tp.device, s.seed, s.dtype, s.kv_cache, model=shard
+            )
         else:
+            engine = await asyncio.to_thread(
+                load_engine, s.preset, s.model_dir or None, s.device, s.seed, s.dtype, s.kv_cache
+            )
             self.ranks = ranks = LocalRanks(engine.model, engine.device)
         options = server_options(s)
         self._channels = [grpc.aio.insecure_channel(addr, options=options) for addr in (s.audio_encoder, s.decoder)]
