@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from liveact.config import get_preset, preset_names
 
@@ -100,8 +99,7 @@ def shard_files(directory: str | Path) -> dict[str, Path]:
     single = d / SINGLE_FILE
     if not single.exists():
         raise CheckpointError(f"{d}: neither {INDEX_FILE} nor {SINGLE_FILE} found")
-    with safe_open(single, framework="pt") as f:
-        return {k: single for k in f.keys()}
+    return dict.fromkeys(SafetensorsFile(single).keys(), single)
 
 
 HEADER_LENGTH_BYTES = 8  # a safetensors file: u64 little-endian header length, JSON header, then the data

@@ -85,22 +85,22 @@ class TensorSlice:
 
 @dataclass(frozen=True)
 class CheckpointIndex:
-    """Which file holds each tensor of a checkpoint directory, and its full shape (headers only)."""
+    """Which file holds each tensor of a checkpoint directory, and its full shape (headers only, each
+    file's header parsed once: ``readers`` then read the tensors)."""
 
     files: Mapping[str, Path]
     shapes: Mapping[str, tuple[int, ...]]
+    readers: Mapping[Path, SafetensorsFile]
 
     @staticmethod
     def read(directory: str | Path) -> CheckpointIndex:
         where = shard_files(directory)
-        shapes: dict[str, tuple[int, ...]] = {}
-        for path in sorted(set(where.values())):
-            f = SafetensorsFile(path)
-            shapes.update({k: f.shape(k) for k in f.keys() if where.get(k) == path})
-        absent = sorted(set(where) - set(shapes))
+        readers = {path: SafetensorsFile(path) for path in sorted(set(where.values()))}
+        absent = sorted(k for k, path in where.items() if k not in readers[path].entries)
         if absent:
             raise CheckpointError(f"keys listed in the index but absent from their shard: {absent[:SHOW_MISMATCHES]}")
-        return CheckpointIndex(files=where, shapes=shapes)
+        shapes = {k: readers[path].shape(k) for k, path in where.items()}
+        return CheckpointIndex(files=where, shapes=shapes, readers=readers)
 
 
 def load_weights(model: LiveActDiT, state: Mapping[str, torch.Tensor]) -> LiveActDiT:
@@ -143,8 +143,7 @@ def load_checkpoint_dir(
         raise CheckpointError(f"tensor-parallel slices do not match the sharded model: {wrong[:SHOW_MISMATCHES]}")
     first = next(iter(targets.values()))
     place = torch.device(device) if device is not None else (torch.device("cpu") if first.is_meta else first.device)
-    for path in sorted(set(index.files.values())):
-        f = SafetensorsFile(path)
+    for path, f in index.readers.items():
         for key in f.keys():
             if index.files.get(key) != path:
                 continue
