@@ -1,10 +1,14 @@
-"""Small configs, models and sessions for tests."""
+"""Small configs, models and sessions for tests; the gRPC error check every service test makes."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+import grpc
+import pytest
 
 from liveact.state.schema import CheckpointMeta, SessionInfo
 
@@ -37,3 +41,17 @@ def session_info(**fields) -> SessionInfo:
         audio_encoding=1, audio_sample_rate=16000, audio_channels=1, decode_mode="context",
     )  # fmt: skip
     return dataclasses.replace(info, **fields)
+
+
+def expect_rpc_error(
+    responses: Iterable, code: grpc.StatusCode, *words: str, consume: Callable[[Iterable], object] = list
+) -> str:
+    """Read a call's responses with ``consume``: the call must fail with ``code``, its details naming each
+    of ``words``; returns the details."""
+    with pytest.raises(grpc.RpcError) as info:
+        consume(responses)
+    details = info.value.details()
+    assert info.value.code() == code, details
+    for word in words:
+        assert word in details, details
+    return details

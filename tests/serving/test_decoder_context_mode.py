@@ -13,22 +13,20 @@ server is in ``test_decoder_snapshot.py`` (it reuses that module's server).
 from __future__ import annotations
 
 import io
-from fractions import Fraction
 
+import decoder_helpers
 import grpc
 import numpy as np
 import pytest
 import torch
+from decoder_helpers import MAX_LATENTS, latent_chunk, raw_frames, tiny_vae_decoder
 from PIL import Image
 
 from liveact.media import frames_to_uint8, probe
 from liveact.v1 import common_pb2, decoder_pb2
 from liveact.vae import StreamingDecoder, get_vae_preset
-from liveact.vae.loading import load_vae
-from liveact.weight_files import builtin_vae_dir
 from services.common import snapshot
 from services.common.errors import RequestError
-from services.common.tensors import to_proto
 from services.decoder.server import RESPONSE_OVERHEAD
 from services.decoder.stream import SNAPSHOT_KIND, DecodeStream, StreamFormat, context_state_nbytes, parse_config
 
@@ -39,7 +37,6 @@ FIRST_FRAMES = (0, 21, 53)
 TOTAL_FRAMES = 85
 CONTEXT_LATENTS = 3  # VaeConfig.decode_context_latents
 SNAPSHOT_OVERHEAD = 64 * 1024  # bytes a snapshot may add to its tensors (safetensors header, integers)
-MAX_LATENTS = 1 << 20
 MAX_RESPONSE_BYTES = 8 << 20  # room for a STREAM snapshot at 64x64 (~2.2 MiB)
 # wan2.1 at 416x720 in bfloat16: 16 channels x 3 latents x (416/8) x (720/8) cells x 2 bytes
 WAN21_CONTEXT_BYTES_416X720 = 16 * 3 * 52 * 90 * 2
@@ -49,9 +46,19 @@ STREAM = decoder_pb2.STREAM
 
 @pytest.fixture(scope="module")
 def vae_decoder() -> StreamingDecoder:
-    """The VAE the server loads by default: the built-in weights, else the same seeded fresh ones."""
-    cfg = get_vae_preset("tiny")
-    return StreamingDecoder(load_vae(cfg, builtin_vae_dir("tiny")), cfg)
+    return tiny_vae_decoder()
+
+
+def new_stream(decoder: StreamingDecoder, mode: int = CONTEXT, state: bytes = b"", **fmt_fields) -> DecodeStream:
+    return decoder_helpers.new_stream(decoder, SIZE, FPS, mode, MAX_RESPONSE_BYTES, state, **fmt_fields)
+
+
+def chunk(index: int, z: torch.Tensor, **extra) -> decoder_pb2.LatentChunk:
+    return latent_chunk(index, FIRST_FRAMES[index], z, **extra)
+
+
+def raw(responses: list[decoder_pb2.DecodeResponse]) -> np.ndarray:
+    return raw_frames(responses, SIZE)
 
 
 def random_latents(dtype: torch.dtype, seed: int = 77) -> list[torch.Tensor]:
@@ -77,26 +84,6 @@ def context_chain(decoder: StreamingDecoder, latents: list[torch.Tensor]) -> lis
         frames, context = decoder.decode_with_context(context, z.float())
         out.append(frames_to_uint8(frames))
     return out
-
-
-def new_stream(decoder: StreamingDecoder, mode: int = CONTEXT, state: bytes = b"", **fmt_fields) -> DecodeStream:
-    """A DecodeStream as the server makes it (RAW_RGB unless told), resumed from ``state`` if given."""
-    fields = dict(width=SIZE, height=SIZE, fps=Fraction(FPS), output_format=common_pb2.RAW_RGB, jpeg_quality=90)
-    fmt = StreamFormat(**(fields | {"audio_sample_rate": 0, "decode_mode": mode} | fmt_fields))
-    stream = DecodeStream(decoder, fmt, MAX_LATENTS, MAX_RESPONSE_BYTES)
-    if state:
-        stream.resume(state)
-    stream.open()
-    return stream
-
-
-def chunk(index: int, z: torch.Tensor, **extra) -> decoder_pb2.LatentChunk:
-    return decoder_pb2.LatentChunk(chunk_index=index, first_frame=FIRST_FRAMES[index], latents=to_proto(z), **extra)
-
-
-def raw(responses: list[decoder_pb2.DecodeResponse]) -> np.ndarray:
-    pixels = [np.frombuffer(f, np.uint8).reshape(SIZE, SIZE, 3) for r in responses for f in r.frames.frames]
-    return np.stack(pixels) if pixels else np.zeros((0, SIZE, SIZE, 3), np.uint8)
 
 
 def jpeg_of(frame: np.ndarray, quality: int = 90) -> bytes:

@@ -10,24 +10,21 @@ trip of a ``decode_mode`` CONTEXT stream (the rest of CONTEXT mode: ``test_decod
 
 from __future__ import annotations
 
-import itertools
-from fractions import Fraction
-
+import decoder_helpers
 import grpc
 import numpy as np
 import pytest
 import torch
+from decoder_helpers import latent_chunk, raw_frames, tiny_vae_decoder
+from helpers import expect_rpc_error
 from servers import service_process
 
 from liveact.media import frames_to_uint8, probe, video_frame_times
 from liveact.v1 import common_pb2, decoder_pb2, decoder_pb2_grpc
-from liveact.vae import StreamingDecoder, get_vae_preset
-from liveact.vae.loading import load_vae
-from liveact.weight_files import builtin_vae_dir
+from liveact.vae import StreamingDecoder
 from services.common import snapshot
 from services.common.errors import RequestError
-from services.common.tensors import to_proto
-from services.decoder.stream import DecodeStream, StreamFormat
+from services.decoder.stream import DecodeStream
 
 SIZE = 32  # 4x4 latents
 FPS = 20
@@ -37,16 +34,13 @@ TOTAL_FRAMES = 41
 END_FRAMES = (*FIRST_FRAMES[1:], TOTAL_FRAMES)
 AUDIO_RATE = 16000
 SPLIT = 3  # chunks 0..2, snapshot, 3..4
-MAX_LATENTS = 1 << 20
 MAX_RESPONSE_BYTES = 1 << 20
 TIMEOUT_S = 60
 
 
 @pytest.fixture(scope="module")
 def vae_decoder() -> StreamingDecoder:
-    """The VAE the server loads by default: the built-in weights, else the same seeded fresh ones."""
-    cfg = get_vae_preset("tiny")
-    return StreamingDecoder(load_vae(cfg, builtin_vae_dir("tiny")), cfg)
+    return tiny_vae_decoder()
 
 
 @pytest.fixture(scope="module")
@@ -67,28 +61,15 @@ def reference(vae_decoder, latents) -> np.ndarray:
 def new_stream(
     decoder: StreamingDecoder, state: bytes = b"", max_bytes: int = MAX_RESPONSE_BYTES, **fmt_fields
 ) -> DecodeStream:
-    """A DecodeStream as the server makes it (RAW_RGB unless told), resumed from ``state`` if given."""
-    fields = dict(width=SIZE, height=SIZE, fps=Fraction(FPS), output_format=common_pb2.RAW_RGB, jpeg_quality=90)
-    fmt = StreamFormat(**(fields | {"audio_sample_rate": 0, "decode_mode": decoder_pb2.STREAM} | fmt_fields))
-    stream = DecodeStream(decoder, fmt, MAX_LATENTS, max_bytes)
-    if state:
-        stream.resume(state)
-    stream.open()
-    return stream
+    return decoder_helpers.new_stream(decoder, SIZE, FPS, decoder_pb2.STREAM, max_bytes, state, **fmt_fields)
 
 
 def chunk(index: int, z: torch.Tensor, **extra) -> decoder_pb2.LatentChunk:
-    return decoder_pb2.LatentChunk(chunk_index=index, first_frame=FIRST_FRAMES[index], latents=to_proto(z), **extra)
+    return latent_chunk(index, FIRST_FRAMES[index], z, **extra)
 
 
 def raw(responses: list[decoder_pb2.DecodeResponse]) -> np.ndarray:
-    """The frames of a chunk's responses, (n, H, W, 3) uint8 (numbering checked)."""
-    frames = [r.frames for r in responses]
-    for a, b in itertools.pairwise(frames):
-        assert b.first_frame == a.first_frame + a.frame_count
-    pixels = [np.frombuffer(f, np.uint8).reshape(SIZE, SIZE, 3) for d in frames for f in d.frames]
-    assert len(pixels) == sum(d.frame_count for d in frames)
-    return np.stack(pixels) if pixels else np.zeros((0, SIZE, SIZE, 3), np.uint8)
+    return raw_frames(responses, SIZE)
 
 
 def snap(stream: DecodeStream, snapshot_id: int = 7) -> common_pb2.StreamSnapshot:
@@ -247,14 +228,6 @@ def snapshot_request(snapshot_id: int) -> decoder_pb2.DecodeRequest:
     return decoder_pb2.DecodeRequest(snapshot=common_pb2.SnapshotRequest(id=snapshot_id))
 
 
-def expect_error(call, code: grpc.StatusCode, *words: str) -> None:
-    with pytest.raises(grpc.RpcError) as info:
-        list(call)
-    assert info.value.code() == code, info.value.details()
-    for word in words:
-        assert word in info.value.details(), info.value.details()
-
-
 @pytest.mark.integration
 def test_server_snapshot_round_trip(stub, latents, reference):
     first = list(
@@ -287,13 +260,13 @@ def test_server_refuses_bad_or_mismatched_resume_state(stub, latents, fields, co
     if "resume_state" not in fields:  # a real snapshot, for a stream of another size
         got = list(stub.Decode(iter([config(), *requests(latents, [0], snapshot_request(1)), END]), timeout=TIMEOUT_S))
         fields = fields | {"resume_state": got[-1].snapshot.state}
-    expect_error(stub.Decode(iter([config(**fields), END]), timeout=TIMEOUT_S), code, *words)
+    expect_rpc_error(stub.Decode(iter([config(**fields), END]), timeout=TIMEOUT_S), code, *words)
 
 
 @pytest.mark.integration
 def test_server_refuses_a_snapshot_after_end(stub, latents):
     call = stub.Decode(iter([config(), *requests(latents, [0], END, snapshot_request(2))]), timeout=TIMEOUT_S)
-    expect_error(call, grpc.StatusCode.FAILED_PRECONDITION, "snapshot after end")
+    expect_rpc_error(call, grpc.StatusCode.FAILED_PRECONDITION, "snapshot after end")
 
 
 @pytest.mark.integration
@@ -318,7 +291,7 @@ def test_server_context_mode_round_trip(stub, vae_decoder, latents):
     second = list(stub.Decode(iter(resumed), timeout=TIMEOUT_S))
     got = np.concatenate([raw([r]) for r in first[:SPLIT]] + [raw(second)])
     assert np.array_equal(got, np.concatenate(want))
-    expect_error(
+    expect_rpc_error(
         stub.Decode(iter([config(resume_state=s.state), END]), timeout=TIMEOUT_S),
         grpc.StatusCode.INVALID_ARGUMENT,
         "taken in decode_mode CONTEXT",

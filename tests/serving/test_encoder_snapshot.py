@@ -16,6 +16,7 @@ import grpc
 import numpy as np
 import pytest
 import torch
+from helpers import expect_rpc_error
 from servers import service_process
 from signals import SR, speech_like
 
@@ -323,21 +324,13 @@ def server_snapshot(stub, fmt: StreamFormat) -> bytes:
     return snap.state
 
 
-def expect_error(call, code: grpc.StatusCode, *words: str) -> None:
-    with pytest.raises(grpc.RpcError) as info:
-        list(call)
-    assert info.value.code() == code, info.value.details()
-    for word in words:
-        assert word in info.value.details(), info.value.details()
-
-
 @pytest.mark.integration
 def test_server_refuses_a_damaged_resume_state(stub):
     fmt = StreamFormat("s16le", SR, 1, 20.0)
     state = server_snapshot(stub, fmt)
     for damaged in (b"garbage", state[: len(state) // 3]):
         call = stub.Encode(iter([encode_config(fmt, damaged)]), timeout=TIMEOUT_S)
-        expect_error(call, grpc.StatusCode.INVALID_ARGUMENT, "EncodeConfig.resume_state")
+        expect_rpc_error(call, grpc.StatusCode.INVALID_ARGUMENT, "EncodeConfig.resume_state")
 
 
 @pytest.mark.integration
@@ -345,7 +338,7 @@ def test_server_refuses_a_resume_state_of_another_format(stub):
     fmt = StreamFormat("s16le", 44100, 1, 20.0)
     other = StreamFormat("s16le", 48000, 1, 24.0)
     call = stub.Encode(iter([encode_config(other, server_snapshot(stub, fmt))]), timeout=TIMEOUT_S)
-    expect_error(call, grpc.StatusCode.INVALID_ARGUMENT, "sample_rate = 44100", "48000", "fps = 20", "24")
+    expect_rpc_error(call, grpc.StatusCode.INVALID_ARGUMENT, "sample_rate = 44100", "48000", "fps = 20", "24")
 
 
 @pytest.mark.integration
@@ -357,6 +350,6 @@ def test_server_refuses_a_snapshot_after_end_of_audio(stub):
         pb.EncodeRequest(end_of_audio=True),
         pb.EncodeRequest(snapshot=common_pb2.SnapshotRequest(id=3)),
     ]
-    expect_error(
+    expect_rpc_error(
         stub.Encode(iter(requests), timeout=TIMEOUT_S), grpc.StatusCode.FAILED_PRECONDITION, "after end_of_audio"
     )

@@ -20,6 +20,7 @@ import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from helpers import expect_rpc_error
 from servers import ROOT, service_process
 from signals import SR, speech_like
 
@@ -80,13 +81,7 @@ def collect(responses) -> tuple[torch.Tensor, int, int]:
 
 
 def expect_error(call, code: grpc.StatusCode, *words: str) -> str:
-    with pytest.raises(grpc.RpcError) as info:
-        collect(call)
-    assert info.value.code() == code, info.value.details()
-    details = info.value.details()
-    for word in words:
-        assert word in details, details
-    return details
+    return expect_rpc_error(call, code, *words, consume=collect)  # the responses before the error checked too
 
 
 # -- a server for the module ---------------------------------------------------------------------

@@ -18,7 +18,9 @@ import grpc
 import numpy as np
 import pytest
 import torch
+from decoder_helpers import tiny_vae_decoder
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from helpers import expect_rpc_error
 from PIL import Image
 from servers import service_process
 
@@ -26,7 +28,6 @@ from liveact.media import frames_to_uint8, probe
 from liveact.v1 import common_pb2, decoder_pb2, decoder_pb2_grpc
 from liveact.vae import StreamingDecoder, get_vae_preset
 from liveact.vae.loading import load_vae
-from liveact.weight_files import builtin_vae_dir
 from services.common.tensors import to_proto
 
 pytestmark = pytest.mark.integration  # every test here starts services, Redis or ffmpeg
@@ -56,9 +57,7 @@ def random_latents(sizes: tuple[int, ...], seed: int) -> list[torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def vae_decoder() -> StreamingDecoder:
-    """The VAE the server loads by default: the built-in weights, else the same seeded fresh ones."""
-    cfg = get_vae_preset("tiny")
-    return StreamingDecoder(load_vae(cfg, builtin_vae_dir("tiny")), cfg)
+    return tiny_vae_decoder()
 
 
 @pytest.fixture(scope="module")
@@ -167,14 +166,6 @@ def assert_frames(got: list[decoder_pb2.DecodedFrames], reference: list[np.ndarr
     assert [(f.chunk_index, f.first_frame, f.frame_count) for f in got] == numbering
     for f, want in zip(got, reference, strict=True):
         assert np.array_equal(raw(f), want)
-
-
-def expect_error(call_responses, code: grpc.StatusCode, *words: str) -> None:
-    with pytest.raises(grpc.RpcError) as err:
-        list(call_responses)
-    assert err.value.code() == code, err.value.details()
-    for word in words:
-        assert word in err.value.details()
 
 
 # -- decoding --------------------------------------------------------------------------------------
@@ -315,7 +306,7 @@ BAD_STREAMS = {
 def test_bad_input_ends_only_its_own_stream(stub, latents, short, case):
     make, code, words = BAD_STREAMS[case]
     with healthy_stream(stub, short):
-        expect_error(stub.Decode(iter([*make(latents[0]), END]), timeout=TIMEOUT_S), code, *words)
+        expect_rpc_error(stub.Decode(iter([*make(latents[0]), END]), timeout=TIMEOUT_S), code, *words)
 
 
 def test_streams_beyond_the_limit_are_refused_until_one_ends(stub, latents, short):
@@ -323,7 +314,7 @@ def test_streams_beyond_the_limit_are_refused_until_one_ends(stub, latents, shor
     with healthy_stream(stub, short):
         held = [OpenStream(stub).send(config(), chunk(0, one)) for _ in range(MAX_STREAMS - 1)]
         assert [s.recv().frame_count for s in held] == [1] * (MAX_STREAMS - 1)  # every slot is taken
-        expect_error(
+        expect_rpc_error(
             stub.Decode(iter([config(), END]), timeout=TIMEOUT_S),
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             f"all {MAX_STREAMS}",
