@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -261,14 +261,3 @@ class RedisClusterServers:
 def require_redis_server() -> None:
     if shutil.which(REDIS_SERVER) is None:
         pytest.skip(f"{REDIS_SERVER} is not installed (scripts/setup installs it)")
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    """One server per test module; tests that kill it restart it before they end."""
-    require_redis_server()
-    server = RedisServer()
-    try:
-        yield server
-    finally:
-        server.close()

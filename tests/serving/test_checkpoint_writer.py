@@ -8,7 +8,7 @@ import asyncio
 import pytest
 import redis
 from helpers import session_info
-from redis_server import RedisServer, require_redis_server
+from redis_server import RedisServer
 
 from liveact.state.backoff import Backoff
 from liveact.state.settings import StoreSettings
@@ -22,10 +22,9 @@ LEASE_TTL_S = 0.3
 
 
 @pytest.fixture(scope="module")
-def server():
-    require_redis_server()
-    with RedisServer() as s:
-        yield s
+def server(redis: RedisServer) -> RedisServer:
+    """conftest's private redis-server (``redis`` here is the fixture, not the client library)."""
+    return redis
 
 
 def test_policy_by_count_and_by_time():

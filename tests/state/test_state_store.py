@@ -8,7 +8,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis
@@ -40,21 +40,11 @@ SECRET = "s3cr3t-resume-token-5f1e0c2a9b"
 SID = "sess-1"
 
 
-@pytest.fixture(scope="module")
-def module_server() -> Iterator[RedisServer]:
-    require_redis_server()
-    server = RedisServer()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 @pytest.fixture
-def server(module_server: RedisServer) -> RedisServer:
-    """The module's server, emptied for each test."""
-    sync(module_server).flushall()
-    return module_server
+def server(redis: RedisServer) -> RedisServer:
+    """conftest's private redis-server for this module, emptied for each test (``redis`` here is the fixture)."""
+    sync(redis).flushall()
+    return redis
 
 
 def sync(server: RedisServer, password: str | None = None) -> redis.Redis:
