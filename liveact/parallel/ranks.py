@@ -43,9 +43,11 @@ from typing import Protocol
 
 import torch
 
+from liveact.config import LiveActConfig
 from liveact.model.dit import LiveActDiT
 from liveact.parallel import shm
 from liveact.parallel.link import Link, Message
+from liveact.parallel.tp import TPComm
 from liveact.pipeline.engine import runtime_config, runtime_dtype
 from liveact.sampling.state import SamplerStateError, export_sampler, export_start, restore_sampler
 from liveact.sampling.stream import StreamingSampler
@@ -152,6 +154,16 @@ class RankSpec:
     def rank_threads(self) -> int:
         return self.threads or max(1, (os.cpu_count() or 1) // self.tp)
 
+    def config(self) -> LiveActConfig:
+        return runtime_config(self.preset, self.kv_cache)
+
+    def load_shard(self, device: torch.device, comm: TPComm) -> LiveActDiT:
+        """This rank's shard of the DiT on ``device`` (``load_dit_shard``): what rank 0 and every worker load."""
+        from liveact.parallel.loading import load_dit_shard
+
+        root = weights_root(self.preset, self.model_dir or None)
+        return load_dit_shard(self.config(), root, device, runtime_dtype(device, self.dtype), comm, self.seed)
+
 
 @dataclass
 class Worker:
@@ -208,12 +220,10 @@ class TensorParallelRanks:
         import deepspeed
         import deepspeed.comm as dist
 
-        from liveact.parallel.loading import load_dit_shard
         from liveact.parallel.tp import DeepSpeedComm, check_tp
 
         spec = self.spec
-        config = runtime_config(spec.preset, spec.kv_cache)
-        check_tp(config.model, spec.tp)
+        check_tp(spec.config().model, spec.tp)
         self.port = _free_port()
         env = self._env()
         os.environ.update({**env, "RANK": "0", "LOCAL_RANK": "0"})
@@ -228,9 +238,7 @@ class TensorParallelRanks:
         if not spec.cuda:  # so their names can go now: nothing is left in /dev/shm, even after a kill -9
             shm.remove(shm.group_buffers(MASTER_ADDR, self.port))
         group = dist.new_group(list(range(spec.tp)))
-        root = weights_root(spec.preset, spec.model_dir or None)
-        dtype = runtime_dtype(self.device, spec.dtype)
-        self.model = load_dit_shard(config, root, self.device, dtype, DeepSpeedComm(group), spec.seed)
+        self.model = spec.load_shard(self.device, DeepSpeedComm(group))
         for w in self.workers:
             w.link.sock.settimeout(spec.startup_timeout_s)
             reply = w.link.recv()

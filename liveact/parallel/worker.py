@@ -25,10 +25,8 @@ import torch
 from liveact.model.dit import LiveActDiT
 from liveact.parallel.link import Link, LinkClosed, Message
 from liveact.parallel.ranks import RankSpec, die_with_parent
-from liveact.pipeline.engine import runtime_config, runtime_dtype
 from liveact.sampling.state import SamplerStateError, export_sampler, restore_sampler, start_sampler
 from liveact.sampling.stream import StreamingSampler
-from liveact.weight_files import weights_root
 
 log = logging.getLogger("liveact.parallel.worker")
 
@@ -94,7 +92,6 @@ def main(argv: list[str] | None = None) -> int:
         import deepspeed
         import deepspeed.comm as dist
 
-        from liveact.parallel.loading import load_dit_shard
         from liveact.parallel.tp import DeepSpeedComm
 
         torch.set_num_threads(spec.rank_threads())
@@ -105,9 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         deepspeed.init_distributed(dist_backend=spec.backend, timeout=rendezvous)
         dist.barrier()  # rank 0 then unlinks the /dev/shm all-reduce segments every rank has mapped
         group = dist.new_group(list(range(args.tp)))
-        config = runtime_config(args.preset, args.kv_cache)
-        root = weights_root(args.preset, args.model_dir or None)
-        model = load_dit_shard(config, root, device, runtime_dtype(device, args.dtype), DeepSpeedComm(group), args.seed)
+        model = spec.load_shard(device, DeepSpeedComm(group))
     except Exception as exc:
         log.exception("rank failed to start")
         link.send(Message("error", fields={"error": f"{type(exc).__name__}: {exc}"}))
