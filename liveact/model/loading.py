@@ -10,8 +10,9 @@ Loading at real size (liveact-18b: 18.9 B parameters) never makes a full-precisi
 the model is built on ``meta``, then each tensor is read from its file, cast to the dtype it runs in
 (``parameter_dtype``: the runtime dtype, float32 for ``FP32_PARAMETERS``), moved to the device and
 put in place, one at a time. A tensor-parallel rank passes its ``TensorSlice`` per split parameter
-(``liveact.parallel.tp.shard_slices``) and reads only those rows or columns from the file, so its
-peak is its shard plus one tensor.
+(``liveact.parallel.tp.shard_slices``): row ranges are read straight from the file, a column range
+(a row-parallel layer) is copied out of its tensor read whole, so a rank's peak is its shard plus one
+tensor.
 """
 
 from __future__ import annotations
