@@ -7,7 +7,7 @@ import logging
 import sys
 
 from liveact import __version__
-from liveact.cli import ablate, animate, bench, client, data, eval, info, parity, serve, train
+from liveact.cli import ablate, animate, bench, client, data, eval, info, parity, plan, serve, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"liveact {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (animate, serve, client, info, parity, bench, data, train, eval, ablate):
+    for module in (animate, serve, client, info, plan, parity, bench, data, train, eval, ablate):
         module.add_parser(sub)
     return parser
 

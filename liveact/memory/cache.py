@@ -149,12 +149,16 @@ class LayerKV:
         return AttendView(k_all, v_all, end, start, bounded=True, skip=cfg.unattended_slots(chunk))
 
     # -- persistence -------------------------------------------------------------------------------
-    def persistent(self) -> dict[str, torch.Tensor]:
-        """Slots [0, persistent) as plain tensors (call ``compact`` first)."""
+    def persistent(self, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        """Slots [0, persistent) as plain tensors, copied to ``device`` (None: this cache's), after ``compact``.
+
+        A copy to the host goes there directly: no device copy of the persistent slots is made first.
+        """
         if self.needs_update:
             raise RuntimeError("compact() the cache before exporting its persistent part")
         n = self._tok(self.cfg.persistent_slots)
-        return {name: getattr(self, name)[:, :n].clone() for name in self.persistent_names()}
+        to = self.k.device if device is None else device
+        return {name: getattr(self, name)[:, :n].to(to, copy=True) for name in self.persistent_names()}
 
     def persistent_names(self) -> list[str]:
         return ["k", "v"] + (["k_scale", "v_scale"] if self.cfg.fp8 else [])

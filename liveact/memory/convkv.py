@@ -76,15 +76,20 @@ class ConvKVMemory:
             assert isinstance(kv, LayerKV)
             kv.compact(*weights[layer])
 
-    def export(self, weights: Sequence[WeightPair]) -> dict[str, torch.Tensor]:
-        """Persistent state as plain named tensors: ``[null.]step{i}.layer{l}.{k,v[,k_scale,v_scale]}``."""
+    def export(
+        self, weights: Sequence[WeightPair], device: torch.device | str | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Persistent state as plain named tensors: ``[null.]step{i}.layer{l}.{k,v[,k_scale,v_scale]}``.
+
+        Copied to ``device`` (None: the caches' own), one layer at a time (``LayerKV.persistent``).
+        """
         if self.unbounded:
             raise RuntimeError("the unbounded baseline cache has no persistent form")
         self.compact(weights)
         out: dict[str, torch.Tensor] = {CHUNKS_KEY: torch.tensor([self.chunks_written])}
         for name, _, kv in self._named():
             assert isinstance(kv, LayerKV)
-            for part, t in kv.persistent().items():
+            for part, t in kv.persistent(device).items():
                 out[f"{name}.{part}"] = t
         return out
 

@@ -50,8 +50,8 @@ def export_start(sampler: StreamingSampler) -> dict[str, torch.Tensor]:
 def export_sampler(sampler: StreamingSampler) -> dict[str, torch.Tensor]:
     """The sampler's state after its last chunk, as detached CPU copies."""
     out = export_start(sampler)
-    for name, t in sampler.export_memory().items():
-        out[MEMORY + name] = t.detach().to("cpu", copy=True).contiguous()
+    for name, t in sampler.export_memory("cpu").items():  # fresh host copies already: no device copy first
+        out[MEMORY + name] = t.contiguous()
     return out
 
 

@@ -65,8 +65,9 @@ class StreamingSampler:
         self.chunk_index += 1
         return result
 
-    def export_memory(self) -> dict[str, torch.Tensor]:
-        return self.memory.export(self.model.compressor_weights())
+    def export_memory(self, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        """The memory's persistent state, copied to ``device`` (None: where the caches are)."""
+        return self.memory.export(self.model.compressor_weights(), device)
 
     def import_memory(self, tensors: dict[str, torch.Tensor]) -> None:
         self.memory.load(tensors)
