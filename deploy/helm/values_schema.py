@@ -190,6 +190,11 @@ def generator() -> Schema:
         {
             "tensorParallel": integer("--tp: tensor-parallel ranks (one GPU each) in one pod", 1),
             "maxSessions": integer("--max-sessions", 1),
+            "maxSize": string(
+                "--max-size: WIDTHxHEIGHT, multiples of 16 (empty: the preset's default)",
+                pattern=r"^$|^[1-9][0-9]*x[1-9][0-9]*$",
+            ),
+            "kvCache": string("--kv-cache", enum=["auto", "fp8", "model"]),
             "checkpointEveryChunks": integer("--checkpoint-every-chunks", 1),
             "decodeMode": string("--decode-mode", enum=["auto", "stream", "context"]),
             "gpu": gpu(with_count=False),

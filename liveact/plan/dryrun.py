@@ -53,7 +53,7 @@ from liveact.vae.loading import build_vae
 from liveact.vae.session import DecodeSession
 
 META = torch.device("meta")
-KV_CACHES = ("bf16", "fp8")  # the cache in the model's dtype, or float8 e4m3
+KV_CACHES = ("bf16", "fp8")  # the table's: the cache in bf16 (the model's dtype on a GPU) or float8 e4m3
 CONDITIONING = "conditioning"
 SNAPSHOT = "snapshot"
 STEADY_CHUNKS = 3  # chunks 0, 1, 2: chunk 2 is the first that runs the cache update (compression)
@@ -74,8 +74,20 @@ class PlanCase:
     tp: int = 1
     width: int = 416
     height: int = 720
-    kv_cache: str = "bf16"  # KV_CACHES
+    kv_cache: str = "bf16"  # the cache's storage: "fp8", or the DiT's dtype
     dtype: str = "bf16"  # the DiT's runtime dtype (pipeline.engine.DTYPES)
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype {self.dtype!r} must be one of {sorted(DTYPES)}")
+        if self.kv_cache not in ("fp8", self.dtype):
+            raise ValueError(f"kv cache {self.kv_cache!r} must be fp8 or the model's dtype {self.dtype}")
+
+    @classmethod
+    def serving(cls, preset: str, tp: int, width: int, height: int, kv_cache: str, dtype: str) -> PlanCase:
+        """A server's case from its settings: ``kv_cache`` auto / fp8 / model and ``dtype`` bf16 / fp32."""
+        fp8 = runtime_config(preset, kv_cache).memory.fp8
+        return cls(preset, tp, width, height, "fp8" if fp8 else dtype, dtype)
 
     @property
     def size(self) -> str:

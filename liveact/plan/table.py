@@ -2,7 +2,8 @@
 
 A configuration fits when rank 0's peak (the dry run's, for the sessions asked) is at most the GPU's
 usable bytes: its memory less what the caching allocator never sees (the CUDA context, cuBLAS and
-NCCL workspaces) and a share lost to fragmentation. ``max_sessions`` is the most sessions that fit.
+NCCL workspaces) and a share lost to fragmentation (``available_bytes``). ``max_sessions`` is the
+most sessions that fit.
 
 More than one session: resident state adds up per session, and so do the transients of what may run
 at once. With one rank (tp = 1) every session's chunk runs in its own thread; with tensor-parallel
@@ -20,7 +21,8 @@ from liveact.plan.dryrun import CONDITIONING, KV_CACHES, DecoderRun, PlanCase, R
 
 GIB = 1 << 30
 MIB = 1 << 20
-CONTEXT_RESERVE_BYTES = 2 * GIB  # CUDA context, cuBLAS/cuDNN workspaces, NCCL buffers: outside the allocator
+CUDA_CONTEXT_BYTES = 1 * GIB  # the CUDA context of a process (already taken when free memory is read)
+WORKSPACE_BYTES = 1 * GIB  # cuBLAS/cuDNN workspaces and NCCL buffers: device memory outside the allocator
 FRAGMENTATION_SHARE = 0.05  # of the GPU's memory, lost between the caching allocator's blocks
 MAX_SESSIONS_SHOWN = 64  # max_sessions is counted up to this
 
@@ -33,7 +35,12 @@ class Gpu:
 
     @property
     def usable_bytes(self) -> int:
-        return int(self.total_bytes * (1 - FRAGMENTATION_SHARE)) - CONTEXT_RESERVE_BYTES
+        return available_bytes(self.total_bytes - CUDA_CONTEXT_BYTES, self.total_bytes)
+
+
+def available_bytes(free: int, total: int) -> int:
+    """What the caching allocator can hold at its peak on a device with ``free`` of ``total`` bytes free."""
+    return free - WORKSPACE_BYTES - int(total * FRAGMENTATION_SHARE)
 
 
 GPUS = (
@@ -73,9 +80,10 @@ def peak_bytes(run: RankRun, sessions: int) -> int:
     return run.steady_resident + (sessions - 1) * run.session_resident + steps * run.step_transient + starting
 
 
-def max_sessions(run: RankRun, gpu: Gpu) -> int:
+def max_sessions(run: RankRun, available: int) -> int:
+    """The most sessions whose peak is within ``available`` bytes (0: not even one)."""
     n = 0
-    while n < MAX_SESSIONS_SHOWN and peak_bytes(run, n + 1) <= gpu.usable_bytes:
+    while n < MAX_SESSIONS_SHOWN and peak_bytes(run, n + 1) <= available:
         n += 1
     return n
 
@@ -133,7 +141,7 @@ def row(run: RankRun, decoder: DecoderRun, gpu: Gpu, sessions: int = 1) -> PlanR
         headroom_bytes=gpu.usable_bytes - peak,
         fits=peak <= gpu.usable_bytes,
         decoder_fits=decoder.peak <= gpu.usable_bytes,
-        max_sessions=max_sessions(run, gpu),
+        max_sessions=max_sessions(run, gpu.usable_bytes),
     )
 
 

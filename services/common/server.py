@@ -66,6 +66,10 @@ class Health:
         await self.servicer.set(name, status)
 
 
+class StartRefused(Exception):
+    """A configuration this server cannot serve, said in one message: logged without a traceback, exit 1."""
+
+
 async def run(
     settings: ServerSettings,
     service_names: Sequence[str],
@@ -114,7 +118,11 @@ async def run(
     await stop.wait()
     if warm.done() and not warm.cancelled() and warm.exception() is not None:
         # a failed warm-up (missing weights, ...) must not leave a process that is NOT_SERVING forever
-        log.error("warm-up failed: stopping", exc_info=warm.exception())
+        failure = warm.exception()
+        if isinstance(failure, StartRefused):
+            log.error("refusing to start: %s", failure)
+        else:
+            log.error("warm-up failed: stopping", exc_info=failure)
         await server.stop(0)
         raise SystemExit(1)
     log.info("draining", extra={"grace_s": settings.grace_s})

@@ -51,6 +51,7 @@ from services.generator.checkpoint import CheckpointWriter
 from services.generator.errors import lost_rank
 from services.generator.lease import LeaseKeeper
 from services.generator.links import Peers
+from services.generator.memory_check import check_memory
 from services.generator.metrics import GeneratorMetrics
 from services.generator.resume import Restored, resume
 from services.generator.session import GeneratorSession
@@ -91,11 +92,15 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
         self._cut: asyncio.TimerHandle | None = None
         self.store: SessionStore | None = None
         self.ranks: DitRanks | None = None  # set early in warm-up: a failed start still stops the worker ranks
+        self.size_limit: tuple[int, int] | None = None  # the largest (width, height) admitted, set in warm-up
         self.metrics = GeneratorMetrics(lambda: list(self.sessions))  # list(): read from the scrape thread
 
     async def warm_up(self) -> None:
         s = self.settings
         ranks: DitRanks
+        planned = await asyncio.to_thread(check_memory, s)  # before any weight is loaded: StartRefused if it cannot fit
+        # sessions larger than memory was planned for are refused (no limit when nothing was planned)
+        self.size_limit = s.max_dimensions() if s.max_size or planned is not None else None
         if s.tp > 1:
             tp = TensorParallelRanks(s.rank_spec())
             self.ranks = ranks = tp
@@ -280,7 +285,7 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                 limit = self.settings.max_image_mb * 1024 * 1024
                 mode = self.settings.session_decode_mode
                 params = await asyncio.to_thread(
-                    parse_config, first.config, engine.config, engine.audio_config, limit, mode
+                    parse_config, first.config, engine.config, engine.audio_config, limit, mode, self.size_limit
                 )
                 restored, checkpoints = None, await self._make_durable(warm, params)
             session_id = params.session_id

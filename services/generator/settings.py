@@ -62,6 +62,11 @@ class GeneratorSettings(ServerSettings):
     tp_timeout_s: float = 30.0  # longest one step of every session on every rank may take
     tp_check_s: float = 0.5  # how often the ranks are checked
     tp_threads: int = 0  # torch threads per rank on CPU (0 = cores / tp)
+    # memory: before serving, the generator dry-runs --max-sessions sessions at --max-size (``liveact plan``)
+    # and refuses to start when rank 0's peak exceeds the device's free memory, naming what would fit
+    # --max-size empty: the preset's default size where memory is checked (CUDA or a budget), else any size
+    max_size: str = ""  # largest session WIDTHxHEIGHT (pixels) admitted, and planned for
+    memory_budget_gb: float = 0.0  # check against this many GiB instead of the GPU's free memory (also on CPU)
 
     def validate(self) -> None:
         super().validate()
@@ -86,6 +91,12 @@ class GeneratorSettings(ServerSettings):
                 check_tp(get_preset(self.preset).model, self.tp)
             except ValueError as exc:
                 problems.append(f"--tp: {exc}")
+        try:
+            self.max_pixels()
+        except ValueError as exc:
+            problems.append(str(exc))
+        if self.memory_budget_gb < 0:
+            problems.append(f"--memory-budget-gb {self.memory_budget_gb} must be >= 0 (0 = the GPU's free memory)")
         if self.tp_timeout_s <= 0 or self.tp_check_s <= 0 or self.tp_threads < 0:
             problems.append("--tp-timeout-s and --tp-check-s must be > 0, --tp-threads >= 0")
         if self.redis_url:
@@ -100,6 +111,23 @@ class GeneratorSettings(ServerSettings):
                 problems.append("set --checkpoint-every-chunks or --checkpoint-every-s (or leave --redis-url empty)")
         if problems:
             raise ValueError("; ".join(problems))
+
+    def max_dimensions(self) -> tuple[int, int]:
+        """--max-size as (width, height); the preset's default size when empty."""
+        if not self.max_size:
+            config = get_preset(self.preset) if self.preset in preset_names() else get_preset("tiny")
+            return config.width, config.height
+        try:
+            w, h = (int(v) for v in self.max_size.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"--max-size {self.max_size!r} must be WIDTHxHEIGHT, e.g. 416x720") from None
+        if w <= 0 or h <= 0 or w % 16 or h % 16:
+            raise ValueError(f"--max-size {self.max_size!r}: width and height must be positive multiples of 16")
+        return w, h
+
+    def max_pixels(self) -> int:
+        w, h = self.max_dimensions()
+        return w * h
 
     def store_settings(self) -> StoreSettings:
         return StoreSettings(

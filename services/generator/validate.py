@@ -73,8 +73,10 @@ def parse_config(
     audio: AudioConfig,
     max_image_bytes: int,
     decode_mode: str = "stream",
+    max_size: tuple[int, int] | None = None,
 ) -> SessionParams:
-    """``audio``: the audio encoder's configuration (its sample rate and the fps range its tempo takes)."""
+    """``audio``: the audio encoder's configuration (its sample rate and the fps range its tempo takes);
+    ``max_size``: the largest (width, height) in pixels the generator's memory is planned for (``--max-size``)."""
     fps = msg.fps or DEFAULT_FPS
     if not 0 < fps <= MAX_FPS:
         raise invalid(f"fps {msg.fps} must be in (0, {MAX_FPS}] (0 means {DEFAULT_FPS})")
@@ -86,6 +88,12 @@ def parse_config(
     if width % 16 or height % 16 or not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
         raise invalid(
             f"size {width}x{height} must be multiples of 16 up to {MAX_SIDE} (0 = {config.width}x{config.height})"
+        )
+    if max_size is not None and width * height > max_size[0] * max_size[1]:
+        mw, mh = max_size
+        raise invalid(
+            f"size {width}x{height} is {width * height} pixels, more than this generator's memory is planned for "
+            f"({mw}x{mh} = {mw * mh}, --max-size): ask for a smaller size or use a generator with a larger --max-size"
         )
     output = msg.output_format or common_pb2.JPEG
     if output not in FORMATS:

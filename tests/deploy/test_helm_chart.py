@@ -95,6 +95,7 @@ def example(name: str) -> dict[str, Any]:
 VALUE_SETS = {
     "default": {},
     "h200-tp2": example("h200-tp2.yaml"),
+    "h100-tp2": example("h100-tp2.yaml"),
     "external-redis-tls": EXTERNAL_TLS,
     "hpa": HPA_AND_EXPOSURE,
     "gpu-less-peers": GPU_LESS_PEERS,
@@ -182,6 +183,7 @@ def test_lint_is_clean(name):
 @pytest.mark.parametrize(("name", "tp", "products"), [
     ("default", 1, ["NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-NVL", "NVIDIA-H200", "NVIDIA-H200-NVL"]),
     ("h200-tp2", 2, ["NVIDIA-H200"]),
+    ("h100-tp2", 2, ["NVIDIA-H100-80GB-HBM3"]),
 ])  # fmt: skip
 def test_generator_requests_one_gpu_per_tensor_parallel_rank(name, tp, products):
     gen = find(render(VALUE_SETS[name]), "Deployment", "generator")
@@ -197,8 +199,12 @@ def test_generator_requests_one_gpu_per_tensor_parallel_rank(name, tp, products)
     shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
     assert shm["emptyDir"]["medium"] == "Memory" and shm["emptyDir"]["sizeLimit"]
     assert {"name": "dshm", "mountPath": "/dev/shm"} in c["volumeMounts"]
-    if name == "h200-tp2":
+    if name != "default":
         assert pod["runtimeClassName"] == "nvidia"
+        generator = VALUE_SETS[name]["generator"]  # what the memory plan is checked for at start
+        assert env(c)["LIVEACT_MAX_SESSIONS"] == str(generator["maxSessions"])
+        assert env(c)["LIVEACT_MAX_SIZE"] == generator["maxSize"]
+        assert env(c)["LIVEACT_KV_CACHE"] == generator["kvCache"]
 
 
 def test_gpu_less_encoder_and_decoder_run_on_cpu():

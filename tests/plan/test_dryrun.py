@@ -13,7 +13,16 @@ from liveact.memory.sizing import session_state
 from liveact.model.loading import build_model
 from liveact.plan.dryrun import CONDITIONING, SNAPSHOT, PlanCase, dry_run, dry_run_decoder
 from liveact.plan.ledger import PlacementError
-from liveact.plan.table import CONTEXT_RESERVE_BYTES, FRAGMENTATION_SHARE, GPUS, Gpu, max_sessions, peak_bytes, row
+from liveact.plan.table import (
+    CUDA_CONTEXT_BYTES,
+    FRAGMENTATION_SHARE,
+    GPUS,
+    WORKSPACE_BYTES,
+    Gpu,
+    max_sessions,
+    peak_bytes,
+    row,
+)
 from liveact.sampling.denoise import Conditioning
 from liveact.sampling.noise import SeededNoise
 from liveact.sampling.state import export_sampler
@@ -49,9 +58,9 @@ def test_peak_is_the_highest_phase_and_sessions_add_up() -> None:
     assert peak_bytes(run, 1) == run.peak
     two = peak_bytes(run, 2)
     assert two >= run.peak + run.session_resident
-    total = int((two + CONTEXT_RESERVE_BYTES) / (1 - FRAGMENTATION_SHARE)) + 1
+    total = int((two + CUDA_CONTEXT_BYTES + WORKSPACE_BYTES) / (1 - FRAGMENTATION_SHARE)) + 1
     tiny_gpu = Gpu("test", total_bytes=total, product_labels=())  # usable: just over two sessions' peak
-    n = max_sessions(run, tiny_gpu)
+    n = max_sessions(run, tiny_gpu.usable_bytes)
     assert n == 2
     assert peak_bytes(run, n) <= tiny_gpu.usable_bytes < peak_bytes(run, n + 1)
     r = row(run, dry_run_decoder("tiny", 64, 64), tiny_gpu, sessions=n + 1)
