@@ -248,3 +248,21 @@ def test_sliding_window_streams_in_constant_memory():
         sizes.append(sampler.memory.nbytes())
         assert torch.isfinite(result.latent).all()
     assert len(set(sizes)) == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_fp8_dequantize_is_the_float32_product_without_a_float32_copy(dtype: torch.dtype) -> None:
+    from liveact.memory import fp8
+    from liveact.plan.ledger import DEVICE, ByteLedger
+
+    x = torch.randn(2, 300, 4, 64, generator=torch.Generator().manual_seed(3)) * 5
+    q, scale = fp8.quantize(x)
+    assert torch.equal(fp8.dequantize(q, scale, dtype), (q.float() * scale).to(dtype))
+    big_q = torch.empty(1, 16380, 40, 128, dtype=fp8.FP8_DTYPE, device="meta")  # liveact-18b, 14 slots, 416x720
+    big_scale = torch.empty(1, 16380, 40, 1, device="meta")
+    ledger = ByteLedger()
+    with ledger:
+        ledger.track([big_q, big_scale])
+        with ledger.phase("dequantize") as p:
+            out = fp8.dequantize(big_q, big_scale, dtype)
+    assert p.peak[DEVICE] - p.start[DEVICE] == out.nbytes  # the result, nothing else
