@@ -15,6 +15,7 @@ leaves behind (only those that did not exist before).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
@@ -31,14 +32,34 @@ from liveact.sampling.noise import SeededNoise
 from liveact.sampling.stream import StreamingSampler
 from liveact.testing import fresh_model, synthetic_session, tp_test_config
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+KV_CHOICES = ("model", "fp8")
+
 
 def build_inputs(
-    config: LiveActConfig, chunks: int, latent: int = 8, model_seed: int = 0, session_seed: int = 1
+    config: LiveActConfig,
+    chunks: int,
+    latent: int = 8,
+    model_seed: int = 0,
+    session_seed: int = 1,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[LiveActDiT, Conditioning, torch.Tensor]:
-    """The (unsharded) model, conditioning and audio features; identical on every rank."""
+    """The (unsharded) model in ``dtype``, conditioning and audio features; identical on every rank.
+
+    The weights and conditioning are drawn in float32 and cast, so every dtype runs the same model.
+    """
     model = fresh_model(config, model_seed)
     cond, feats = synthetic_session(model, latent, chunks, session_seed)
+    model.to_runtime_dtype(dtype)
+    cond = Conditioning(y=cond.y.to(dtype), context=cond.context.to(dtype))
     return model, cond, feats
+
+
+def runtime_case(config: LiveActConfig, kv_cache: str) -> LiveActConfig:
+    """``config`` with its caches in the model's dtype ("model") or FP8 ("fp8")."""
+    if kv_cache not in KV_CHOICES:
+        raise ValueError(f"kv cache {kv_cache!r} must be one of {KV_CHOICES}")
+    return dataclasses.replace(config, memory=dataclasses.replace(config.memory, fp8=kv_cache == "fp8"))
 
 
 def rollout(
@@ -57,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--export-after", type=int, default=0, help="each rank writes its sampler state after N chunks")
     ap.add_argument("--resume-from", type=Path, default=None, help="each rank continues from its state in this dir")
     ap.add_argument("--state-dir", type=Path, default=None, help="where --export-after writes rank<r>.safetensors")
+    ap.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="the DiT's runtime dtype")
+    ap.add_argument("--kv-cache", default="model", choices=KV_CHOICES, help="cache storage: the model's dtype or fp8")
     args = ap.parse_args(argv)
 
     import deepspeed
@@ -71,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"set LOCAL_SIZE={world} (DeepSpeed's shm all-reduce needs it)")
     group = dist.new_group(list(range(world)))
 
-    config = tp_test_config()
-    model, cond, feats = build_inputs(config, args.chunks)
+    config = runtime_case(tp_test_config(), args.kv_cache)
+    model, cond, feats = build_inputs(config, args.chunks, dtype=DTYPES[args.dtype])
     shard_dit(model, DeepSpeedComm(group))
     from safetensors.torch import load_file
 
