@@ -237,9 +237,12 @@ def run_free(fx: Fixture, model: LiveActDiT) -> dict[str, Check]:
             checks["free_v"].add(f"chunk{c}/step{i}/v", st.v[0], fx.get(f"chunk{c}/step{i}/v"), c)
             checks["free_x"].add(f"chunk{c}/step{i}/x", st.x[0], fx.get(f"chunk{c}/step{i}/x"), c)
             for part in ("v_cond", "v_null"):
+                key = f"chunk{c}/step{i}/{part}"
                 ours = getattr(st, part)
-                if ours is not None and fx.has(f"chunk{c}/step{i}/{part}"):
-                    checks["free_v"].add(f"chunk{c}/step{i}/{part}", ours[0], fx.get(f"chunk{c}/step{i}/{part}"), c)
+                if ours is None and part == "v_cond":  # a step without CFG (step 0): its v is the conditional one
+                    ours = st.v
+                if ours is not None and fx.has(key):
+                    checks["free_v"].add(key, ours[0], fx.get(key), c)
         checks["free_x_final"].add(f"chunk{c}/x_final", result.latent[0], fx.get(f"chunk{c}/x_final"), c)
         _cache_checks(fx, sampler.memory, c, checks["cache"])
     return checks
