@@ -60,6 +60,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "evenly spaced through the window)",
     )
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument(
+        "--dtype", default="auto", choices=["auto", "fp32", "bf16"],
+        help="the DiT's runtime dtype (default: auto, bf16 on CUDA, fp32 elsewhere)",
+    )  # fmt: skip
+    p.add_argument(
+        "--kv-cache", default="auto", choices=["auto", "model", "fp8"],
+        help="ConvKV cache storage: the preset's (auto), the DiT's dtype (model) or float8 e4m3 (fp8)",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the report as JSON (default: a table)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_eval)
@@ -77,8 +85,9 @@ def run_eval(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     engine = load_engine(
-        args.preset, args.model, args.device, args.seed, context=args.context, compressor=args.compressor
-    )
+        args.preset, args.model, args.device, args.seed, dtype=args.dtype, kv_cache=args.kv_cache,
+        context=args.context, compressor=args.compressor,
+    )  # fmt: skip
     report = evaluate(engine, settings, progress=not args.no_progress, sheets=args.sheets)
     if args.json:
         print(json.dumps(report, indent=2))
