@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -28,25 +29,31 @@ __all__ = [
     "CONFIG_FILE",
     "DIT_SUBDIR",
     "INDEX_FILE",
+    "RELEASE_AUDIO_SUBDIR",
     "SHOW_MISMATCHES",
     "SINGLE_FILE",
     "VAE_SUBDIR",
     "CheckpointError",
+    "audio_dir",
     "builtin_dir",
     "builtin_vae_dir",
     "check_state_dict",
+    "config_kind",
     "dit_dir",
     "key_problems",
+    "load_pth",
     "shard_files",
     "weights_root",
 ]
 
 SHOW_MISMATCHES = 5  # mismatches named in an error
+SHOW_REASON_CHARS = 120  # characters of torch's reason for refusing a file
 SINGLE_FILE = "diffusion_pytorch_model.safetensors"
 INDEX_FILE = "diffusion_pytorch_model.safetensors.index.json"
 CONFIG_FILE = "config.json"
 BUILTIN_WEIGHTS = Path(__file__).resolve().parent / "weights"  # liveact/weights
 DIT_SUBDIR, VAE_SUBDIR, AUDIO_SUBDIR = "dit", "vae", "wav2vec2"
+RELEASE_AUDIO_SUBDIR = "chinese-wav2vec2-base"  # the audio model's published name, beside or inside a release
 
 
 class CheckpointError(ValueError):
@@ -151,6 +158,46 @@ class SafetensorsFile:
             if f.readinto(buffer) != len(buffer):
                 raise CheckpointError(f"{self.path.name}: tensor {key} is truncated")
         return out
+
+
+def load_pth(path: str | Path) -> dict[str, torch.Tensor]:
+    """A ``torch.save``d state dict, memory-mapped; only tensors and plain containers are accepted."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint file not found: {p}")
+    try:
+        state = torch.load(p, weights_only=True, map_location="cpu", mmap=True)
+    except (RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:  # not a torch.save file
+        reason = str(exc).strip().splitlines()[0][:SHOW_REASON_CHARS] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{p}: not a weights-only torch checkpoint (.pth): {reason}") from None
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{p}: expected a flat state dict of tensors, got {type(state).__name__}")
+    return dict(state)
+
+
+def audio_dir(path: str | Path) -> Path:
+    """The wav2vec2 folder ``path`` names: its ``wav2vec2/`` or ``chinese-wav2vec2-base/`` (the published name),
+    else itself when its ``config.json`` is a wav2vec2 model's; ``CheckpointError`` naming all three otherwise.
+    (A release's own ``config.json`` is the DiT's, so the folders inside are looked at first.)"""
+    p = Path(path)
+    for name in (AUDIO_SUBDIR, RELEASE_AUDIO_SUBDIR):
+        if (p / name).is_dir():
+            return p / name
+    if config_kind(p / CONFIG_FILE, "model_type") == "wav2vec2":
+        return p
+    raise CheckpointError(
+        f"{p}: no wav2vec2 model: expected {CONFIG_FILE} and weights there, or a {AUDIO_SUBDIR}/ or "
+        f"{RELEASE_AUDIO_SUBDIR}/ folder holding them"
+    )
+
+
+def config_kind(path: Path, field: str) -> str | None:
+    """``field`` of the JSON file ``path`` (a model's ``config.json``), or None when absent or unreadable."""
+    try:
+        value = json.loads(path.read_text()).get(field)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def dit_dir(root: Path) -> Path:

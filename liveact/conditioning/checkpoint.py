@@ -10,27 +10,15 @@ mismatches; there is never a partial load.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from liveact.weight_files import CheckpointError, check_state_dict, key_problems
+from liveact.weight_files import CheckpointError, check_state_dict, key_problems, load_pth
 
 __all__ = ["assign_strict", "check_layout", "load_pth"]
 
 _SHOW = 5  # mismatches named in an error
-
-
-def load_pth(path: str | Path) -> dict[str, torch.Tensor]:
-    """A ``torch.save``d state dict, memory-mapped; only tensors and plain containers are accepted."""
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint file not found: {p}")
-    state = torch.load(p, weights_only=True, map_location="cpu", mmap=True)
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{p}: expected a flat state dict of tensors, got {type(state).__name__}")
-    return dict(state)
 
 
 def check_layout(

@@ -8,9 +8,11 @@ Weights come from local directories only:
 * ``tiny``: the built-in weights in ``liveact/weights/tiny`` (``dit/`` and ``vae/``) when present,
   otherwise freshly initialised weights (the output is then not a face; a warning says so). The
   fresh VAE is seeded by ``FRESH_VAE_SEED`` (``load_vae``), so every process builds the same one.
-* ``liveact-18b``: ``model_dir`` holds the DiT checkpoint (``diffusion_pytorch_model*.safetensors``
-  [+ index]), ``vae/`` (diffusers-format Wan2.1 VAE), ``wav2vec2/`` (chinese-wav2vec2-base) and the
-  Wan encoder files (``models_t5_umt5-xxl-enc-bf16.pth``, ``google/umt5-xxl/``,
+* ``liveact-18b``: ``model_dir`` is the SoulX-LiveAct release as published: the DiT checkpoint
+  (``diffusion_pytorch_model*.safetensors`` [+ index], at the top or in ``dit/``), the VAE as
+  ``Wan2.1_VAE.pth`` (original Wan layout, renamed on load) or ``vae/`` (diffusers format), the audio model
+  as ``chinese-wav2vec2-base/`` or ``wav2vec2/``, and the Wan encoder files
+  (``models_t5_umt5-xxl-enc-bf16.pth``, ``google/umt5-xxl/``,
   ``models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth``).
 """
 
@@ -30,7 +32,7 @@ from liveact.model.dit import LiveActDiT
 from liveact.model.loading import build_model, load_checkpoint_dir
 from liveact.vae import StreamingDecoder, VaeConfig, get_vae_preset
 from liveact.vae.loading import load_vae
-from liveact.weight_files import AUDIO_SUBDIR, VAE_SUBDIR, dit_dir, weights_root
+from liveact.weight_files import audio_dir, dit_dir, weights_root
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +136,11 @@ def load_engine(
         log.warning("no trained weights for preset %r: using fresh weights, the video will not show a face", preset)
     if model is None:
         model = load_dit(config, root, device, seed, runtime_dtype(device, dtype))
-    vae = load_vae(vae_config, None if root is None else root / VAE_SUBDIR)
+    vae = load_vae(vae_config, root)  # its vae/ (diffusers) or Wan2.1_VAE.pth (the release's original layout)
     vae = vae.to(device).eval()
 
     audio_config = AudioConfig.for_model(config.model)
-    audio_dir = None if root is None or audio_config.backend == "mel" else root / AUDIO_SUBDIR
+    audio = None if root is None or audio_config.backend == "mel" else audio_dir(root)
     return Engine(
         config=config,
         model=model,
@@ -146,7 +148,7 @@ def load_engine(
         decoder=StreamingDecoder(vae, vae_config),
         encoders=build_encoders(preset, config.model, root, device=device),
         audio_config=audio_config,
-        audio_backend=load_backend(audio_config, audio_dir, device=device),
+        audio_backend=load_backend(audio_config, audio, device=device),
         device=device,
         trained=root is not None,
     )

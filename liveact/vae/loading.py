@@ -1,9 +1,11 @@
 """Building diffusers' ``AutoencoderKLWan`` from a ``VaeConfig`` and loading it strictly from disk.
 
-A VAE directory has the diffusers layout: ``config.json`` + ``diffusion_pytorch_model.safetensors``.
-The config's architecture fields must equal the ``VaeConfig``'s, and every key and shape is checked
-before anything is loaded (``CheckpointError`` names the first mismatches); there is never a partial
-load and nothing is ever downloaded.
+Two formats load: a diffusers directory (``config.json`` + ``diffusion_pytorch_model.safetensors``, whose
+architecture fields must equal the ``VaeConfig``'s) and ``Wan2.1_VAE.pth``, the original Wan layout the
+official releases ship (renamed on load, ``wan_layout``). ``load_vae`` takes either, or a model directory
+holding one (``vae/`` first). Every key and shape is checked before anything is loaded
+(``CheckpointError`` names the file and the first mismatches); there is never a partial load and nothing
+is ever downloaded.
 """
 
 from __future__ import annotations
@@ -16,12 +18,23 @@ import torch
 from diffusers import AutoencoderKLWan
 from safetensors import safe_open
 
+from liveact.vae import wan_layout
 from liveact.vae.config import VaeConfig
-from liveact.weight_files import SINGLE_FILE, CheckpointError, check_state_dict
+from liveact.weight_files import (
+    SHOW_MISMATCHES,
+    SINGLE_FILE,
+    VAE_SUBDIR,
+    CheckpointError,
+    check_state_dict,
+    config_kind,
+    key_problems,
+    load_pth,
+)
 
-__all__ = ["CONFIG_FILE", "build_vae", "load_vae_dir"]
+__all__ = ["CONFIG_FILE", "WAN_VAE_FILE", "build_vae", "load_vae", "load_vae_dir", "load_vae_pth", "vae_source"]
 
 CONFIG_FILE = "config.json"
+WAN_VAE_FILE = "Wan2.1_VAE.pth"  # the original-layout VAE of the Wan and SoulX-LiveAct releases
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +86,65 @@ def load_vae_dir(
     return vae.eval()
 
 
+def load_vae_pth(
+    cfg: VaeConfig,
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> AutoencoderKLWan:
+    """Load ``Wan2.1_VAE.pth`` (the original Wan key layout) into a model built from ``cfg``, all-or-nothing."""
+    p = Path(path)
+    state = load_pth(p)
+    vae = build_vae(cfg, "meta")
+    shapes = {k: tuple(v.shape) for k, v in vae.state_dict().items()}
+    names = wan_layout.names(cfg, list(shapes))  # original name -> diffusers key
+    problems = key_problems(state, names)
+    wrong = [f"{k}: file {tuple(state[k].shape)}, expected {shapes[names[k]]}" for k in sorted(set(state) & set(names))
+             if tuple(state[k].shape) != shapes[names[k]]]  # fmt: skip
+    if wrong:
+        problems.append(f"{len(wrong)} mis-shaped tensors, first: {wrong[:SHOW_MISMATCHES]}")
+    if problems:
+        raise CheckpointError(f"{p}: not the {cfg.name!r} VAE in the original Wan layout: " + "; ".join(problems))
+    converted = {names[k]: v.to(device=device, dtype=dtype) for k, v in state.items()}
+    vae.load_state_dict(converted, strict=True, assign=True)
+    log.info("loaded VAE %r from %s (original Wan layout, %d tensors)", cfg.name, p, len(converted))
+    return vae.eval()
+
+
+def vae_source(path: str | Path) -> Path | None:
+    """The VAE weights ``path`` names: a diffusers directory or a ``.pth`` file, or the one a model directory
+    holds (its ``vae/``, else its ``Wan2.1_VAE.pth``); None when it holds neither."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    for inside in (p / VAE_SUBDIR, p / WAN_VAE_FILE):  # a release's own config.json is the DiT's: look inside first
+        if inside.exists():
+            return inside
+    if config_kind(p / CONFIG_FILE, "_class_name") == AutoencoderKLWan.__name__ and (p / SINGLE_FILE).is_file():
+        return p
+    return None
+
+
 FRESH_VAE_SEED = 0  # fresh VAE weights never depend on a session seed: every process builds the same VAE
 
 
-def load_vae(vae_config: VaeConfig, vae_dir: str | Path | None, seed: int = FRESH_VAE_SEED) -> AutoencoderKLWan:
-    """The VAE in ``vae_dir`` (diffusers format), or, when None, fresh weights that depend on ``seed`` only.
+def load_vae(vae_config: VaeConfig, path: str | Path | None, seed: int = FRESH_VAE_SEED) -> AutoencoderKLWan:
+    """The VAE ``path`` names (``vae_source``: a diffusers directory, ``Wan2.1_VAE.pth``, or a model directory
+    holding one), or, when None, fresh weights that depend on ``seed`` only.
 
     Fresh weights are built under their own seed (the global RNG is left as it was), so the embedded
     pipeline and the decoder service build the same untrained VAE in every process.
     """
-    if vae_dir is not None:
-        return load_vae_dir(vae_config, vae_dir)
+    if path is not None:
+        source = vae_source(path)
+        if source is None:
+            raise CheckpointError(
+                f"{path}: no VAE found: expected a diffusers VAE directory ({CONFIG_FILE} + {SINGLE_FILE}), "
+                f"{VAE_SUBDIR}/ holding one, or {WAN_VAE_FILE} (the original Wan layout)"
+            )
+        if source.is_file():
+            return load_vae_pth(vae_config, source)
+        return load_vae_dir(vae_config, source)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build_vae(vae_config)

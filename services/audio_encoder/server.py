@@ -42,6 +42,7 @@ import grpc
 
 from liveact.audio import AudioError, FeatureBackend, FeatureRows, load_backend
 from liveact.v1 import audio_encoder_pb2, audio_encoder_pb2_grpc, common_pb2
+from liveact.weight_files import audio_dir
 from services.audio_encoder.settings import EncoderSettings
 from services.audio_encoder.stream import EncodeStream, StreamFormat, parse_config, silence
 from services.common import logs, tensors
@@ -84,7 +85,8 @@ class AudioEncoder(audio_encoder_pb2_grpc.AudioEncoderServicer):
         """Load the backend, then run one short stream through it so the first client pays nothing extra."""
         t0 = time.perf_counter()
         s = self.settings
-        backend = await self._off_loop(load_backend, self.audio, s.weights_dir or None, s.device)
+        weights = audio_dir(s.weights_dir) if s.weights_dir else None  # the folder itself or the one inside
+        backend = await self._off_loop(load_backend, self.audio, weights, s.device)
         fmt = StreamFormat("s16le", self.audio.sample_rate, 1, self.audio.default_fps)
         stream = EncodeStream(backend, self.audio, fmt)
         await self._off_loop(stream.push, silence(fmt, _WARM_UP_SECONDS))

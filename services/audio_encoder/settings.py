@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from liveact.audio import AudioConfig
 from liveact.config import ConfigError, get_preset
+from liveact.weight_files import CheckpointError, audio_dir
 from services.common.settings import ServerSettings
 
 __all__ = ["EncoderSettings"]
@@ -20,7 +20,9 @@ _MAX_THREADS = 4  # default cap on the compute threads
 class EncoderSettings(ServerSettings):
     port: int = 50052  # generator 50051, audio encoder 50052, decoder 50053
     preset: str = "tiny"  # whose feature layout: tiny -> mel 4 x 32, liveact-18b -> wav2vec2 12 x 768
-    weights_dir: str = ""  # local wav2vec2 directory (config.json + weights); needed for the 12 x 768 layout
+    # wav2vec2 weights: their folder (config.json + weights), or a model directory holding wav2vec2/ or
+    # chinese-wav2vec2-base/ (the release's published name); needed for the 12 x 768 layout
+    weights_dir: str = ""  # local wav2vec2 directory, or a model directory holding one
     max_streams: int = 16  # concurrent Encode streams; more get RESOURCE_EXHAUSTED
     max_pcm_bytes_per_message: int = 0  # a bigger pcm message gets INVALID_ARGUMENT; 0 = --max-message-mb
     threads: int = 0  # threads running feature extraction off the event loop; 0 = one per core, at most 4
@@ -42,8 +44,11 @@ class EncoderSettings(ServerSettings):
                     f"--preset {self.preset} makes wav2vec2 rows: set --weights-dir to a local wav2vec2 directory "
                     "(config.json + weights)"
                 )
-            elif not Path(self.weights_dir).is_dir():
-                problems.append(f"--weights-dir {self.weights_dir!r} is not a directory")
+            else:
+                try:
+                    audio_dir(self.weights_dir)
+                except CheckpointError as exc:
+                    problems.append(f"--weights-dir: {exc}")
         if self.max_streams < 1:
             problems.append(f"--max-streams {self.max_streams} must be >= 1")
         if self.max_pcm_bytes_per_message and self.max_pcm_bytes_per_message < _MIN_PCM_BYTES:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from liveact.vae import vae_preset_names
+from liveact.vae.loading import vae_source
 from liveact.weight_files import builtin_vae_dir
 from services.common.settings import ServerSettings
 
@@ -18,7 +19,9 @@ FRESH_WEIGHTS_PRESET = "tiny"  # the only VAE preset that may run on fresh weigh
 class DecoderSettings(ServerSettings):
     port: int = 50053  # generator 50051, audio encoder 50052, decoder 50053
     vae_preset: str = "tiny"  # a liveact.vae preset; streams must name the same one in DecodeConfig.vae_preset
-    weights_dir: str = ""  # a diffusers-format VAE directory; empty = the built-in weights, else fresh (tiny only)
+    # --weights-dir: a diffusers-format VAE directory, a Wan2.1_VAE.pth (the release's original layout), or a
+    # model directory holding vae/ or Wan2.1_VAE.pth (the release as published)
+    weights_dir: str = ""  # VAE weights (see above); empty = the built-in weights, else fresh (tiny only)
     max_streams: int = 16  # concurrent Decode streams; more get RESOURCE_EXHAUSTED
     max_latent_elements: int = 16 * 16 * 128 * 128  # per chunk (16 MiB of float32: 16 latent frames at 1024x1024)
 
@@ -31,8 +34,11 @@ class DecoderSettings(ServerSettings):
         if self.vae_preset not in vae_preset_names():
             problems.append(f"--vae-preset {self.vae_preset!r} must be one of {vae_preset_names()}")
         elif self.weights_dir:
-            if not Path(self.weights_dir).is_dir():
-                problems.append(f"--weights-dir {self.weights_dir!r} is not a directory")
+            if vae_source(self.weights_dir) is None:
+                problems.append(
+                    f"--weights-dir {self.weights_dir!r} holds no VAE: give a diffusers VAE directory, "
+                    "a Wan2.1_VAE.pth, or a model directory with vae/ or Wan2.1_VAE.pth"
+                )
         elif self.vae_preset != FRESH_WEIGHTS_PRESET and builtin_vae_dir(self.vae_preset) is None:
             problems.append(
                 f"--vae-preset {self.vae_preset} has no built-in weights: set --weights-dir to a diffusers-format "

@@ -327,8 +327,8 @@ def test_weights_volume_and_directories():
     docs = render(VALUE_SETS["h200-tp2"])
     for component, variable, expected in (
         ("generator", "LIVEACT_MODEL_DIR", "/models/liveact-18b"),
-        ("audio-encoder", "LIVEACT_WEIGHTS_DIR", "/models/liveact-18b/wav2vec2"),
-        ("decoder", "LIVEACT_WEIGHTS_DIR", "/models/liveact-18b/vae"),
+        ("audio-encoder", "LIVEACT_WEIGHTS_DIR", "/models/liveact-18b"),  # finds wav2vec2/ or chinese-wav2vec2-base/
+        ("decoder", "LIVEACT_WEIGHTS_DIR", "/models/liveact-18b"),  # finds vae/ or Wan2.1_VAE.pth
     ):
         dep = find(docs, "Deployment", component)
         assert env(container(dep))[variable] == expected
