@@ -22,6 +22,7 @@ from datetime import timedelta
 
 import torch
 
+from liveact import determinism
 from liveact.model.dit import LiveActDiT
 from liveact.parallel.link import Link, LinkClosed, Message
 from liveact.parallel.ranks import RankSpec, die_with_parent
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(spec.rank_threads())
         device = torch.device(f"cuda:{args.rank}" if spec.cuda else args.device)
+        determinism.apply(device)  # every rank as rank 0: before its first CUDA work
         if spec.cuda:
             torch.cuda.set_device(device)
         rendezvous = timedelta(seconds=max(args.timeout_s, spec.startup_timeout_s))  # as rank 0 (ranks.py)

@@ -38,6 +38,7 @@ from typing import TypeVar
 import grpc
 import torch
 
+from liveact import determinism
 from liveact.v1 import decoder_pb2, decoder_pb2_grpc
 from liveact.vae import StreamingDecoder, get_vae_preset
 from liveact.vae.loading import load_vae
@@ -79,6 +80,7 @@ class Decoder(decoder_pb2_grpc.DecoderServicer):
 
     def _load(self) -> StreamingDecoder:
         s = self.settings
+        determinism.apply(s.device)  # before the first CUDA work: repeatable decodes (EXACT resume)
         cfg = get_vae_preset(s.vae_preset)
         if s.vae_dir is None:
             log.warning(

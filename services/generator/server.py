@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from liveact import determinism
 from liveact.parallel.ranks import DitRanks, LocalRanks, RankFailure, SessionDiT, TensorParallelRanks
 from liveact.pipeline import Engine, load_engine, prepare_sampler
 from liveact.state.store import SessionStore, StoreError
@@ -98,6 +99,7 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
     async def warm_up(self) -> None:
         s = self.settings
         ranks: DitRanks
+        determinism.apply(s.device)  # before the first CUDA work: an EXACT resume repeats the frames
         planned = await asyncio.to_thread(check_memory, s)  # before any weight is loaded: StartRefused if it cannot fit
         # sessions larger than memory was planned for are refused (no limit when nothing was planned)
         self.size_limit = s.max_dimensions() if s.max_size or planned is not None else None
