@@ -43,7 +43,7 @@ from liveact.parallel.tp import LocalComm, check_tp, shard_dit
 from liveact.pipeline.engine import DTYPES, runtime_config
 from liveact.plan.kernels import FusedAttention
 from liveact.plan.ledger import DEVICE, HOST, ByteLedger
-from liveact.sampling.chunking import window_video_frames
+from liveact.sampling.chunking import total_video_frames, window_video_frames
 from liveact.sampling.denoise import Conditioning
 from liveact.sampling.noise import SeededNoise
 from liveact.sampling.state import export_sampler
@@ -60,6 +60,7 @@ STEADY_CHUNKS = 3  # chunks 0, 1, 2: chunk 2 is the first that runs the cache up
 TEXT_DTYPE = torch.bfloat16  # build_encoders' defaults: umT5 in bf16, CLIP in float32
 IMAGE_DTYPE = torch.float32
 AUDIO_DTYPE = torch.float32  # load_backend's default
+VAE_STRIDE = 8  # pixels per latent cell of the Wan VAE (and the tiny one)
 
 
 def chunk_phase(k: int) -> str:
@@ -306,3 +307,28 @@ def dry_run_decoder(preset: str, width: int, height: int) -> DecoderRun:
             session.decode(torch.empty(1, cz, frames, h, w, device=META))
         peak = ledger.peak[DEVICE]
     return DecoderRun(width=width, height=height, weights=weights, peak=peak)
+
+
+def dry_run_dit(case: PlanCase, chunks: int = STEADY_CHUNKS) -> int:
+    """The device peak of ``liveact bench gpu``'s session on meta: the DiT (rank 0's shard), a random
+    conditioning (``encode_context`` of ``text_len // 2`` text tokens and the CLIP tokens), the audio features of
+    ``chunks`` chunks on the device, then ``chunks`` chunks; the peak over the chunks, as the benchmark reads
+    ``torch.cuda.max_memory_allocated`` after resetting it (what ``scripts/gpu-check`` compares)."""
+    config = case.config()
+    m = config.model
+    model = build_dit(case)
+    ledger = ByteLedger()
+    with FusedAttention(), ledger, torch.no_grad():
+        ledger.track_module(model)
+        lat_h, lat_w = case.height // VAE_STRIDE, case.width // VAE_STRIDE
+        y = torch.empty(1, m.cond_channels, config.memory.window_latent_frames, lat_h, lat_w, device=META)
+        text = torch.empty(m.text_len // 2, m.text_dim, device=META)
+        clip = torch.empty(1, m.clip_tokens, m.clip_dim, device=META)
+        context = model.encode_context([text], clip)
+        feats = torch.empty(total_video_frames(config, chunks), m.audio_layers, m.audio_channels, device=META)
+        del text, clip
+        sampler = StreamingSampler(model, Conditioning(y=y.to(model.dtype), context=context), PlanNoise())
+        with ledger.phase("chunks") as p:
+            for _ in range(chunks):
+                sampler.next_chunk(feats)
+    return p.peak[DEVICE]

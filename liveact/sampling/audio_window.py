@@ -33,5 +33,5 @@ def gather_window(config: LiveActConfig, features: torch.Tensor, chunk_index: in
         raise ValueError(
             f"audio features must be (frames, {m.audio_layers}, {m.audio_channels}), got {tuple(features.shape)}"
         )
-    idx = window_index(config, chunk_index, features.shape[0])
+    idx = window_index(config, chunk_index, features.shape[0]).to(features.device)  # (Fv, W), beside the rows
     return features[idx].unsqueeze(0)
