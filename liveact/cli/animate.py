@@ -24,7 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Run the whole LiveAct pipeline in one process: the reference image is encoded once, "
         "the speech is fed as a stream, each chunk (21 then 32 video frames) is denoised in 3 steps against the "
         "ConvKV memory and decoded by the streaming VAE, and the frames are written as H.264 MP4 with the "
-        "speech muxed in. No GPU or services needed for the default tiny preset.",
+        "speech muxed in. No GPU or services needed for the default tiny preset. The built-in tiny model knows "
+        "only 64x64 flat-shaded cartoon faces (liveact/weights/tiny/MODEL_CARD.md): given a photograph it "
+        "animates a blur, and says so; real faces need --preset liveact-18b --model DIR on a GPU.",
         epilog="Example: liveact animate --image examples/face.png --audio examples/speech.wav --out out.mp4",
     )
     p.add_argument(
@@ -79,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from liveact.audio import decode_audio
     from liveact.media import Mp4Writer, PngFrameWriter, load_reference_image
     from liveact.pipeline import AnimationSession, load_engine
+    from liveact.pipeline.reference import reference_fit
 
     if not args.fps > 0:
         raise ValueError(f"--fps must be positive, got {args.fps}")
@@ -92,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
     rate = engine.audio_config.sample_rate
     if args.seconds is not None:
         pcm = pcm[: round(args.seconds * rate)]
+    fit = reference_fit(image, args.preset, engine.trained)
+    if fit is not None and (warning := fit.warning()) is not None:
+        log.warning("%s: %s", args.image, warning)
     session = AnimationSession(engine, image, args.prompt, args.fps, args.seed, args.decode)
     load_s = time.perf_counter() - t_load
 

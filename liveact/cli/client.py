@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         why = f"{exc.code().name}: {exc.details()}"
         raise ValueError(f"the generator at {args.target} ended the session: {why}") from None
     h = result.header
+    for warning in h.warnings:
+        log.warning("the generator says: %s", warning)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with Mp4Writer(args.out, h.fps, h.width, h.height, audio=(pcm, rate)) as writer:
         for chunk in result.chunks:

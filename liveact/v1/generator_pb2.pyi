@@ -93,7 +93,7 @@ class AnimateResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[SessionHeader, _Mapping]] = ..., frames: _Optional[_Union[FrameChunk, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointNotice, _Mapping]] = ..., status: _Optional[_Union[_common_pb2.ChunkStatus, _Mapping]] = ..., end: _Optional[_Union[SessionEnd, _Mapping]] = ...) -> None: ...
 
 class SessionHeader(_message.Message):
-    __slots__ = ("session_id", "resume_secret", "width", "height", "fps", "output_format", "first_frame", "skipped_frames", "next_audio_seq")
+    __slots__ = ("session_id", "resume_secret", "width", "height", "fps", "output_format", "first_frame", "skipped_frames", "next_audio_seq", "warnings")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     RESUME_SECRET_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +103,7 @@ class SessionHeader(_message.Message):
     FIRST_FRAME_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_FRAMES_FIELD_NUMBER: _ClassVar[int]
     NEXT_AUDIO_SEQ_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     resume_secret: str
     width: int
@@ -112,7 +113,8 @@ class SessionHeader(_message.Message):
     first_frame: int
     skipped_frames: int
     next_audio_seq: int
-    def __init__(self, session_id: _Optional[str] = ..., resume_secret: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., output_format: _Optional[_Union[_common_pb2.OutputFormat, str]] = ..., first_frame: _Optional[int] = ..., skipped_frames: _Optional[int] = ..., next_audio_seq: _Optional[int] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session_id: _Optional[str] = ..., resume_secret: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., output_format: _Optional[_Union[_common_pb2.OutputFormat, str]] = ..., first_frame: _Optional[int] = ..., skipped_frames: _Optional[int] = ..., next_audio_seq: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class FrameChunk(_message.Message):
     __slots__ = ("seq", "chunk_index", "first_frame", "frame_count", "pts_us", "frames", "fmp4")

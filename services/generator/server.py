@@ -40,6 +40,7 @@ import grpc
 from liveact import determinism
 from liveact.parallel.ranks import DitRanks, LocalRanks, RankFailure, SessionDiT, TensorParallelRanks
 from liveact.pipeline import Engine, load_engine, prepare_sampler
+from liveact.pipeline.reference import reference_fit
 from liveact.state.store import SessionStore, StoreError
 from liveact.v1 import audio_encoder_pb2_grpc, decoder_pb2_grpc, generator_pb2, generator_pb2_grpc
 from services.common import logs
@@ -309,13 +310,16 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                 raise RequestError(grpc.StatusCode.UNAVAILABLE, "this server is draining: retry on another replica")
             self.sessions.add(session)
             log.info("session started", extra={"session": session_id, "size": f"{params.width}x{params.height}"})
+            warnings = reference_warnings(params, engine)
+            for warning in warnings:
+                log.warning("session reference", extra={"session": session_id, "warning": warning})
             yield generator_pb2.AnimateResponse(
                 header=generator_pb2.SessionHeader(
                     session_id=params.session_id, resume_secret=params.resume_secret, width=params.width,
                     height=params.height, fps=params.fps, output_format=params.output_format,
                     first_frame=restored.first_output_frame if restored else 0,
                     next_audio_seq=restored.next_audio_seq if restored else 0,
-                    skipped_frames=restored.skipped_frames if restored else 0,
+                    skipped_frames=restored.skipped_frames if restored else 0, warnings=warnings,
                 )
             )  # fmt: skip
             async for message in session.run(request_iterator):
@@ -339,6 +343,16 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                 dit.close()
             if session is not None:
                 self.sessions.discard(session)
+
+
+def reference_warnings(params: SessionParams, engine: Engine) -> list[str]:
+    """What the session header tells the client about its reference picture (``liveact.pipeline.reference``);
+    a resumed session's picture is not sent again, so it has none."""
+    if params.image is None:
+        return []
+    fit = reference_fit(params.image, engine.config.name, engine.trained)
+    warning = None if fit is None else fit.warning()
+    return [] if warning is None else [warning]
 
 
 def serve(argv: list[str] | None = None) -> None:

@@ -90,6 +90,25 @@ def test_animate_writes_mp4_with_audio(tmp_path):
     assert (info.video.width, info.video.height) == (64, 64)
     assert abs(info.audio.duration - info.video.duration) <= 1 / 20
     assert sorted(p.name for p in (tmp_path / "png").iterdir())[-1] == "frame_000039.png"
+    assert "cartoon faces" not in r.stderr  # the example face is one the tiny model knows
+
+
+@pytest.mark.integration
+def test_animate_says_when_a_photograph_is_outside_the_tiny_models_world(tmp_path):
+    from pathlib import Path
+
+    from matplotlib import cbook
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    photo = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    r = run_cli(
+        "animate", "--image", str(photo), "--audio", str(examples / "speech.wav"), "--out", str(tmp_path / "o.mp4"),
+        "--seconds", "1",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr  # it still runs
+    assert "grace_hopper.jpg: the built-in tiny model only knows 64x64 flat-shaded cartoon faces" in r.stderr
+    assert "--preset liveact-18b --model DIR on a GPU" in r.stderr
+    assert "photograph" in run_cli("animate", "--help").stdout
 
 
 @pytest.mark.integration

@@ -88,3 +88,30 @@ def test_bad_input_gets_its_status_while_a_healthy_session_runs(cluster, speech,
     assert words in details
     assert ok.end is not None and ok.frame_count == 20
     assert proc.poll() is None
+
+
+def test_a_photograph_gets_a_warning_in_the_session_header(cluster):
+    """The built-in tiny model knows cartoon faces only: a photo's session runs, and its header says so."""
+    import io
+    from pathlib import Path
+
+    from matplotlib import cbook
+    from PIL import Image
+
+    from liveact.v1 import generator_pb2, generator_pb2_grpc
+
+    photo = io.BytesIO()
+    Image.open(Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))).convert("RGB").save(photo, "PNG")
+    gen, _ = cluster
+
+    def header(image: bytes | None) -> generator_pb2.SessionHeader:
+        kw = {} if image is None else {"reference_image": image}
+        with grpc.insecure_channel(gen) as ch:
+            for msg in generator_pb2_grpc.GeneratorStub(ch).Animate(iter([_config(**kw), END])):
+                if msg.WhichOneof("kind") == "header":
+                    return msg.header
+        raise AssertionError("no header")
+
+    (warning,) = header(photo.getvalue()).warnings
+    assert "only knows 64x64 flat-shaded cartoon faces" in warning and "--preset liveact-18b" in warning
+    assert list(header(None).warnings) == []  # the example face
