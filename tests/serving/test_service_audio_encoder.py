@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -385,7 +386,11 @@ def test_settings_are_validated_at_start(capsys):
 
 
 def test_a_failed_warm_up_stops_the_process():
-    with tempfile.TemporaryDirectory() as empty:
-        cmd = [sys.executable, "-m", "services.audio_encoder", "--port", "0", "--preset", "liveact-18b"]
+    cmd = [sys.executable, "-m", "services.audio_encoder", "--port", "0", "--preset", "liveact-18b"]
+    with tempfile.TemporaryDirectory() as empty:  # no wav2vec2 anywhere: refused before serving, naming the choices
         proc = subprocess.run([*cmd, "--weights-dir", empty], cwd=ROOT, capture_output=True, timeout=60, text=True)
-    assert proc.returncode == 1 and "warm-up failed" in proc.stderr and "config.json" in proc.stderr
+    assert proc.returncode == 2 and "no wav2vec2 model" in proc.stderr and "chinese-wav2vec2-base/" in proc.stderr
+    with tempfile.TemporaryDirectory() as folder:  # a wav2vec2 config without its weights: the warm-up fails
+        (Path(folder) / "config.json").write_text('{"model_type": "wav2vec2"}')
+        proc = subprocess.run([*cmd, "--weights-dir", folder], cwd=ROOT, capture_output=True, timeout=60, text=True)
+    assert proc.returncode == 1 and "warm-up failed" in proc.stderr
