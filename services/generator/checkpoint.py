@@ -21,7 +21,8 @@ the audio has ended but rows are still on their way, a due checkpoint waits for 
 Nothing here blocks generation: the DiT copy is the only synchronous part; the two markers are
 answered while the pipeline goes on, and ``CheckpointWriter`` serialises and writes (with retries
 while Redis is away) in a background task. At most one checkpoint per session is in flight; a
-checkpoint due while one is still being written is skipped.
+checkpoint due while one is still being written is skipped, counted and logged (``skipped``). How often
+they are due: ``CheckpointPolicy`` (count, time, a per-rank write budget, a maximum interval).
 
 Shards, one per tensor-parallel rank: names and metadata are ``liveact.state.schema``'s. A
 checkpoint written at one degree resumes at another through ``liveact.parallel.reshard``.
@@ -50,20 +51,49 @@ from liveact.state.store import FencedError, StoreError, StoreUnavailable
 from services.generator.audio_log import AudioLog
 from services.generator.lease import LeaseKeeper
 
-__all__ = ["CheckpointPolicy", "CheckpointWriter", "PendingCheckpoint"]
+__all__ = ["CheckpointPolicy", "CheckpointWriter", "CommitReport", "PendingCheckpoint"]
 
 log = logging.getLogger(__name__)
+MB = 1_000_000  # --checkpoint-mbps counts decimal megabytes per second
 
 
 @dataclass(frozen=True)
 class CheckpointPolicy:
+    """When a session's next checkpoint is due.
+
+    By count (``every_chunks``) and/or time (``every_s``), as far as the write budget allows: with
+    ``budget_mbps`` a checkpoint of B bytes per rank is followed by the next no sooner than B / budget
+    seconds after it started, so no rank writes more than the budget on average. ``max_interval_s`` asks
+    for one at least that often; where the budget does not allow it, the budget wins (``budget_limited``).
+    """
+
     every_chunks: int = 4  # checkpoint after every N-th chunk (0 = not by count)
     every_s: float = 0.0  # and/or when this many seconds passed since the last one (0 = not by time)
+    budget_mbps: float = 0.0  # per-rank write budget in MB/s, averaged over checkpoints (0 = none)
+    max_interval_s: float = 0.0  # at least this often, where the budget allows (0 = no such bound)
 
-    def due(self, chunks_since: int, seconds_since: float) -> bool:
+    def min_interval_s(self, bytes_per_rank: int) -> float:
+        """The shortest spacing the budget allows after a checkpoint of ``bytes_per_rank`` (0 without one)."""
+        return bytes_per_rank / (self.budget_mbps * MB) if self.budget_mbps > 0 else 0.0
+
+    def budget_limited(self, bytes_per_rank: int) -> bool:
+        """Whether the budget spaces checkpoints further apart than ``max_interval_s`` asks."""
+        return self.max_interval_s > 0 and self.min_interval_s(bytes_per_rank) > self.max_interval_s
+
+    def due(self, chunks_since: int, seconds_since: float, last_bytes_per_rank: int = 0) -> bool:
+        if seconds_since < self.min_interval_s(last_bytes_per_rank):
+            return False
         by_count = self.every_chunks > 0 and chunks_since >= self.every_chunks
         by_time = self.every_s > 0 and seconds_since >= self.every_s
-        return by_count or by_time
+        by_max = self.max_interval_s > 0 and seconds_since >= self.max_interval_s
+        return by_count or by_time or by_max
+
+    def interval_s(self, chunk_s: float, bytes_per_rank: int) -> float:
+        """The longest expected time between two checkpoints' starts: what an EXACT resume may have to replay
+        (seconds of audio, plus the write time), from the count/time rules, the maximum and the budget."""
+        rules = [r for r in (self.every_chunks * chunk_s, self.every_s, self.max_interval_s) if r > 0]
+        nominal = min(rules) if rules else 0.0
+        return max(nominal, self.min_interval_s(bytes_per_rank))
 
 
 @dataclass
@@ -116,6 +146,17 @@ def tensor_bytes(t: torch.Tensor) -> bytes:
     return t.contiguous().numpy().tobytes()
 
 
+@dataclass(frozen=True)
+class CommitReport:
+    """One committed checkpoint's figures (logged and recorded as metrics)."""
+
+    bytes_total: int  # tensor bytes of every rank
+    bytes_per_rank: int  # the largest rank's
+    seconds: float  # snapshot ready to committed
+    replay_s: float  # the longest expected time to the next checkpoint: what an EXACT resume may replay
+    skipped: int  # checkpoints skipped so far in the session (due while one was being written)
+
+
 OnWritten = Callable[[int, PendingCheckpoint], Awaitable[None]]
 OnFenced = Callable[[FencedError], Awaitable[None]]
 
@@ -136,16 +177,23 @@ class CheckpointWriter:
         policy: CheckpointPolicy,
         backoff: Backoff,
         last_chunk: int = 0,
-        on_commit: Callable[[int, float], None] | None = None,
+        on_commit: Callable[[CommitReport], None] | None = None,
+        chunk_s: float = 0.0,
+        on_skip: Callable[[], None] | None = None,
     ) -> None:
         self.keeper, self.audio_log, self.policy, self.backoff = keeper, audio_log, policy, backoff
-        self.on_commit = on_commit  # (tensor bytes, seconds from snapshot ready to commit): metrics
+        self.on_commit = on_commit  # each committed checkpoint's figures: metrics
+        self.chunk_s = chunk_s  # seconds of video (and audio) per steady chunk: the replay bound's unit
+        self.on_skip = on_skip  # a due checkpoint not taken: metrics
         self.task: asyncio.Task | None = None
         self.last_chunk = last_chunk  # chunk_index of the newest checkpoint started (or of the resumed one)
         self.last_time = time.monotonic()
         self.retry_at = 0.0  # monotonic time before which no checkpoint is started (after a failure)
         self.failures = 0  # consecutive failed writes
         self.written = 0  # checkpoints committed by this writer
+        self.skipped = 0  # checkpoints due while the previous one was still being written (not started)
+        self.last_bytes_per_rank = 0  # the largest rank's tensor bytes in the last checkpoint written
+        self._skipping = False  # the current run of due-but-busy chunks was counted already
         self._ids = 0
 
     @property
@@ -154,10 +202,25 @@ class CheckpointWriter:
         return self.audio_log.disabled
 
     def due(self, chunks_done: int) -> bool:
-        if self.disabled or (self.task is not None and not self.task.done()):
+        if self.disabled:
             return False
         now = time.monotonic()
-        return now >= self.retry_at and self.policy.due(chunks_done - self.last_chunk, now - self.last_time)
+        wanted = now >= self.retry_at and self.policy.due(
+            chunks_done - self.last_chunk, now - self.last_time, self.last_bytes_per_rank
+        )
+        if wanted and self.task is not None and not self.task.done():  # still writing the previous one
+            if not self._skipping:
+                self.skipped += 1
+                self._skipping = True
+                if self.on_skip is not None:
+                    self.on_skip()
+                log.info(
+                    "checkpoint due while the previous one is still being written: skipped",
+                    extra={"session": self.keeper.session_id, "chunk": chunks_done, "skipped": self.skipped},
+                )
+            return False
+        self._skipping = False
+        return wanted
 
     def next_id(self) -> int:
         self._ids += 1
@@ -198,9 +261,25 @@ class CheckpointWriter:
         self.failures, self.retry_at = 0, 0.0
         self.audio_log.committed(meta.audio_seq)
         self.written += 1
+        per_rank = [sum(t.nbytes for t in shard.values()) for shard in shards]
+        self.last_bytes_per_rank = max(per_rank)
+        report = CommitReport(
+            bytes_total=sum(per_rank), bytes_per_rank=self.last_bytes_per_rank, seconds=time.monotonic() - started,
+            replay_s=self.policy.interval_s(self.chunk_s, self.last_bytes_per_rank), skipped=self.skipped,
+        )  # fmt: skip
         if self.on_commit is not None:
-            self.on_commit(sum(t.nbytes for shard in shards for t in shard.values()), time.monotonic() - started)
-        log.info("checkpoint written", extra={"session": sid, "version": version, "chunk": pending.chunk_index})
+            self.on_commit(report)
+        if self.policy.budget_limited(self.last_bytes_per_rank):
+            log.warning(
+                "the write budget spaces checkpoints further apart than --checkpoint-max-interval-s",
+                extra={"session": sid, "interval_s": round(report.replay_s, 2), "max_s": self.policy.max_interval_s},
+            )
+        log.info(
+            "checkpoint written",
+            extra={"session": sid, "version": version, "chunk": pending.chunk_index,
+                   "bytes_per_rank": report.bytes_per_rank, "replay_s_max": round(report.replay_s, 2),
+                   "skipped": self.skipped},
+        )  # fmt: skip
         await on_written(version, pending)
 
     async def close(self) -> None:

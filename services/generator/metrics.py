@@ -13,6 +13,10 @@ Prometheus names (``--metrics-port``), all per pod:
                                                     encoder), ``decoder`` (latents), ``client`` (responses)
 ``liveact_generator_checkpoint_size_bytes``         bytes of one checkpoint's tensors (histogram)
 ``liveact_generator_checkpoint_duration_seconds``   snapshot ready -> checkpoint committed in Redis
+``liveact_generator_checkpoint_replay_seconds``     the longest expected wait to the next checkpoint after one is
+                                                    committed: what an EXACT resume may have to replay (histogram)
+``liveact_generator_checkpoints_skipped_total``     checkpoints due while the session's previous one was still
+                                                    being written (not taken)
 ``liveact_generator_resumes_total{mode=...}``       sessions resumed here (EXACT or LIVE)
 ==================================================  ==========================================================
 """
@@ -26,6 +30,7 @@ from typing import Protocol
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from services.common.telemetry import BYTES_BUCKETS, SECONDS_BUCKETS, meter
+from services.generator.checkpoint import CommitReport
 
 RATE_WINDOW_S = 10  # liveact_generator_fps averages over this many whole seconds
 
@@ -84,6 +89,14 @@ class GeneratorMetrics:
         self.checkpoint_duration = histogram(
             "liveact.generator.checkpoint.duration", "s", "snapshot ready to checkpoint committed in Redis"
         )
+        self.checkpoint_replay = histogram(
+            "liveact.generator.checkpoint.replay",
+            "s",
+            "longest expected audio an EXACT resume replays after a checkpoint",
+        )
+        self.checkpoints_skipped = m.create_counter(
+            "liveact.generator.checkpoints.skipped", unit="{checkpoint}", description="checkpoints due but not taken"
+        )
         self.resumes = m.create_counter("liveact.generator.resumes", unit="{session}", description="sessions resumed")
         m.create_observable_gauge(
             "liveact.generator.active_sessions", [self._active], unit="{session}", description="running sessions"
@@ -95,10 +108,15 @@ class GeneratorMetrics:
             "liveact.generator.fps", [self._fps], unit="", description=f"frames/s sent, over {RATE_WINDOW_S} s"
         )
 
-    def checkpoint_committed(self, size: int, seconds: float) -> None:
-        """``CheckpointWriter``'s ``on_commit``: tensor bytes, seconds from snapshot ready to commit."""
-        self.checkpoint_size.record(size)
-        self.checkpoint_duration.record(seconds)
+    def checkpoint_committed(self, report: CommitReport) -> None:
+        """``CheckpointWriter``'s ``on_commit``."""
+        self.checkpoint_size.record(report.bytes_total)
+        self.checkpoint_duration.record(report.seconds)
+        self.checkpoint_replay.record(report.replay_s)
+
+    def checkpoint_skipped(self) -> None:
+        """``CheckpointWriter``'s ``on_skip``: a due checkpoint not taken (the previous one still being written)."""
+        self.checkpoints_skipped.add(1)
 
     def sent(self, frames: int) -> None:
         self.frames.add(frames)

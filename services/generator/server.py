@@ -38,9 +38,11 @@ from dataclasses import dataclass
 import grpc
 
 from liveact import determinism
+from liveact.config import LiveActConfig
 from liveact.parallel.ranks import DitRanks, LocalRanks, RankFailure, SessionDiT, TensorParallelRanks
 from liveact.pipeline import Engine, load_engine, prepare_sampler
 from liveact.pipeline.reference import reference_fit
+from liveact.sampling.chunking import video_frames_per_chunk
 from liveact.state.store import SessionStore, StoreError
 from liveact.v1 import audio_encoder_pb2_grpc, decoder_pb2_grpc, generator_pb2, generator_pb2_grpc
 from services.common import logs
@@ -222,16 +224,20 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                 extra={"session": params.session_id, "error": str(exc)},
             )
             return None
-        return self._writer(LeaseKeeper(store, lease, params.resume_secret, info))
+        return self._writer(LeaseKeeper(store, lease, params.resume_secret, info), warm.engine.config, params.fps)
 
-    def _writer(self, keeper: LeaseKeeper, restored: Restored | None = None) -> CheckpointWriter:
+    def _writer(
+        self, keeper: LeaseKeeper, config: LiveActConfig, fps: float, restored: Restored | None = None
+    ) -> CheckpointWriter:
         s = self.settings
+        chunk_s = video_frames_per_chunk(config, 1) / fps  # a steady chunk's seconds: the replay bound's unit
         log_from = restored.audio_position.seq if restored is not None else 0
         audio_log = AudioLog(keeper, s.backoff(), log_from, s.audio_log_max_mb * 1024 * 1024)
         last_chunk = restored.chunk_index if restored is not None else 0
         return CheckpointWriter(
-            keeper, audio_log, s.checkpoint_policy(), s.backoff(), last_chunk, self.metrics.checkpoint_committed
-        )
+            keeper, audio_log, s.checkpoint_policy(), s.backoff(), last_chunk, self.metrics.checkpoint_committed,
+            chunk_s, self.metrics.checkpoint_skipped,
+        )  # fmt: skip
 
     async def _resume(
         self, warm: Warm, request: generator_pb2.ResumeRequest
@@ -246,7 +252,7 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
         params, restored, lease = await resume(store, warm.engine, warm.ranks, request, self.settings.owner)
         self.metrics.resumes.add(1, {"mode": generator_pb2.ResumeRequest.Mode.Name(request.mode)})
         keeper = LeaseKeeper(store, lease, params.resume_secret, session_info(params, warm.engine.config.name))
-        return params, restored, self._writer(keeper, restored)
+        return params, restored, self._writer(keeper, warm.engine.config, params.fps, restored)
 
     async def GetServerInfo(
         self, request: generator_pb2.GetServerInfoRequest, context: grpc.aio.ServicerContext

@@ -30,3 +30,18 @@ def test_generator_help_explains_flags_with_env_and_default():
     assert "--redis-cluster, --no-redis-cluster Redis Cluster: --redis-url names one node" in flat
     assert "--max-sessions MAX_SESSIONS concurrent Animate streams; more are refused with RESOURCE_EXHAUSTED" in flat
     assert "(env LIVEACT_MAX_SESSIONS; default 4)" in flat
+
+
+def test_checkpoint_budget_flags():
+    from services.generator.settings import GeneratorSettings
+
+    peers = ["--audio-encoder", "a:1", "--decoder", "d:1", "--redis-url", "redis://127.0.0.1:1/0"]
+    s = GeneratorSettings.parse([*peers, "--checkpoint-mbps", "500", "--checkpoint-max-interval-s", "60"])
+    policy = s.checkpoint_policy()
+    assert (policy.every_chunks, policy.budget_mbps, policy.max_interval_s) == (4, 500.0, 60.0)
+    only_max = GeneratorSettings.parse([*peers, "--checkpoint-every-chunks", "0", "--checkpoint-max-interval-s", "30"])
+    assert only_max.checkpoint_policy().due(0, 30.0)
+    with pytest.raises(SystemExit):
+        GeneratorSettings.parse([*peers, "--checkpoint-mbps", "-1"])
+    with pytest.raises(SystemExit):
+        GeneratorSettings.parse([*peers, "--checkpoint-every-chunks", "0"])
