@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from liveact.audio import decode_audio
     from liveact.media import Mp4Writer, PngFrameWriter, load_reference_image
     from liveact.pipeline import AnimationSession, load_engine
-    from liveact.pipeline.reference import reference_fit
+    from liveact.pipeline.reference import reference_warning
 
     if not args.fps > 0:
         raise ValueError(f"--fps must be positive, got {args.fps}")
@@ -95,8 +95,7 @@ def run(args: argparse.Namespace) -> int:
     rate = engine.audio_config.sample_rate
     if args.seconds is not None:
         pcm = pcm[: round(args.seconds * rate)]
-    fit = reference_fit(image, args.preset, engine.trained)
-    if fit is not None and (warning := fit.warning()) is not None:
+    if (warning := reference_warning(image, args.preset, engine.trained)) is not None:
         log.warning("%s: %s", args.image, warning)
     session = AnimationSession(engine, image, args.prompt, args.fps, args.seed, args.decode)
     load_s = time.perf_counter() - t_load

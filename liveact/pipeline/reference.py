@@ -54,3 +54,9 @@ def reference_fit(image: np.ndarray, preset: str, trained: bool) -> ReferenceFit
     if preset != "tiny" or not trained:
         return None
     return ReferenceFit(flat_share(image))
+
+
+def reference_warning(image: np.ndarray, preset: str, trained: bool) -> str | None:
+    """What to tell the user about ``image`` (``ADVICE``), or None when there is nothing to say."""
+    fit = reference_fit(image, preset, trained)
+    return None if fit is None else fit.warning()

@@ -22,9 +22,8 @@ full-length prompt's token ids directly (its tokenizer is host code), the noise 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import cast
 
 import torch
@@ -38,6 +37,7 @@ from liveact.conditioning.image import ClipImageEncoder, ClipVisionSpec, build_c
 from liveact.conditioning.text import UMT5Spec, build_umt5
 from liveact.config import LiveActConfig
 from liveact.model.dit import LiveActDiT
+from liveact.model.flops import latent_grid
 from liveact.model.loading import build_model
 from liveact.parallel.tp import LocalComm, check_tp, shard_dit
 from liveact.pipeline.engine import DTYPES, runtime_config
@@ -60,7 +60,6 @@ STEADY_CHUNKS = 3  # chunks 0, 1, 2: chunk 2 is the first that runs the cache up
 TEXT_DTYPE = torch.bfloat16  # build_encoders' defaults: umT5 in bf16, CLIP in float32
 IMAGE_DTYPE = torch.float32
 AUDIO_DTYPE = torch.float32  # load_backend's default
-VAE_STRIDE = 8  # pixels per latent cell of the Wan VAE (and the tiny one)
 
 
 def chunk_phase(k: int) -> str:
@@ -169,19 +168,6 @@ class PlanNoise(SeededNoise):
         return torch.empty(shape, device=self.device, dtype=self.dtype)
 
 
-@dataclass
-class _Counter:
-    ops: int = 0
-    phases: list[PhaseBytes] = field(default_factory=list)
-
-
-@contextmanager
-def _phase(ledger: ByteLedger, counter: _Counter, name: str) -> Iterator[None]:
-    with ledger.phase(name) as p:
-        yield
-    counter.phases.append(PhaseBytes(name, p.start[DEVICE], p.peak[DEVICE]))
-
-
 def build_dit(case: PlanCase) -> LiveActDiT:
     """The DiT on meta in the runtime dtype, sharded for rank 0 as ``shard_dit`` shards it."""
     config = case.config()
@@ -240,26 +226,25 @@ def dry_run(case: PlanCase) -> RankRun:
     vae_cfg = get_vae_preset(config.vae)
     model = build_dit(case)
     engine = engine_modules(case)
-    ledger, counter = ByteLedger(), _Counter()
+    ledger = ByteLedger()
     with FusedAttention(), ledger, torch.no_grad():
         dit_weights = ledger.track_module(model)
         engine_weights = sum(ledger.track_module(m) for m in engine.modules)
         before = ledger.live[DEVICE]
-        with _phase(ledger, counter, CONDITIONING):
+        with ledger.phase(CONDITIONING):
             cond = _conditioning(config, vae_cfg, case, model, engine)
-        with _phase(ledger, counter, "caches"):
+        with ledger.phase("caches"):
             sampler = StreamingSampler(model, cond, PlanNoise())
         session_resident = ledger.live[DEVICE] - before  # caches + conditioning tensors
         features = _feature_window(config)  # (1, Fv, W, L, Ca) on the host, as the encoder link delivers it
         for k in range(STEADY_CHUNKS):
-            with _phase(ledger, counter, chunk_phase(k)):
+            with ledger.phase(chunk_phase(k)):
                 sampler.next_chunk(features)
         host_before = ledger.live[HOST]
-        with _phase(ledger, counter, SNAPSHOT):
+        with ledger.phase(SNAPSHOT):
             state = export_sampler(sampler)
             checkpoint_host = ledger.live[HOST] - host_before
         del state
-        counter.ops = ledger.ops
         peak = ledger.peak[DEVICE]
     return RankRun(
         case=case,
@@ -267,10 +252,10 @@ def dry_run(case: PlanCase) -> RankRun:
         engine_weights=engine_weights,
         session_resident=session_resident,
         cache=sampler.memory.nbytes(),
-        phases=tuple(counter.phases),
+        phases=tuple(PhaseBytes(p.name, p.start[DEVICE], p.peak[DEVICE]) for p in ledger.phases),
         peak=peak,
         checkpoint_host=checkpoint_host,
-        ops=counter.ops,
+        ops=ledger.ops,
     )
 
 
@@ -320,7 +305,7 @@ def dry_run_dit(case: PlanCase, chunks: int = STEADY_CHUNKS) -> int:
     ledger = ByteLedger()
     with FusedAttention(), ledger, torch.no_grad():
         ledger.track_module(model)
-        lat_h, lat_w = case.height // VAE_STRIDE, case.width // VAE_STRIDE
+        lat_h, lat_w = latent_grid(config, case.width, case.height)
         y = torch.empty(1, m.cond_channels, config.memory.window_latent_frames, lat_h, lat_w, device=META)
         text = torch.empty(m.text_len // 2, m.text_dim, device=META)
         clip = torch.empty(1, m.clip_tokens, m.clip_dim, device=META)

@@ -78,12 +78,7 @@ def load_vae_dir(
     with safe_open(files[SINGLE_FILE], framework="pt") as f:
         check_state_dict(vae, {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})
         state = {k: f.get_tensor(k).to(device=device, dtype=dtype) for k in f.keys()}
-    vae.load_state_dict(state, strict=True, assign=True)
-    left = [n for n, t in [*vae.named_parameters(), *vae.named_buffers()] if t.is_meta]
-    if left:
-        raise CheckpointError(f"tensors still on the meta device after loading: {left}")
-    log.info("loaded VAE %r from %s (%d tensors)", cfg.name, d, len(state))
-    return vae.eval()
+    return _assign(vae, state, f"VAE {cfg.name!r} from {d}")
 
 
 def load_vae_pth(
@@ -106,8 +101,16 @@ def load_vae_pth(
     if problems:
         raise CheckpointError(f"{p}: not the {cfg.name!r} VAE in the original Wan layout: " + "; ".join(problems))
     converted = {names[k]: v.to(device=device, dtype=dtype) for k, v in state.items()}
-    vae.load_state_dict(converted, strict=True, assign=True)
-    log.info("loaded VAE %r from %s (original Wan layout, %d tensors)", cfg.name, p, len(converted))
+    return _assign(vae, converted, f"VAE {cfg.name!r} from {p} (original Wan layout)")
+
+
+def _assign(vae: AutoencoderKLWan, state: dict[str, torch.Tensor], what: str) -> AutoencoderKLWan:
+    """Put checked ``state`` into the meta-built ``vae`` (strict, by assignment); nothing may stay on meta."""
+    vae.load_state_dict(state, strict=True, assign=True)
+    left = [n for n, t in [*vae.named_parameters(), *vae.named_buffers()] if t.is_meta]
+    if left:
+        raise CheckpointError(f"tensors still on the meta device after loading: {left}")
+    log.info("loaded %s (%d tensors)", what, len(state))
     return vae.eval()
 
 

@@ -41,7 +41,7 @@ from liveact import determinism
 from liveact.config import LiveActConfig
 from liveact.parallel.ranks import DitRanks, LocalRanks, RankFailure, SessionDiT, TensorParallelRanks
 from liveact.pipeline import Engine, load_engine, prepare_sampler
-from liveact.pipeline.reference import reference_fit
+from liveact.pipeline.reference import reference_warning
 from liveact.sampling.chunking import video_frames_per_chunk
 from liveact.state.store import SessionStore, StoreError
 from liveact.v1 import audio_encoder_pb2_grpc, decoder_pb2_grpc, generator_pb2, generator_pb2_grpc
@@ -356,8 +356,7 @@ def reference_warnings(params: SessionParams, engine: Engine) -> list[str]:
     a resumed session's picture is not sent again, so it has none."""
     if params.image is None:
         return []
-    fit = reference_fit(params.image, engine.config.name, engine.trained)
-    warning = None if fit is None else fit.warning()
+    warning = reference_warning(params.image, engine.config.name, engine.trained)
     return [] if warning is None else [warning]
 
 
