@@ -139,3 +139,29 @@ def cpu_s(pid: int) -> float:
     """User + system CPU seconds a process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime, in clock ticks
+
+
+KILL_AFTER_VERSIONS = 3  # a killed session has committed 3 versions: the first one is garbage-collected by then
+
+
+def assert_versions_share_parts(redis_url: str, session_id: str, prefix: str = "liveact") -> None:
+    """The session's Redis holds exactly the parts its kept manifests reference, the newest two versions
+    share every sink-slot part (written once) and differ in the rest of the caches."""
+    import json
+
+    import redis
+
+    r = redis.Redis.from_url(redis_url)
+    manifests = [json.loads(m) for m in r.lrange(f"{{{prefix}:{session_id}}}:history", 0, -1)]
+    assert len(manifests) == 2 and manifests[0]["version"] >= KILL_AFTER_VERSIONS, [m["version"] for m in manifests]
+
+    def parts(manifest: dict, sink: bool) -> set[str]:
+        return {p["sha256"] for rank in manifest["shards"] for t in rank for p in t["parts"]
+                if t["name"].startswith("dit.memory.") and (".sink." in t["name"]) == sink}  # fmt: skip
+
+    newest, previous = manifests
+    assert parts(newest, sink=True) == parts(previous, sink=True) != set()
+    assert not parts(newest, sink=False) & parts(previous, sink=False)
+    referenced = {p["sha256"] for m in manifests for rank in m["shards"] for t in rank for p in t["parts"]}
+    stored = {k.decode().rsplit(":", 1)[1] for k in r.scan_iter(match=f"{prefix}:part:{session_id}:*", count=1000)}
+    assert stored == referenced  # the dropped version's own parts collected, none a kept version needs

@@ -9,9 +9,11 @@ One run; what it reports:
   checkpoint is read back from Redis once the generator has been killed (below). ``bytes`` sums the
   tensors' bytes by name prefix: ``dit.memory.*`` K/V (``dit_memory``), ``dit.cond.*``
   (``conditioning``), ``audio.rows``, ``encoder.state``, ``decoder.state``, and ``other`` (RNG state
-  and the chunk counter). ``stored_bytes`` is what Redis holds (safetensors blobs with headers).
-  ``write_ms`` / ``read_ms`` are medians of ``store_repeats`` interleaved ``SessionStore.write_checkpoint``
-  / ``read_checkpoint`` calls with those tensors against a second private ``redis-server``
+  and the chunk counter). ``stored_bytes`` is what the manifest lists (each tensor's raw bytes).
+  ``write_ms`` / ``later_write_ms`` / ``read_ms`` are medians of ``store_repeats`` rounds, each on a fresh
+  session: a first ``SessionStore.write_checkpoint`` (every part sent), a later version whose tensors all
+  changed except the sink slots and the conditioning (only those parts sent: ``bytes_per_version``), and a
+  ``read_checkpoint``, against a second private ``redis-server``
   (``liveact.launch.redis_process``), nothing else running on it; ``*_cpu_ms`` add this
   process's and redis-server's CPU time. ``computed`` repeats the DiT parts from the config
   (``liveact.memory.sizing`` and the conditioning shapes below) as a check of the 18B figures.

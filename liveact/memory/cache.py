@@ -32,6 +32,8 @@ from liveact.config import MemoryConfig
 from liveact.memory import fp8
 from liveact.memory.compress import compress_tokens
 
+SINK_PREFIX = "sink."  # export names of the sink slots' tensors: "sink.k", "sink.v", "sink.k_scale", ...
+
 
 @dataclass
 class AttendView:
@@ -152,29 +154,44 @@ class LayerKV:
     def persistent(self, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
         """Slots [0, persistent) as plain tensors, copied to ``device`` (None: this cache's), after ``compact``.
 
+        The sink slots come apart from the rest (``sink.k`` and ``k``, ...): they never change after
+        chunk 0, so a checkpoint store that addresses its parts by content writes them once per session.
         A copy to the host goes there directly: no device copy of the persistent slots is made first.
         """
         if self.needs_update:
             raise RuntimeError("compact() the cache before exporting its persistent part")
-        n = self._tok(self.cfg.persistent_slots)
         to = self.k.device if device is None else device
-        return {name: getattr(self, name)[:, :n].to(to, copy=True) for name in self.persistent_names()}
+        return {name: t.to(to, copy=True) for name, t in self._persistent_views().items()}
 
     def persistent_names(self) -> list[str]:
-        return ["k", "v"] + (["k_scale", "v_scale"] if self.cfg.fp8 else [])
+        """``sink.<t>`` (slots [0, sink)) and ``<t>`` (slots [sink, persistent)) for each stored tensor t."""
+        return list(self._persistent_views())
 
+    def _persistent_views(self) -> dict[str, torch.Tensor]:
+        """Views of the persistent slots by export name: (B, sink*fl, H, D) and (B, (persistent-sink)*fl, H, D)."""
+        s, n = self._tok(self.cfg.sink_slots), self._tok(self.cfg.persistent_slots)
+        stored = {"k": self.k, "v": self.v}
+        if self.cfg.fp8:
+            assert self.k_scale is not None and self.v_scale is not None
+            stored |= {"k_scale": self.k_scale, "v_scale": self.v_scale}
+        views: dict[str, torch.Tensor] = {}
+        for name, t in stored.items():
+            views[SINK_PREFIX + name] = t[:, :s]
+            views[name] = t[:, s:n]
+        return views
+
+    @torch.no_grad()
     def load_persistent(self, tensors: dict[str, torch.Tensor], chunks_written: int) -> None:
-        n = self._tok(self.cfg.persistent_slots)
-        for name in self.persistent_names():
-            dst = getattr(self, name)
+        for whole in (self.k, self.v, self.k_scale, self.v_scale):
+            if whole is not None:
+                whole.zero_()  # the chunk slots too: written before they are next read
+        for name, dst in self._persistent_views().items():
             src = tensors[name]
-            if tuple(src.shape) != tuple(dst[:, :n].shape) or src.dtype != dst.dtype:
+            if tuple(src.shape) != tuple(dst.shape) or src.dtype != dst.dtype:
                 raise ValueError(
-                    f"persistent {name}: expected {tuple(dst[:, :n].shape)} {dst.dtype}, "
-                    f"got {tuple(src.shape)} {src.dtype}"
+                    f"persistent {name}: expected {tuple(dst.shape)} {dst.dtype}, got {tuple(src.shape)} {src.dtype}"
                 )
-            dst.zero_()
-            dst[:, :n] = src
+            dst.copy_(src)
         self.chunks_written = chunks_written
         self.compacted = True
 

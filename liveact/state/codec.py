@@ -9,6 +9,11 @@ A checkpoint read back from Redis must not be able to run code, so the only deco
 sharing storage with another entry), so callers may pass views, GPU tensors or strided slices.
 ``split`` cuts one blob into parts of at most ``part_bytes`` (Redis caps a value at 512 MB); the
 parts joined in order are the blob again.
+
+A checkpoint stores each tensor's raw bytes instead (``raw_bytes`` / ``from_raw``: little-endian,
+C order, the dtype by name from ``SUPPORTED_DTYPES``, the shape checked against the byte count), so
+parts can be addressed by their content and shared between versions (``liveact.state.parts``). The
+bytes decode to a tensor of that dtype and shape and nothing else.
 """
 
 from __future__ import annotations
@@ -20,7 +25,19 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-__all__ = ["SUPPORTED_DTYPES", "CodecError", "digest", "join", "pack", "part_views", "split", "unpack"]
+__all__ = [
+    "SUPPORTED_DTYPES",
+    "CodecError",
+    "digest",
+    "dtype_name",
+    "from_raw",
+    "join",
+    "pack",
+    "part_views",
+    "raw_bytes",
+    "split",
+    "unpack",
+]
 
 # What safetensors stores (torch dtypes that exist in this torch build); anything else is refused
 # up front with a message, instead of failing inside the serializer.
@@ -44,7 +61,9 @@ _DTYPE_NAMES = (
     "bool",
     "complex64",
 )
-SUPPORTED_DTYPES = frozenset(getattr(torch, n) for n in _DTYPE_NAMES if hasattr(torch, n))
+DTYPES_BY_NAME = {n: getattr(torch, n) for n in _DTYPE_NAMES if hasattr(torch, n)}
+SUPPORTED_DTYPES = frozenset(DTYPES_BY_NAME.values())
+_NAMES_BY_DTYPE = {d: n for n, d in DTYPES_BY_NAME.items()}
 RESERVED_NAME = "__metadata__"  # safetensors' header key for string metadata
 
 
@@ -89,7 +108,7 @@ def unpack(data: bytes | bytearray | memoryview) -> dict[str, torch.Tensor]:
         raise CodecError(f"not a valid safetensors blob ({len(data)} bytes): {exc}") from exc
 
 
-def part_views(data: bytes, part_bytes: int) -> list[memoryview]:
+def part_views(data: bytes | memoryview, part_bytes: int) -> list[memoryview]:
     """Zero-copy parts of ``data``, each at most ``part_bytes`` long (one empty part for empty data)."""
     if part_bytes < 1:
         raise ValueError(f"part_bytes must be >= 1, got {part_bytes}")
@@ -111,3 +130,40 @@ def join(parts: list[bytes] | list[memoryview]) -> bytes:
 def digest(data: bytes | memoryview) -> str:
     """sha256 of ``data`` as 64 lowercase hex characters."""
     return hashlib.sha256(data).hexdigest()
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The stored name of ``dtype`` ("bfloat16", "float8_e4m3fn", ...); ``CodecError`` if not storable."""
+    if dtype not in _NAMES_BY_DTYPE:
+        raise CodecError(f"dtype {dtype} cannot be stored; use one of {sorted(DTYPES_BY_NAME)}")
+    return _NAMES_BY_DTYPE[dtype]
+
+
+def raw_bytes(t: torch.Tensor) -> memoryview:
+    """A CPU tensor's bytes in C order, zero-copy where it is contiguous (the view keeps it alive)."""
+    if t.device.type != "cpu":
+        raise CodecError(f"raw_bytes takes a CPU tensor, got one on {t.device}")
+    if t.layout != torch.strided:
+        raise CodecError(f"a tensor with layout {t.layout} has no raw bytes; store a dense (strided) tensor")
+    flat = t.detach().contiguous().reshape(-1)
+    if not flat.numel():
+        return memoryview(b"")
+    return memoryview(flat.view(torch.uint8).numpy().data)  # ndarray.data: the buffer itself
+
+
+def from_raw(data: bytearray, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """The tensor of dtype ``name`` and ``shape`` whose raw bytes are ``data`` (shares ``data``'s memory)."""
+    if name not in DTYPES_BY_NAME:
+        raise CodecError(f"unknown dtype {name!r}")
+    dtype = DTYPES_BY_NAME[name]
+    numel = 1
+    for n in shape:
+        if n < 0:
+            raise CodecError(f"shape {shape} has a negative size")
+        numel *= n
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    if numel * itemsize != len(data):
+        raise CodecError(f"{len(data)} bytes are not a {name} tensor of shape {list(shape)} ({numel * itemsize} bytes)")
+    if not numel:
+        return torch.empty(shape, dtype=dtype)
+    return torch.frombuffer(data, dtype=torch.uint8).view(dtype).reshape(shape)

@@ -11,14 +11,15 @@ check, the commit of a checkpoint, the audio append):
     {P:S}:history   list    manifests (JSON) of committed checkpoints, newest first, at most keep_versions
     {P:S}:audio     stream  PCM received since the last checkpoint; entry id "<seq + 1>-0", field "d"
 
-Checkpoint blobs are split into parts that carry no hash tag, so their slots spread over the
-cluster's shards (a real-model checkpoint is gigabytes):
+Checkpoint tensors are stored as parts of their raw bytes, addressed by content, that carry no
+hash tag, so their slots spread over the cluster's shards (a real-model checkpoint is gigabytes):
 
-    P:part:S:<version>:<rank>:<index>    string  at most part_bytes
+    P:part:S:<sha256>    string  at most part_bytes; the key names its content
 
-A part is written before the commit that makes it reachable (through a manifest in the history)
-and every part carries the session TTL, so a writer that dies between the two leaves only orphans
-that expire. Session ids and the prefix are restricted to ``[A-Za-z0-9_-]`` (plus ``.`` in the
+so a part that two versions (or two ranks) hold alike is stored once. A part is written before the
+commit that makes it reachable (through a manifest in the history) and every part carries the
+session TTL, so a writer that dies between the two leaves only orphans that expire. Session ids and
+the prefix are restricted to ``[A-Za-z0-9_-]`` (plus ``.`` in the
 prefix), so no id can inject a brace (a hash tag) or a ``:`` (a separator).
 """
 
@@ -80,8 +81,9 @@ class SessionKeys:
         """The session's small keys that live as long as the session (all but the lease), one slot."""
         return [self.record, self.fence, self.version, self.history, self.audio]
 
-    def part(self, version: int, rank: int, index: int) -> str:
-        return f"{self.prefix}:part:{self.session_id}:{version}:{rank}:{index}"
+    def part(self, sha256: str) -> str:
+        """The key of the session's part with this content digest (``schema.PartDigest``)."""
+        return f"{self.prefix}:part:{self.session_id}:{sha256}"
 
     def part_pattern(self) -> str:
         """SCAN pattern matching every part of this session (for tests and audits; ids hold no glob chars)."""

@@ -1,43 +1,71 @@
-"""A checkpoint's tensors as bounded Redis values: packed, cut into parts, verified on the way back.
+"""A checkpoint's tensors as content-addressed Redis values: cut, digested, verified on the way back.
 
-``encode_shards`` packs each rank's tensors (safetensors, ``codec``) and cuts the blob into parts of
-at most ``part_bytes`` with their sha256; ``decode_shard`` checks each fetched part's size and
-digest before joining and unpacking. ``PartIO`` moves parts in pipelined rounds of about
-``PIPELINE_BYTES``, one key per command so that parts may live on different Redis Cluster shards.
+``cut`` takes each tensor's raw bytes (``codec.raw_bytes``) and cuts them into parts of at most
+``part_bytes`` with their sha256; a part's key is its digest (``SessionKeys.part``), so a tensor
+that did not change since the last version (the ConvKV sink slots, the conditioning) has the same
+parts, which the store then refreshes instead of sending again. ``assemble`` checks each fetched
+part's size and digest before it becomes a tensor. ``PartIO`` moves parts in pipelined rounds of
+about ``PIPELINE_BYTES``, one key per command so that parts may live on different Redis Cluster
+shards.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 import torch
 from redis.asyncio.cluster import RedisCluster
 
 from liveact.state import codec
-from liveact.state.schema import PartRef
+from liveact.state.schema import PartDigest, TensorRef
 
-__all__ = ["PIPELINE_BYTES", "PartIO", "decode_shard", "encode_shards"]
+__all__ = ["PIPELINE_BYTES", "CutTensor", "PartIO", "PartProblem", "assemble", "cut"]
 
 PIPELINE_BYTES = 256 * 1024 * 1024  # bytes of parts in flight per pipeline round trip (bounds memory)
 
 
-def encode_shards(shards: Sequence[Mapping[str, torch.Tensor]], part_bytes: int) -> list[list[tuple[memoryview, str]]]:
-    """Per rank, the packed blob's parts with their sha256 (zero-copy views keep the blobs alive)."""
-    return [
-        [(view, codec.digest(view)) for view in codec.part_views(codec.pack(shard), part_bytes)] for shard in shards
-    ]
+class PartProblem(ValueError):
+    """A fetched part that is missing or does not match its digest, or bytes that are not the tensor."""
 
 
-def decode_shard(rank: int, parts: list[PartRef], blobs: list[bytes]) -> tuple[str, dict[str, torch.Tensor]]:
-    """(problem, tensors) of one rank's fetched parts; ``problem`` is '' when all match and decode."""
-    for i, (part, blob) in enumerate(zip(parts, blobs, strict=True)):
+@dataclass(frozen=True)
+class CutTensor:
+    """One tensor's entry in a manifest and the zero-copy views of its parts' bytes (same order)."""
+
+    ref: TensorRef
+    views: tuple[memoryview, ...]
+
+
+def cut(tensors: Mapping[str, torch.Tensor], part_bytes: int) -> list[CutTensor]:
+    """Every tensor (CPU; sorted by name) as parts of at most ``part_bytes`` with their sha256."""
+    out = []
+    for name in sorted(tensors):
+        t = tensors[name]
+        if not isinstance(t, torch.Tensor):
+            raise codec.CodecError(f"{name!r} is a {type(t).__name__}, not a torch.Tensor")
+        views = codec.part_views(codec.raw_bytes(t), part_bytes)
+        parts = tuple(PartDigest(codec.digest(v), len(v)) for v in views)
+        out.append(CutTensor(TensorRef(name, codec.dtype_name(t.dtype), tuple(t.shape), parts), tuple(views)))
+    return out
+
+
+def assemble(ref: TensorRef, blobs: list[bytes | None]) -> torch.Tensor:
+    """The tensor ``ref`` describes from its fetched parts (None: missing); ``PartProblem`` says what is wrong."""
+    buf = bytearray(ref.nbytes)
+    at = 0
+    for i, (part, blob) in enumerate(zip(ref.parts, blobs, strict=True)):
+        if blob is None:
+            raise PartProblem(f"tensor {ref.name!r} part {i} is missing (expired or deleted)")
         if len(blob) != part.bytes or codec.digest(blob) != part.sha256:
-            return f"rank {rank} part {i} does not match its sha256/size ({len(blob)} bytes)", {}
+            raise PartProblem(f"tensor {ref.name!r} part {i} does not match its sha256/size ({len(blob)} bytes)")
+        buf[at : at + len(blob)] = blob
+        at += len(blob)
     try:
-        return "", codec.unpack(codec.join(blobs))
+        return codec.from_raw(buf, ref.dtype, ref.shape)
     except codec.CodecError as exc:
-        return f"rank {rank}: {exc}", {}
+        raise PartProblem(f"tensor {ref.name!r}: {exc}") from exc
 
 
 class PartIO:
@@ -58,6 +86,15 @@ class PartIO:
         if len(pipe):
             await pipe.execute()
 
+    async def refresh(self, keys: list[str]) -> list[bool]:
+        """Give each existing key the session TTL again; whether each exists (a part that need not be sent)."""
+        if not keys:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.pexpire(key, self.ttl_ms)
+        return [bool(found) for found in await pipe.execute()]
+
     async def read(self, keys: list[str]) -> list[bytes | None]:
         """GET every key (one per request, so keys may live on different cluster shards)."""
         per_round = max(1, PIPELINE_BYTES // self.part_bytes)
@@ -77,8 +114,4 @@ class PartIO:
             await pipe.execute()
 
     async def touch(self, keys: list[str]) -> None:
-        if keys:
-            pipe = self.client.pipeline(transaction=False)
-            for key in keys:
-                pipe.pexpire(key, self.ttl_ms)
-            await pipe.execute()
+        await self.refresh(keys)

@@ -3,9 +3,11 @@
 Everything LiveAct writes to its session store is one of these frozen dataclasses (JSON through
 ``to_json`` / ``from_json``) or a tensor whose name is built from the prefixes below; nothing else
 reads or writes a stored field by a string key. A checkpoint is a manifest (``store.py``) whose
-``meta`` is a ``CheckpointMeta``, plus one tensor dict per tensor-parallel rank:
+``meta`` is a ``CheckpointMeta`` and whose table lists, per tensor-parallel rank, each tensor
+(``TensorRef``: name, dtype, shape) and the content-addressed parts of its raw bytes (``PartDigest``):
 
-* every rank: ``dit.memory.<cache>.{k,v}[_scale]`` (its heads of every ConvKV cache),
+* every rank: ``dit.memory.<cache>.{k,v}[_scale]`` (its heads of every ConvKV cache's slots after the
+  sink) and ``dit.memory.<cache>.sink.{k,v}[_scale]`` (the sink slots, fixed after chunk 0),
   ``dit.memory.chunks_written``, ``dit.noise.state``, ``dit.cond.{y,context,null_audio}``
   (``liveact.sampling.state`` names them without the ``dit.`` prefix);
 * rank 0 also: ``audio.rows`` (float32 (n, L, C), absolute rows ``rows_first ..``),
@@ -17,6 +19,7 @@ any other version rather than guessing.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
 
@@ -38,15 +41,16 @@ __all__ = [
     "AudioPosition",
     "CheckpointMeta",
     "Manifest",
-    "PartRef",
+    "PartDigest",
     "SchemaError",
     "SessionInfo",
     "SessionRecord",
+    "TensorRef",
     "dit_part",
     "with_dit_prefix",
 ]
 
-FORMAT_VERSION = 2  # 2: typed meta (no "format" inside it); 1 was the string-keyed meta
+FORMAT_VERSION = 3  # 3: per-tensor parts addressed by content, sink slots apart; 2: one blob per rank, typed meta
 
 # tensor names of a sampler's state (liveact.sampling.state)
 MEMORY = "memory."  # ConvKV caches: memory.<step>.<layer>.{k,v}[_scale], memory.chunks_written
@@ -195,11 +199,13 @@ class CheckpointMeta:
         return _from_json(cls, obj, "checkpoint meta")
 
 
-@dataclass(frozen=True)
-class PartRef:
-    """One stored part of a rank's packed tensors: its Redis key, sha256 and size."""
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
-    key: str
+
+@dataclass(frozen=True)
+class PartDigest:
+    """One stored part of a tensor's raw bytes: its sha256 (which names its Redis key) and size."""
+
     sha256: str
     bytes: int
 
@@ -207,13 +213,48 @@ class PartRef:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, obj: Any) -> PartRef:
-        return _from_json(cls, obj, "part")
+    def from_json(cls, obj: Any) -> PartDigest:
+        part = _from_json(cls, obj, "part")
+        if not SHA256_HEX.fullmatch(part.sha256) or part.bytes < 0:
+            raise SchemaError(f"part needs a lowercase hex sha256 and bytes >= 0, got {part.sha256!r}, {part.bytes}")
+        return part
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """One tensor of a rank's checkpoint: name, dtype name (``liveact.state.codec``), shape and its parts in order."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    parts: tuple[PartDigest, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.bytes for p in self.parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape),
+                "parts": [p.to_json() for p in self.parts]}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, obj: Any) -> TensorRef:
+        if not isinstance(obj, dict):
+            raise SchemaError(f"tensor entry must be a JSON object, got {type(obj).__name__}")
+        name, dtype, shape, parts = obj.get("name"), obj.get("dtype"), obj.get("shape"), obj.get("parts")
+        if not isinstance(name, str) or not name or not isinstance(dtype, str):
+            raise SchemaError("tensor entry needs a name and a dtype (strings)")
+        if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                                  for n in shape):  # fmt: skip
+            raise SchemaError(f"tensor {name!r}: shape must be a list of sizes >= 0, got {shape!r}")
+        if not isinstance(parts, list):
+            raise SchemaError(f"tensor {name!r} has no part list")
+        return cls(name, dtype, tuple(shape), tuple(PartDigest.from_json(p) for p in parts))
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """A committed checkpoint (``liveact.state.store``): its meta and where each rank's parts are.
+    """A committed checkpoint (``liveact.state.store``): its meta and each rank's tensors and their parts.
 
     The store's Lua scripts read ``version`` of the JSON; the rest is read here only.
     """
@@ -222,14 +263,14 @@ class Manifest:
     session: str
     token: int  # fencing token of the owner that wrote it
     meta: CheckpointMeta
-    shards: list[list[PartRef]]  # per rank, its parts in order
+    shards: list[list[TensorRef]]  # per rank, its tensors
     created: float  # writer's wall clock (Unix seconds)
     format: int = FORMAT_VERSION
 
     def to_json(self) -> dict[str, Any]:
         return {
             "format": self.format, "version": self.version, "session": self.session, "token": self.token,
-            "meta": self.meta.to_json(), "shards": [[p.to_json() for p in rank] for rank in self.shards],
+            "meta": self.meta.to_json(), "shards": [[t.to_json() for t in rank] for rank in self.shards],
             "created": self.created,
         }  # fmt: skip
 
@@ -241,17 +282,21 @@ class Manifest:
         return obj["version"], obj.get("format")
 
     @staticmethod
-    def shard_table(obj: Any) -> list[list[PartRef]]:
-        """A manifest JSON's parts, per rank (``SchemaError`` if there is no readable table)."""
+    def shard_table(obj: Any) -> list[list[TensorRef]]:
+        """A manifest JSON's tensors, per rank (``SchemaError`` if there is no readable table)."""
         shards = obj.get("shards") if isinstance(obj, dict) else None
         if not isinstance(shards, list) or not all(isinstance(rank, list) for rank in shards):
             raise SchemaError("manifest has no shard table")
-        return [[PartRef.from_json(p) for p in rank] for rank in shards]
+        return [[TensorRef.from_json(t) for t in rank] for rank in shards]
+
+    def referenced(self) -> set[str]:
+        """The part digests this manifest references."""
+        return {p.sha256 for rank in self.shards for t in rank for p in t.parts}
 
     @staticmethod
-    def part_keys(obj: Any) -> list[str]:
-        """The part keys a manifest's JSON lists (for garbage collection; ``SchemaError`` if unreadable)."""
-        return [p.key for rank in Manifest.shard_table(obj) for p in rank]
+    def digests(obj: Any) -> set[str]:
+        """The part digests a manifest's JSON references (for garbage collection; ``SchemaError`` if unreadable)."""
+        return {p.sha256 for rank in Manifest.shard_table(obj) for t in rank for p in t.parts}
 
     @classmethod
     def from_json(cls, obj: Any) -> Manifest:

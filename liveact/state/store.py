@@ -4,8 +4,10 @@ One store per generator process, shared by all its sessions (``redis.asyncio``, 
 Per session (keys: ``keys.py``): a ``SessionRecord``; a lease whose fencing token every write of its
 owner is checked against inside a Lua script (``scripts.py``), so a superseded owner's write is
 refused atomically (``FencedError``) however late it arrives; checkpoints, whose parts
-(``parts.py``) are written first and whose ``Manifest`` is committed last, so a reader never sees a
-half-written one (``read_checkpoint`` falls back to an older intact version); the audio log, trimmed
+(``parts.py``: each tensor's raw bytes, keyed by their sha256, so what did not change since the last
+version is refreshed, not sent again) are written first and whose ``Manifest`` is committed last,
+so a reader never sees a half-written one (``read_checkpoint`` falls back to an older intact
+version); after a commit, parts no kept version references are deleted; the audio log, trimmed
 at each commit. Every key carries ``session_ttl_s``, refreshed by checkpoints, renewals and appends.
 Redis failures raise ``StoreUnavailable`` and are never retried here (the caller backs off).
 ``docs/architecture.md`` ("Session state in Redis") has the whole design.
@@ -41,16 +43,16 @@ from liveact.state.errors import (
     UnsupportedFormat,
 )
 from liveact.state.keys import SessionKeys
-from liveact.state.parts import PartIO, decode_shard, encode_shards
+from liveact.state.parts import PIPELINE_BYTES, PartIO, PartProblem, assemble, cut
 from liveact.state.redis_errors import redis_errors
 from liveact.state.schema import (
     FORMAT_VERSION,
     CheckpointMeta,
     Manifest,
-    PartRef,
     SchemaError,
     SessionInfo,
     SessionRecord,
+    TensorRef,
 )
 from liveact.state.settings import StoreSettings
 
@@ -60,8 +62,10 @@ __all__ = [  # the errors too, so callers need one import
     "Checkpoint",
     "CheckpointCorrupt",
     "CheckpointMissing",
+    "CheckpointWrite",
     "FencedError",
     "Lease",
+    "RankWrite",
     "SessionExists",
     "SessionNotFound",
     "SessionStore",
@@ -96,6 +100,35 @@ class Checkpoint:
     token: int = 0  # fencing token of the owner that wrote it
     created: float = 0.0  # writer's wall clock (Unix seconds)
     failed: list[str] = field(default_factory=list)  # newer versions skipped, and why
+
+
+@dataclass(frozen=True)
+class RankWrite:
+    """What one rank's ``write_rank`` stored: its tensor table and what it cost."""
+
+    table: list[TensorRef]
+    bytes: int  # the rank's tensor bytes
+    bytes_written: int  # of which sent to Redis (the rest: parts Redis already held, shared)
+    parts: int  # distinct parts the table references
+    written: tuple[str, ...]  # digests of the parts this write added
+
+
+@dataclass(frozen=True)
+class CheckpointWrite:
+    """A committed checkpoint: its version and every rank's write."""
+
+    version: int
+    ranks: list[RankWrite]
+
+    @property
+    def bytes_per_rank(self) -> int:
+        """The largest rank's tensor bytes."""
+        return max(r.bytes for r in self.ranks)
+
+    @property
+    def written_per_rank(self) -> int:
+        """The largest rank's bytes sent to Redis (what a per-rank write budget is spent on)."""
+        return max(r.bytes_written for r in self.ranks)
 
 
 def _record(secret: str, info: SessionInfo) -> str:
@@ -243,38 +276,65 @@ class SessionStore:
 
     async def write_checkpoint(
         self, lease: Lease, meta: CheckpointMeta, shards: Sequence[Mapping[str, torch.Tensor]]
-    ) -> int:
-        """Store one checkpoint (``shards[r]`` = rank r's tensors) and commit it; returns its version.
+    ) -> CheckpointWrite:
+        """Store one checkpoint (``shards[r]`` = rank r's tensors) and commit it.
 
-        ``FencedError`` (parts removed again) if the lease was taken over; ``StoreUnavailable`` if
-        Redis failed (parts already written expire with the session TTL).
+        ``FencedError`` if the lease was taken over (before any part is written, or at the commit: then
+        the parts this write added are removed again); ``StoreUnavailable`` if Redis failed (parts
+        already written expire with the session TTL).
         """
-        sid = lease.session_id
-        k = self.keys(sid)
         if not shards:
             raise ValueError("a checkpoint needs at least one shard (one tensor dict per rank)")
         if len(shards) != meta.tp:
             raise ValueError(f"meta.tp is {meta.tp} but {len(shards)} shards were given")
-        encoded = await asyncio.to_thread(encode_shards, shards, self.settings.part_bytes)
+        version = await self.begin_checkpoint(lease)
+        ranks = [await self.write_rank(lease.session_id, shard) for shard in shards]
+        await self.commit_checkpoint(lease, version, meta, ranks)
+        return CheckpointWrite(version, ranks)
 
-        with redis_errors("write_checkpoint", sid):
-            version = int(await self._begin(keys=self._script_keys(k), args=[lease.token, self._session_ttl_ms]))
-        table = [
-            [PartRef(k.part(version, rank, i), sha, len(view)) for i, (view, sha) in enumerate(parts)]
-            for rank, parts in enumerate(encoded)
-        ]
-        manifest = Manifest(version, sid, lease.token, meta, table, time.time())
-        written = [p.key for rank in table for p in rank]
+    async def begin_checkpoint(self, lease: Lease) -> int:
+        """The next checkpoint's version; ``FencedError`` (nothing written) unless ``lease`` still holds."""
+        k = self.keys(lease.session_id)
+        with redis_errors("write_checkpoint", lease.session_id):
+            return int(await self._begin(keys=self._script_keys(k), args=[lease.token, self._session_ttl_ms]))
+
+    async def write_rank(self, session_id: str, tensors: Mapping[str, torch.Tensor]) -> RankWrite:
+        """Write one rank's parts that Redis does not hold yet (the others get a fresh TTL).
+
+        Needs no lease: nothing references the parts until ``commit_checkpoint``, and they expire with
+        the session TTL. Every tensor-parallel rank may call it for its own tensors, in its own process.
+        """
+        k = self.keys(session_id)
+        cuts = await asyncio.to_thread(cut, tensors, self.settings.part_bytes)
+        views = {k.part(p.sha256): v for c in cuts for p, v in zip(c.ref.parts, c.views, strict=True)}
+        keys = list(views)
+        with redis_errors("write_checkpoint", session_id):
+            held = await self.parts.refresh(keys)
+            new = [key for key, there in zip(keys, held, strict=True) if not there]
+            await self.parts.write([(key, views[key]) for key in new])
+        table = [c.ref for c in cuts]
+        digests = {k.part(p.sha256): p.sha256 for t in table for p in t.parts}
+        return RankWrite(
+            table=table,
+            bytes=sum(t.nbytes for t in table),
+            bytes_written=sum(len(views[key]) for key in new),
+            parts=len(keys),
+            written=tuple(digests[key] for key in new),
+        )
+
+    async def commit_checkpoint(
+        self, lease: Lease, version: int, meta: CheckpointMeta, ranks: Sequence[RankWrite]
+    ) -> None:
+        """Make ``version`` (every rank's parts written) the newest checkpoint, then collect what no kept
+        version references. ``FencedError`` if the lease was taken over (the parts it added are removed)."""
+        sid = lease.session_id
+        k = self.keys(sid)
+        if len(ranks) != meta.tp:
+            raise ValueError(f"meta.tp is {meta.tp} but {len(ranks)} ranks were written")
+        manifest = Manifest(version, sid, lease.token, meta, [r.table for r in ranks], time.time())
         minid = f"{meta.audio_seq + 1}-0"  # the log keeps the AudioChunks from meta.audio_seq on
         try:
             with redis_errors("write_checkpoint", sid):
-                await self.parts.write(
-                    [
-                        (p.key, view)
-                        for ps, parts in zip(table, encoded, strict=True)
-                        for p, (view, _) in zip(ps, parts, strict=True)
-                    ]
-                )
                 dropped = await self._commit(
                     keys=self._script_keys(k),
                     args=[
@@ -289,19 +349,19 @@ class SessionStore:
         except StoreUnavailable:
             raise  # the commit may or may not have landed: leave the parts to their TTL
         except StoreError:
-            await self._discard(sid, written)  # refused: nothing references these parts
+            await self._discard(sid, {d for r in ranks for d in r.written})  # refused: unreferenced
             raise
         try:
             with redis_errors("write_checkpoint gc", sid):
-                await self.parts.delete(self._manifest_parts(sid, dropped))
-                history = await self.client.lrange(k.history, 1, -1)
-                await self.parts.touch(self._manifest_parts(sid, history))
+                history = await self.client.lrange(k.history, 0, -1)
+                kept = self._digests(sid, history)
+                await self.parts.delete(sorted(k.part(d) for d in self._digests(sid, dropped) - kept))
+                await self.parts.touch(sorted(k.part(d) for d in kept - manifest.referenced()))
         except StoreError as exc:
             log.warning(
                 "session %s: checkpoint %d committed, old parts not collected (they expire): %s", sid, version, exc
             )
-        log.debug("session %s: checkpoint %d committed (%d parts)", sid, version, len(written))
-        return version
+        log.debug("session %s: checkpoint %d committed (%d tensors)", sid, version, sum(len(r.table) for r in ranks))
 
     async def read_checkpoint(self, session_id: str) -> Checkpoint:
         """The newest intact checkpoint; ``CheckpointMissing`` if none was committed, ``CheckpointCorrupt``
@@ -351,16 +411,17 @@ class SessionStore:
             return f"manifest names session {manifest.session!r}", []
         if len(manifest.shards) != manifest.meta.tp:
             return f"manifest lists {len(manifest.shards)} shards for tp {manifest.meta.tp}", []
+        k = self.keys(session_id)
         shards = []
-        for rank, parts in enumerate(manifest.shards):
-            with redis_errors("read_checkpoint", session_id):
-                blobs = await self.parts.read([p.key for p in parts])
-            missing = [i for i, blob in enumerate(blobs) if blob is None]
-            if missing:
-                return f"rank {rank} part {missing[0]} is missing (expired or deleted)", []
-            problem, tensors = await asyncio.to_thread(decode_shard, rank, parts, cast(list[bytes], blobs))
-            if problem:
-                return problem, []
+        for rank, table in enumerate(manifest.shards):
+            tensors: dict[str, torch.Tensor] = {}
+            for group in _rounds(table, PIPELINE_BYTES):  # bounded bytes in flight; each group assembled at once
+                with redis_errors("read_checkpoint", session_id):
+                    blobs = await self.parts.read([k.part(p.sha256) for t in group for p in t.parts])
+                try:
+                    tensors |= await asyncio.to_thread(_assemble_all, group, blobs)
+                except PartProblem as exc:
+                    return f"rank {rank} {exc}", []
             shards.append(tensors)
         return "", shards
 
@@ -417,23 +478,51 @@ class SessionStore:
 
     # -- parts ---------------------------------------------------------------------------------
 
-    async def _discard(self, session_id: str, keys: list[str]) -> None:
+    async def _discard(self, session_id: str, digests: set[str]) -> None:
+        """Remove parts a refused write added, except those a committed version references (shared)."""
+        k = self.keys(session_id)
         try:
             with redis_errors("write_checkpoint cleanup", session_id):
-                await self.parts.delete(keys)
+                kept = self._digests(session_id, await self.client.lrange(k.history, 0, -1))
+                await self.parts.delete(sorted(k.part(d) for d in digests - kept))
         except StoreError as exc:
             log.warning("session %s: refused checkpoint's parts not deleted (they expire): %s", session_id, exc)
 
-    def _manifest_parts(self, session_id: str, manifests: Sequence[bytes | str]) -> list[str]:
-        """Part keys listed by ``manifests`` (unreadable ones are skipped: their parts expire)."""
-        prefix = self.keys(session_id).part_pattern()[:-1]
-        keys = []
+    def _digests(self, session_id: str, manifests: Sequence[bytes | str]) -> set[str]:
+        """Part digests referenced by ``manifests`` (unreadable ones are skipped: their parts expire)."""
+        out: set[str] = set()
         for raw in manifests:
             try:
-                keys += Manifest.part_keys(json.loads(raw))
+                out |= Manifest.digests(json.loads(raw))
             except (ValueError, SchemaError):
                 log.warning("session %s: skipping an unreadable manifest", session_id)
-        return [key for key in keys if isinstance(key, str) and key.startswith(prefix)]
+        return out
+
+    def _manifest_parts(self, session_id: str, manifests: Sequence[bytes | str]) -> list[str]:
+        """Part keys referenced by ``manifests``, each once."""
+        k = self.keys(session_id)
+        return sorted(k.part(d) for d in self._digests(session_id, manifests))
+
+
+def _rounds(table: list[TensorRef], budget: int) -> list[list[TensorRef]]:
+    """Tensors grouped so that each group's bytes stay within ``budget`` (a larger tensor alone)."""
+    groups: list[list[TensorRef]] = [[]]
+    size = 0
+    for t in table:
+        if groups[-1] and size + t.nbytes > budget:
+            groups.append([])
+            size = 0
+        groups[-1].append(t)
+        size += t.nbytes
+    return groups
+
+
+def _assemble_all(group: list[TensorRef], blobs: list[bytes | None]) -> dict[str, torch.Tensor]:
+    out, at = {}, 0
+    for t in group:
+        out[t.name] = assemble(t, blobs[at : at + len(t.parts)])
+        at += len(t.parts)
+    return out
 
 
 def _entry_seq(entry_id: bytes | str) -> int:

@@ -152,6 +152,8 @@ class CommitReport:
 
     bytes_total: int  # tensor bytes of every rank
     bytes_per_rank: int  # the largest rank's
+    written_total: int  # bytes sent to Redis (parts it did not hold yet: what changed since the last version)
+    written_per_rank: int  # the largest rank's: what the per-rank write budget counts
     seconds: float  # snapshot ready to committed
     replay_s: float  # the longest expected time to the next checkpoint: what an EXACT resume may replay
     skipped: int  # checkpoints skipped so far in the session (due while one was being written)
@@ -192,7 +194,7 @@ class CheckpointWriter:
         self.failures = 0  # consecutive failed writes
         self.written = 0  # checkpoints committed by this writer
         self.skipped = 0  # checkpoints due while the previous one was still being written (not started)
-        self.last_bytes_per_rank = 0  # the largest rank's tensor bytes in the last checkpoint written
+        self.last_written_per_rank = 0  # the largest rank's bytes sent to Redis by the last checkpoint
         self._skipping = False  # the current run of due-but-busy chunks was counted already
         self._ids = 0
 
@@ -206,7 +208,7 @@ class CheckpointWriter:
             return False
         now = time.monotonic()
         wanted = now >= self.retry_at and self.policy.due(
-            chunks_done - self.last_chunk, now - self.last_time, self.last_bytes_per_rank
+            chunks_done - self.last_chunk, now - self.last_time, self.last_written_per_rank
         )
         if wanted and self.task is not None and not self.task.done():  # still writing the previous one
             if not self._skipping:
@@ -242,7 +244,7 @@ class CheckpointWriter:
         meta, shards = await asyncio.to_thread(pending.shards)
         store, sid = self.keeper.store, self.keeper.session_id
         try:
-            version = await self.keeper.guarded(lambda: store.write_checkpoint(self.keeper.lease, meta, shards))
+            done = await self.keeper.guarded(lambda: store.write_checkpoint(self.keeper.lease, meta, shards))
         except FencedError as exc:
             await on_fenced(exc)
             return
@@ -261,26 +263,27 @@ class CheckpointWriter:
         self.failures, self.retry_at = 0, 0.0
         self.audio_log.committed(meta.audio_seq)
         self.written += 1
-        per_rank = [sum(t.nbytes for t in shard.values()) for shard in shards]
-        self.last_bytes_per_rank = max(per_rank)
+        self.last_written_per_rank = done.written_per_rank
         report = CommitReport(
-            bytes_total=sum(per_rank), bytes_per_rank=self.last_bytes_per_rank, seconds=time.monotonic() - started,
-            replay_s=self.policy.interval_s(self.chunk_s, self.last_bytes_per_rank), skipped=self.skipped,
+            bytes_total=sum(r.bytes for r in done.ranks), bytes_per_rank=done.bytes_per_rank,
+            written_total=sum(r.bytes_written for r in done.ranks), written_per_rank=done.written_per_rank,
+            seconds=time.monotonic() - started, replay_s=self.policy.interval_s(self.chunk_s, done.written_per_rank),
+            skipped=self.skipped,
         )  # fmt: skip
         if self.on_commit is not None:
             self.on_commit(report)
-        if self.policy.budget_limited(self.last_bytes_per_rank):
+        if self.policy.budget_limited(done.written_per_rank):
             log.warning(
                 "the write budget spaces checkpoints further apart than --checkpoint-max-interval-s",
                 extra={"session": sid, "interval_s": round(report.replay_s, 2), "max_s": self.policy.max_interval_s},
             )
         log.info(
             "checkpoint written",
-            extra={"session": sid, "version": version, "chunk": pending.chunk_index,
-                   "bytes_per_rank": report.bytes_per_rank, "replay_s_max": round(report.replay_s, 2),
-                   "skipped": self.skipped},
+            extra={"session": sid, "version": done.version, "chunk": pending.chunk_index,
+                   "bytes_per_rank": report.bytes_per_rank, "written_per_rank": report.written_per_rank,
+                   "replay_s_max": round(report.replay_s, 2), "skipped": self.skipped},
         )  # fmt: skip
-        await on_written(version, pending)
+        await on_written(done.version, pending)
 
     async def close(self) -> None:
         if self.task is not None:

@@ -12,6 +12,8 @@ Prometheus names (``--metrics-port``), all per pod:
 ``liveact_generator_queue_depth{queue=...}``        items waiting in all sessions' queues: ``audio`` (PCM for the
                                                     encoder), ``decoder`` (latents), ``client`` (responses)
 ``liveact_generator_checkpoint_size_bytes``         bytes of one checkpoint's tensors (histogram)
+``liveact_generator_checkpoint_written_bytes_total`` bytes checkpoints sent to Redis: parts Redis did not hold yet
+                                                    (a version shares what did not change with the previous)
 ``liveact_generator_checkpoint_duration_seconds``   snapshot ready -> checkpoint committed in Redis
 ``liveact_generator_checkpoint_replay_seconds``     the longest expected wait to the next checkpoint after one is
                                                     committed: what an EXACT resume may have to replay (histogram)
@@ -86,6 +88,9 @@ class GeneratorMetrics:
         self.checkpoint_size = histogram(
             "liveact.generator.checkpoint.size", "By", "bytes of one checkpoint's tensors", BYTES_BUCKETS
         )
+        self.checkpoint_written = m.create_counter(
+            "liveact.generator.checkpoint.written", unit="By", description="checkpoint bytes sent to Redis"
+        )
         self.checkpoint_duration = histogram(
             "liveact.generator.checkpoint.duration", "s", "snapshot ready to checkpoint committed in Redis"
         )
@@ -111,6 +116,7 @@ class GeneratorMetrics:
     def checkpoint_committed(self, report: CommitReport) -> None:
         """``CheckpointWriter``'s ``on_commit``."""
         self.checkpoint_size.record(report.bytes_total)
+        self.checkpoint_written.add(report.written_total)
         self.checkpoint_duration.record(report.seconds)
         self.checkpoint_replay.record(report.replay_s)
 

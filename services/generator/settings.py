@@ -45,8 +45,9 @@ class GeneratorSettings(ServerSettings):
     redis_key_prefix: str = "liveact"  # every key starts with it: deployments can share one Redis
     checkpoint_every_chunks: int = 4  # checkpoint after every N chunks (0 = not by count)
     checkpoint_every_s: float = 0.0  # and/or every S seconds (0 = not by time)
-    # a per-rank write budget: after a checkpoint of B bytes per rank the next comes no sooner than B / budget;
-    # liveact-18b at 416x720, TP=1: 17.3 GB, so 500 MB/s spaces checkpoints 35 s apart (`liveact plan`)
+    # a per-rank write budget: after a checkpoint that sent B bytes per rank the next comes no sooner than
+    # B / budget; liveact-18b at 416x720, TP=1: 17.3 GB first, 11.5 GB later (the sink slots and conditioning
+    # are shared), so 500 MB/s spaces checkpoints 35 s, then 23 s apart (`liveact plan`)
     checkpoint_mbps: float = 0.0  # per-rank checkpoint write budget, MB/s (0 = none)
     checkpoint_max_interval_s: float = 0.0  # a checkpoint at least this often, where the budget allows (0 = none)
     checkpoint_part_mb: int = 64  # largest Redis value a checkpoint is split into

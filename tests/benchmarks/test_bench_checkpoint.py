@@ -45,7 +45,11 @@ def test_bench_checkpoint_json(capsys):
     assert ck["write_ms"] > 0 and ck["read_ms"] > 0 and ck["store_repeats"] == 2
     assert ck["redis_part_values"] >= 1 and ck["redis_values_per_checkpoint"] == ck["redis_part_values"] + 1
     assert 0 < ck["largest_value_bytes"] <= ck["part_bytes_limit"]
-    assert ck["stored_bytes"] >= parts["total"]  # the tensors plus safetensors headers
+    assert ck["stored_bytes"] == parts["total"]  # each tensor's raw bytes
+    per_version = ck["bytes_per_version"]  # a later version shares the sink slots and the conditioning
+    assert per_version["first"] == parts["total"]
+    assert per_version["later"] == parts["total"] - parts["conditioning"] - parts["dit_memory"] // 3
+    assert ck["later_write_ms"] > 0
 
     on, off = out["fps_checkpoints_on"], out["fps_checkpoints_off"]
     assert on["every_chunks"] == 1 and off["every_chunks"] is None

@@ -90,8 +90,9 @@ def test_export_import_mid_stream_is_bitwise(split_at):
         first.next_chunk(feats)
     state = first.export_memory()
     rng = first.noise.get_state()
-    persistent_tokens = cfg.memory.persistent_slots * first.memory.frame_tokens
-    assert state["step0.layer0.k"].shape[1] == persistent_tokens
+    fl = first.memory.frame_tokens
+    sink_tokens, rest_tokens = cfg.memory.sink_slots * fl, (cfg.memory.persistent_slots - cfg.memory.sink_slots) * fl
+    assert (state["step0.layer0.sink.k"].shape[1], state["step0.layer0.k"].shape[1]) == (sink_tokens, rest_tokens)
     assert int(state["chunks_written"]) == split_at
 
     resumed, _ = _stream(cfg, total, seed=999)  # fresh process-like state, other seed
@@ -266,3 +267,18 @@ def test_fp8_dequantize_is_the_float32_product_without_a_float32_copy(dtype: tor
         with ledger.phase("dequantize") as p:
             out = fp8.dequantize(big_q, big_scale, dtype)
     assert p.peak[DEVICE] - p.start[DEVICE] == out.nbytes  # the result, nothing else
+
+
+def test_sink_slots_export_apart_and_never_change_after_chunk_0():
+    """What lets a checkpoint store share the sink between versions: its bytes are fixed by chunk 0."""
+    sampler, feats = _stream(micro_config(fp8=True), 5)
+    exports = []
+    for _ in range(5):
+        sampler.next_chunk(feats)
+        exports.append(sampler.export_memory())
+    sinks = [n for n in exports[0] if ".sink." in n]
+    assert sorted({n.rsplit(".", 1)[1] for n in sinks}) == ["k", "k_scale", "v", "v_scale"]
+    for n in sinks:
+        assert all(torch.equal(e[n].view(torch.uint8), exports[0][n].view(torch.uint8)) for e in exports), n
+    rest = "step0.layer0.k"
+    assert not torch.equal(exports[3][rest].view(torch.uint8), exports[4][rest].view(torch.uint8))

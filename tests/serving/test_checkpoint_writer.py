@@ -102,10 +102,16 @@ def test_the_writer_reports_bytes_replay_and_skipped_checkpoints(server):
         assert (writer.skipped, len(skips)) == (1, 1)
         (report,) = reports
         assert (report.bytes_per_rank, report.bytes_total, report.skipped) == (2_000_000, 3_000_000, 1)
+        assert (report.written_per_rank, report.written_total) == (2_000_000, 3_000_000)  # the first: all sent
         assert report.replay_s == pytest.approx(2.0, abs=0.01)  # the budget, longer than one chunk (1.6 s)
         assert not writer.due(5)  # the budget: 2 MB at 1 MB/s
         writer.last_time = time.monotonic() - 2.01
         assert writer.due(5)
+        writer.start(pending(5), written, fenced)  # the same tensors again: Redis holds every part
+        await writer.settled()
+        again = reports[-1]
+        assert (again.bytes_per_rank, again.written_per_rank, again.written_total) == (2_000_000, 0, 0)
+        assert again.replay_s == pytest.approx(CHUNK_S) and writer.due(6)  # nothing sent: the budget does not bind
         await store.close()
 
     asyncio.run(main())

@@ -10,7 +10,14 @@ import time
 import grpc
 import numpy as np
 import pytest
-from generator_helpers import RATE, frames_of, raw_animate, speech_clip
+from generator_helpers import (
+    KILL_AFTER_VERSIONS,
+    RATE,
+    assert_versions_share_parts,
+    frames_of,
+    raw_animate,
+    speech_clip,
+)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis_server import RedisClusterServers, RedisServer
 from servers import service_process
@@ -26,6 +33,7 @@ from liveact.v1 import common_pb2, generator_pb2
 pytestmark = pytest.mark.integration  # every test here starts services, Redis or ffmpeg
 
 SECONDS = 8  # 160 frames: chunks of 21, 32, 32, 32, 32, 32 frames
+LONG_SECONDS = 12  # 240 frames in 8 chunks: a kill after the third version is mid-session
 EVERY = 1  # checkpoint after every chunk
 
 
@@ -53,12 +61,17 @@ async def stored_tensor(redis, session_id: str, name: str):
         await store.close()
 
 
+@pytest.fixture(scope="module")
+def long_speech() -> np.ndarray:
+    return speech_clip(LONG_SECONDS)
+
+
 @pytest.mark.parametrize("decode_mode", ["stream", "context"])
-def test_kill_9_then_exact_resume_on_another_generator_is_bitwise(peers, redis, speech, image, decode_mode):
-    mode = ("--decode-mode", decode_mode)
+def test_kill_9_then_exact_resume_on_another_generator_is_bitwise(peers, redis, long_speech, image, decode_mode):
+    mode, speech = ("--decode-mode", decode_mode), long_speech
     with generator(peers, redis, *mode) as (gen_a, _):
         reference = asyncio.run(raw(gen_a, image, speech))
-    assert reference.end.frames == SECONDS * 20
+    assert reference.end.frames == LONG_SECONDS * 20
     assert reference.checkpoints and reference.checkpoints[0].version == 1  # notices come in-band
     assert reference.checkpoints[0].session_id == reference.header.session_id
     expected = frames_of(reference.chunks)
@@ -67,15 +80,16 @@ def test_kill_9_then_exact_resume_on_another_generator_is_bitwise(peers, redis, 
         first = AnimateResult()  # gen_b runs the default mode: a resumed session keeps its own
 
         def on_chunk(chunk):
-            if first.checkpoints and len(first.chunks) >= 3:  # mid-session, after a checkpoint
+            if len(first.checkpoints) >= KILL_AFTER_VERSIONS:  # mid-session, after 3 versions and a GC
                 os.kill(proc_a.pid, signal.SIGKILL)
 
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            asyncio.run(raw(gen_a, image, speech, on_chunk=on_chunk, result=first))
+        with pytest.raises(grpc.aio.AioRpcError) as err:  # at real-time pace: a checkpoint every chunk
+            asyncio.run(raw(gen_a, image, speech, on_chunk=on_chunk, result=first, realtime=True))
         assert err.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL), err.value
         assert proc_a.wait(timeout=10) == -signal.SIGKILL
         got = frames_of(first.chunks)
         assert 0 < len(got) < len(expected)
+        assert_versions_share_parts(redis.url, first.header.session_id)
 
         resume = generator_pb2.ResumeRequest(
             session_id=first.header.session_id, resume_secret=first.header.resume_secret, next_frame=len(got),
@@ -91,7 +105,7 @@ def test_kill_9_then_exact_resume_on_another_generator_is_bitwise(peers, redis, 
     assert small == (decode_mode == "context"), decoder_state.numel()
     assert second.chunks[0].first_frame == len(got)  # no frame repeated
     got += frames_of(second.chunks)
-    assert [i for i, _ in got] == list(range(SECONDS * 20))  # none missing, none twice
+    assert [i for i, _ in got] == list(range(LONG_SECONDS * 20))  # none missing, none twice
     for (i, frame), (_, want) in zip(got, expected, strict=True):
         assert np.array_equal(frame, want), f"frame {i} differs from the uninterrupted run"
 

@@ -23,7 +23,9 @@ import numpy as np
 import pytest
 from generator_helpers import (
     END,
+    KILL_AFTER_VERSIONS,
     TONE,
+    assert_versions_share_parts,
     audio,
     config,
     frames_of,
@@ -161,18 +163,18 @@ def test_tp2_pod_matches_tp1_and_checkpoints_one_shard_per_rank(runs, redis):
 
 
 def kill_mid_session(target: str, pid: int, image, speech) -> AnimateResult:
-    """Stream until a checkpoint and 3 chunks arrived, then SIGKILL ``pid``; the partial result."""
+    """Stream at real-time pace until 3 checkpoint versions arrived, then SIGKILL ``pid``; the partial result."""
     first = AnimateResult()
 
     def on_chunk(chunk):
-        if first.checkpoints and len(first.chunks) >= 3:
+        if len(first.checkpoints) >= KILL_AFTER_VERSIONS:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        asyncio.run(raw(target, image, speech, on_chunk=on_chunk, result=first))
+        asyncio.run(raw(target, image, speech, on_chunk=on_chunk, result=first, realtime=True))
     assert err.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL), err.value
     return first
 
@@ -200,6 +202,7 @@ def test_kill_9_rank_0_then_exact_resume_on_tp2_is_bitwise_and_on_tp1_within_tol
         assert len(workers) == 1
         first = kill_mid_session(gen_a, proc_a.pid, image, speech)
         assert proc_a.wait(timeout=10) == -signal.SIGKILL
+        assert_versions_share_parts(redis.url, first.header.session_id)
         got = resume_on(gen_b, first, image, speech)
         deadline = time.monotonic() + 5
         while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:

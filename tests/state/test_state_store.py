@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -89,9 +90,24 @@ def all_keys(r: redis.Redis) -> list[str]:
     return sorted(k.decode() for k in r.scan_iter(count=1000))
 
 
-def part_keys(r: redis.Redis, sid: str = SID, version: int | None = None) -> list[str]:
-    pattern = f"liveact:part:{sid}:" + ("*" if version is None else f"{version}:*")
-    return sorted(k.decode() for k in r.scan_iter(match=pattern, count=1000))
+def part_keys(r: redis.Redis, sid: str = SID) -> list[str]:
+    return sorted(k.decode() for k in r.scan_iter(match=f"liveact:part:{sid}:*", count=1000))
+
+
+def manifest_parts(r: redis.Redis, index: int, sid: str = SID) -> dict[str, list[str]]:
+    """History entry ``index``'s part keys by tensor name (rank 0 and on), from its JSON."""
+    manifest = json.loads(r.lindex(f"{{liveact:{sid}}}:history", index))
+    out: dict[str, list[str]] = {}
+    for rank in manifest["shards"]:
+        for t in rank:
+            out.setdefault(t["name"], []).extend(f"liveact:part:{sid}:{p['sha256']}" for p in t["parts"])
+    return out
+
+
+def referenced(r: redis.Redis, sid: str = SID) -> set[str]:
+    """Every part key the session's kept manifests reference."""
+    n = r.llen(f"{{liveact:{sid}}}:history")
+    return {key for i in range(n) for keys in manifest_parts(r, i, sid).values() for key in keys}
 
 
 async def new_session(store: SessionStore, sid: str = SID, owner: str = "gen-a"):
@@ -109,12 +125,12 @@ def test_write_then_read_returns_identical_tensors_and_meta(server):
             with pytest.raises(CheckpointMissing):
                 await store.read_checkpoint(SID)
             meta = checkpoint_meta(12)
-            version = await store.write_checkpoint(lease, meta, [tensors(1)])
+            version = (await store.write_checkpoint(lease, meta, [tensors(1)])).version
             ckpt = await store.read_checkpoint(SID)
             assert (ckpt.version, ckpt.meta, ckpt.token, ckpt.failed) == (version, meta, lease.token, [])
             assert len(ckpt.shards) == 1
             assert_same(ckpt.shards[0], tensors(1))
-            v2 = await store.write_checkpoint(lease, checkpoint_meta(13), [tensors(2)])
+            v2 = (await store.write_checkpoint(lease, checkpoint_meta(13), [tensors(2)])).version
             assert v2 > version
             ckpt = await store.read_checkpoint(SID)
             assert ckpt.version == v2 and ckpt.meta == checkpoint_meta(13)
@@ -154,29 +170,57 @@ def test_two_ranks_round_trip(server):
 
     run(main())
     r = sync(server)
-    assert {k.split(":")[4] for k in part_keys(r)} == {"0", "1"}  # liveact:part:S:V:RANK:I
+    for key in part_keys(r):  # liveact:part:S:<sha256 of the value>
+        assert hashlib.sha256(r.get(key)).hexdigest() == key.rsplit(":", 1)[1]
+    assert len(manifest_parts(r, 0)["kv"]) == 2 * len(tensors(10, numel=3 * KIB)["kv"].view(torch.uint8)) // SMALL_PART
 
 
-def test_old_versions_are_garbage_collected(server):
+def shared_and_changing(n: int) -> dict[str, torch.Tensor]:
+    """A checkpoint like a session's: ``sink`` and ``cond`` fixed after version 0, the rest changing."""
+    fixed = tensors(1000, numel=3 * KIB)
+    return {**tensors(n, numel=3 * KIB), "sink": fixed["kv"], "cond": fixed["scales"]}
+
+
+def test_later_versions_send_only_what_changed_and_gc_keeps_shared_parts(server):
     async def main():
         async with open_store(server, part_bytes=SMALL_PART, keep_versions=2) as store:
             lease = await new_session(store)
-            versions = [
-                await store.write_checkpoint(lease, checkpoint_meta(n), [tensors(n, numel=3 * KIB)]) for n in range(5)
+            writes = [
+                await store.write_checkpoint(lease, checkpoint_meta(n), [shared_and_changing(n)]) for n in range(5)
             ]
             ckpt = await store.read_checkpoint(SID)
-            assert ckpt.version == versions[-1] and ckpt.meta == checkpoint_meta(4)
-            return versions
+            assert ckpt.version == writes[-1].version and ckpt.meta == checkpoint_meta(4)
+            assert_same(ckpt.shards[0], shared_and_changing(4))
+            return writes
 
-    versions = run(main())
+    writes = run(main())
+    fixed = sum(shared_and_changing(0)[n].nbytes for n in ("sink", "cond", "mask", "empty"))  # alike in every version
+    first, *later = [w.ranks[0] for w in writes]
+    assert first.bytes_written == first.bytes == sum(t.nbytes for t in shared_and_changing(0).values())
+    for w in later:  # the fixed tensors are refreshed, not sent again
+        assert (w.bytes, w.bytes_written) == (first.bytes, first.bytes - fixed)
     r = sync(server)
     history = [json.loads(m)["version"] for m in r.lrange("{liveact:sess-1}:history", 0, -1)]
-    assert history == versions[:-3:-1]  # newest first, two kept
-    kept = {str(v) for v in versions[-2:]}
-    parts = part_keys(r)
-    assert parts and {k.split(":")[3] for k in parts} == kept
-    per_version = len(part_keys(r, version=versions[-1]))
-    assert len(parts) == per_version + len(part_keys(r, version=versions[-2]))
+    assert history == [w.version for w in writes][:-3:-1]  # newest first, two kept
+    newest, previous = manifest_parts(r, 0), manifest_parts(r, 1)
+    assert newest["sink"] == previous["sink"] and newest["kv"] != previous["kv"]
+    assert set(part_keys(r)) == referenced(r)  # dropped versions' own parts collected, shared ones kept
+    assert all(0 < r.pttl(k) <= 3600 * 1000 for k in part_keys(r))
+
+
+def test_a_shared_part_missing_fails_every_version_naming_the_tensor(server):
+    async def main():
+        async with open_store(server, part_bytes=SMALL_PART) as store:
+            lease = await new_session(store)
+            for n in range(2):
+                await store.write_checkpoint(lease, checkpoint_meta(n), [shared_and_changing(n)])
+
+    run(main())
+    r = sync(server)
+    r.delete(manifest_parts(r, 0)["sink"][1])
+    with pytest.raises(CheckpointCorrupt) as err:
+        run(_read(server))
+    assert str(err.value).count("tensor 'sink' part 1 is missing") == 2, str(err.value)
 
 
 # -- fencing -----------------------------------------------------------------------------------
@@ -229,11 +273,9 @@ def test_takeover_during_a_write_refuses_the_commit_and_removes_its_parts(server
             assert taken
             ckpt = await store.read_checkpoint(SID)
             assert ckpt.meta == checkpoint_meta(1) and ckpt.version == 1
-            return ckpt.version
 
-    version = run(main())
-    r = sync(server)
-    assert {k.split(":")[3] for k in part_keys(r)} == {str(version)}  # the refused version's parts are gone
+    run(main())
+    assert set(part_keys(sync(server))) == referenced(sync(server))  # the refused version's own parts are gone
 
 
 def test_renew_restores_an_expired_lease_only_if_nobody_took_over(server):
@@ -266,7 +308,7 @@ def _two_versions(server: RedisServer) -> tuple[int, int]:
             lease = await new_session(store)
             v1 = await store.write_checkpoint(lease, checkpoint_meta(1), [tensors(1, numel=3 * KIB)])
             v2 = await store.write_checkpoint(lease, checkpoint_meta(2), [tensors(2, numel=3 * KIB)])
-            return v1, v2
+            return v1.version, v2.version
 
     return run(main())
 
@@ -279,7 +321,7 @@ async def _read(server: RedisServer):
 def test_a_corrupt_newest_part_falls_back_to_the_previous_version(server, caplog):
     v1, v2 = _two_versions(server)
     r = sync(server)
-    victim = part_keys(r, version=v2)[1]
+    victim = manifest_parts(r, 0)["kv"][1]
     r.set(victim, b"\xff" * r.strlen(victim), keepttl=True)  # same size: only the digest tells
     with caplog.at_level(logging.WARNING, logger="liveact.state.store"):
         ckpt = run(_read(server))
@@ -288,16 +330,16 @@ def test_a_corrupt_newest_part_falls_back_to_the_previous_version(server, caplog
     assert any(f"version {v2}" in f and "sha256" in f for f in ckpt.failed), ckpt.failed
     assert any("newer failed" in rec.getMessage() for rec in caplog.records)
 
-    r.set(part_keys(r, version=v1)[0], b"garbage")
+    r.set(manifest_parts(r, 1)["kv"][0], b"garbage")
     with pytest.raises(CheckpointCorrupt) as err:
         run(_read(server))
     assert f"version {v1}" in str(err.value) and f"version {v2}" in str(err.value)
 
 
 def test_a_missing_part_falls_back(server):
-    v1, v2 = _two_versions(server)
+    v1, _ = _two_versions(server)
     r = sync(server)
-    r.delete(part_keys(r, version=v2)[-1])
+    r.delete(manifest_parts(r, 0)["kv_fp8"][-1])
     ckpt = run(_read(server))
     assert ckpt.version == v1 and "missing" in ckpt.failed[0]
 
@@ -316,7 +358,7 @@ def test_a_writer_that_never_committed_is_invisible_and_its_parts_expire(server)
     async def main():
         async with open_store(server, part_bytes=SMALL_PART) as store:
             lease = await new_session(store)
-            v1 = await store.write_checkpoint(lease, checkpoint_meta(1), [tensors(1, numel=3 * KIB)])
+            v1 = (await store.write_checkpoint(lease, checkpoint_meta(1), [tensors(1, numel=3 * KIB)])).version
 
             async def crash(*args, **kwargs):  # the writer dies after its parts, before the commit
                 raise redis.exceptions.ConnectionError("connection lost")
@@ -328,7 +370,7 @@ def test_a_writer_that_never_committed_is_invisible_and_its_parts_expire(server)
 
     v1 = run(main())
     r = sync(server)
-    orphans = part_keys(r, version=v1 + 1)
+    orphans = set(part_keys(r)) - referenced(r)
     assert orphans  # written, never referenced
     assert all(0 < r.pttl(k) <= 3600 * 1000 for k in orphans)
     ckpt = run(_read(server))
@@ -587,7 +629,8 @@ def test_reinstate_after_redis_lost_the_session_keeps_tokens_monotonic(server):
             with pytest.raises(FencedError):
                 await store.append_audio(a, 0, b"a0")
             await store.append_audio(b, 0, b"b0")
-            assert await store.write_checkpoint(b, checkpoint_meta(3), [tensors(2)]) == 1  # versions start again
+            again = await store.write_checkpoint(b, checkpoint_meta(3), [tensors(2)])
+            assert again.version == 1  # versions start again
             assert (await store.read_checkpoint(SID)).meta == checkpoint_meta(3)
             assert await store.check_secret(SID, SECRET) == session_info(seed=1)
 
