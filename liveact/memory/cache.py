@@ -161,14 +161,15 @@ class LayerKV:
         if self.needs_update:
             raise RuntimeError("compact() the cache before exporting its persistent part")
         to = self.k.device if device is None else device
-        return {name: t.to(to, copy=True) for name, t in self._persistent_views().items()}
+        return {name: t.to(to, copy=True) for name, t in self.persistent_views().items()}
 
     def persistent_names(self) -> list[str]:
         """``sink.<t>`` (slots [0, sink)) and ``<t>`` (slots [sink, persistent)) for each stored tensor t."""
-        return list(self._persistent_views())
+        return list(self.persistent_views())
 
-    def _persistent_views(self) -> dict[str, torch.Tensor]:
-        """Views of the persistent slots by export name: (B, sink*fl, H, D) and (B, (persistent-sink)*fl, H, D)."""
+    def persistent_views(self) -> dict[str, torch.Tensor]:
+        """Views (no copy) of the persistent slots by export name: (B, sink*fl, H, D) and (B, (persistent-sink)*fl,
+        H, D); they change when the cache next compacts. Call after ``compact``."""
         s, n = self._tok(self.cfg.sink_slots), self._tok(self.cfg.persistent_slots)
         stored = {"k": self.k, "v": self.v}
         if self.cfg.fp8:
@@ -185,7 +186,7 @@ class LayerKV:
         for whole in (self.k, self.v, self.k_scale, self.v_scale):
             if whole is not None:
                 whole.zero_()  # the chunk slots too: written before they are next read
-        for name, dst in self._persistent_views().items():
+        for name, dst in self.persistent_views().items():
             src = tensors[name]
             if tuple(src.shape) != tuple(dst.shape) or src.dtype != dst.dtype:
                 raise ValueError(

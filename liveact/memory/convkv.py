@@ -68,6 +68,12 @@ class ConvKVMemory:
     def chunks_written(self) -> int:
         return self.steps[0][0].chunks_written
 
+    @property
+    def will_compact(self) -> bool:
+        """Whether the next chunk rewrites the persistent slots (the update rule is pending)."""
+        kv = self.steps[0][0]
+        return isinstance(kv, LayerKV) and kv.needs_update
+
     def compact(self, weights: Sequence[WeightPair]) -> None:
         """Run the pending update rule everywhere (eager compression before a checkpoint)."""
         if self.unbounded:
@@ -90,6 +96,21 @@ class ConvKVMemory:
         for name, _, kv in self._named():
             assert isinstance(kv, LayerKV)
             for part, t in kv.persistent(device).items():
+                out[f"{name}.{part}"] = t
+        return out
+
+    def views(self, weights: Sequence[WeightPair]) -> dict[str, torch.Tensor]:
+        """``export``'s names, as views of the caches (no copy: valid until a later chunk compacts them).
+
+        The chunk counter is a fresh 1-element tensor. Compacts first, as ``export`` does.
+        """
+        if self.unbounded:
+            raise RuntimeError("the unbounded baseline cache has no persistent form")
+        self.compact(weights)
+        out: dict[str, torch.Tensor] = {CHUNKS_KEY: torch.tensor([self.chunks_written])}
+        for name, _, kv in self._named():
+            assert isinstance(kv, LayerKV)
+            for part, t in kv.persistent_views().items():
                 out[f"{name}.{part}"] = t
         return out
 

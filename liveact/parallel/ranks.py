@@ -8,8 +8,11 @@ processes (``liveact.parallel.worker``), joins them in one process group (gloo o
 and shards its own model like theirs (``shard_dit``). Every operation (open, restore, step, export,
 close, ping) runs on one executor thread, in order: rank 0 sends it to every worker over its
 control link (``link.py``), does its own part (the collectives pair up because every rank executes
-the same operations in the same order), then collects each worker's reply (an ack, or the rank's
-state shard for a checkpoint). Sessions are handles; a worker keeps a sampler per handle.
+the same operations in the same order), then collects each worker's reply. Sessions are handles; a
+worker keeps a sampler per handle. For a checkpoint every rank captures its state into the session's
+host buffers (``liveact.sampling.capture``: the only stall) and writes its own parts to Redis in the
+background (``part_writer.py``, one connection per rank, named ``...-rank<r>``); rank 0 ``collect``s
+the workers' reports and commits the manifest. No shard crosses the control link.
 
 DeepSpeed's CPU all-reduce segments in /dev/shm are unlinked as soon as every rank has mapped them
 (the mappings stay valid), so a crashed pod leaves none behind.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import dataclasses
 import functools
 import itertools
 import logging
@@ -35,7 +39,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -47,10 +51,15 @@ from liveact.config import LiveActConfig
 from liveact.model.dit import LiveActDiT
 from liveact.parallel import shm
 from liveact.parallel.link import Link, Message
+from liveact.parallel.part_writer import DONE, FAILED, WriteState
 from liveact.parallel.tp import TPComm
 from liveact.pipeline.engine import runtime_config, runtime_dtype
-from liveact.sampling.state import SamplerStateError, export_sampler, export_start, restore_sampler
+from liveact.sampling.capture import Captured, StateCapture
+from liveact.sampling.state import SamplerStateError, export_start, restore_sampler
 from liveact.sampling.stream import StreamingSampler
+from liveact.state.errors import StoreError, StoreUnavailable
+from liveact.state.settings import StoreSettings
+from liveact.state.store import RankWrite
 from liveact.weight_files import weights_root
 
 log = logging.getLogger(__name__)
@@ -59,18 +68,31 @@ State = dict[str, torch.Tensor]
 PINGS_PER_TIMEOUT = 4  # idle workers are pinged this often per timeout_s
 MASTER_ADDR = "127.0.0.1"  # the ranks of one generator share its pod (host)
 STOP_WAIT_S = 5.0  # graceful stop: how long workers get to exit before they are killed
+COLLECT_POLL_S = 0.05  # how often rank 0 asks the workers whether their checkpoint parts are written
 
 
 class RankFailure(RuntimeError):
     """A rank died, hung or lost its link: the group cannot compute any more."""
 
 
+@dataclass(frozen=True)
+class DitSnapshot:
+    """A chunk's DiT state for a checkpoint: rank 0's capture here; every other rank captured its own
+    heads and writes their parts to Redis itself (``collect`` gathers their reports once written)."""
+
+    rank0: Captured  # rank 0's host buffers: read them (after ``rank0.wait()``) before the session's next capture
+    ranks: int  # tensor-parallel degree: one shard per rank
+    stall_s: float  # the longest any rank's DiT thread spent capturing
+    collect: Callable[[], Awaitable[list[RankWrite]]] | None = None  # ranks 1..N-1's writes (None at tp 1)
+
+
 class SessionDiT(Protocol):
-    async def step(self, window: torch.Tensor, snapshot: bool) -> tuple[torch.Tensor, list[State] | None]:
-        """Chunk k's clean latents; with ``snapshot`` also every rank's sampler state after it."""
+    async def step(self, window: torch.Tensor, snapshot: bool) -> tuple[torch.Tensor, DitSnapshot | None]:
+        """Chunk k's clean latents; with ``snapshot`` also every rank's state after it, captured for a checkpoint
+        (None when a rank is still writing the previous one: the checkpoint is skipped)."""
         ...
 
-    async def export(self) -> list[State]: ...
+    async def export(self) -> DitSnapshot | None: ...
 
     def close(self) -> None: ...
 
@@ -78,30 +100,34 @@ class SessionDiT(Protocol):
 class DitRanks(Protocol):
     size: int
 
-    async def open(self, sampler: StreamingSampler) -> SessionDiT: ...
+    async def open(self, sampler: StreamingSampler, session_id: str) -> SessionDiT: ...
 
-    async def restore(self, states: list[State]) -> SessionDiT: ...
+    async def restore(self, states: list[State], session_id: str) -> SessionDiT: ...
 
     def problem(self) -> str | None: ...
 
 
-def _step(sampler: StreamingSampler, window: torch.Tensor, snapshot: bool) -> tuple[torch.Tensor, State | None]:
-    """Chunk k's latents on this rank, and the sampler's state after it when ``snapshot``."""
+def _step(
+    sampler: StreamingSampler, window: torch.Tensor, capture: StateCapture | None
+) -> tuple[torch.Tensor, Captured | None]:
+    """Chunk k's latents on this rank, and with ``capture`` the sampler's state after it in its buffers."""
     latent = sampler.next_chunk(window).latent
-    return latent, (export_sampler(sampler) if snapshot else None)
+    return latent, (capture.capture(sampler) if capture is not None else None)
 
 
 # -- one process ----------------------------------------------------------------------------------
 class LocalDiT:
     def __init__(self, sampler: StreamingSampler) -> None:
         self.sampler = sampler
+        self.capture = StateCapture()
 
-    async def step(self, window: torch.Tensor, snapshot: bool) -> tuple[torch.Tensor, list[State] | None]:
-        latent, state = await asyncio.to_thread(_step, self.sampler, window, snapshot)
-        return latent, (None if state is None else [state])
+    async def step(self, window: torch.Tensor, snapshot: bool) -> tuple[torch.Tensor, DitSnapshot | None]:
+        latent, captured = await asyncio.to_thread(_step, self.sampler, window, self.capture if snapshot else None)
+        return latent, (None if captured is None else DitSnapshot(captured, 1, captured.stall_s))
 
-    async def export(self) -> list[State]:
-        return [await asyncio.to_thread(export_sampler, self.sampler)]
+    async def export(self) -> DitSnapshot | None:
+        captured = await asyncio.to_thread(self.capture.capture, self.sampler)
+        return DitSnapshot(captured, 1, captured.stall_s)
 
     def close(self) -> None:
         pass
@@ -115,10 +141,10 @@ class LocalRanks:
     def __init__(self, model: LiveActDiT, device: torch.device) -> None:
         self.model, self.device = model, device
 
-    async def open(self, sampler: StreamingSampler) -> SessionDiT:
+    async def open(self, sampler: StreamingSampler, session_id: str) -> SessionDiT:
         return LocalDiT(sampler)
 
-    async def restore(self, states: list[State]) -> SessionDiT:
+    async def restore(self, states: list[State], session_id: str) -> SessionDiT:
         if len(states) != 1:
             raise SamplerStateError(f"{len(states)} rank states for one rank")
         return LocalDiT(await asyncio.to_thread(restore_sampler, self.model, states[0], self.device))
@@ -173,21 +199,34 @@ class Worker:
 
 
 class TPDiT:
-    """One session on every rank: the handle names its sampler on the workers."""
+    """One session on every rank: the handle names its sampler (and its capture buffers) on the workers."""
 
     def __init__(self, ranks: TensorParallelRanks, handle: int, sampler: StreamingSampler) -> None:
         self.ranks, self.handle, self.sampler = ranks, handle, sampler
+        self.capture = StateCapture()
+        self._snapshots = itertools.count(1)
 
-    async def step(self, window: torch.Tensor, snapshot: bool) -> tuple[torch.Tensor, list[State] | None]:
-        local = functools.partial(_step, self.sampler, window, snapshot)
+    async def step(self, window: torch.Tensor, snapshot: bool) -> tuple[torch.Tensor, DitSnapshot | None]:
+        number = next(self._snapshots) if snapshot else 0
+        local = functools.partial(_step, self.sampler, window, self.capture if snapshot else None)
         (latent, mine), replies = await self.ranks.call(
-            "step", self.handle, local, fields={"snapshot": snapshot}, tensors={"window": window}
+            "step", self.handle, local, fields={"snapshot": number}, tensors={"window": window}
         )
-        return latent, ([mine, *(r.tensors for r in replies)] if snapshot else None)
+        return latent, (self._snapshot(number, mine, replies) if snapshot else None)
 
-    async def export(self) -> list[State]:
-        mine, replies = await self.ranks.call("export", self.handle, lambda: export_sampler(self.sampler))
-        return [mine, *(r.tensors for r in replies)]
+    async def export(self) -> DitSnapshot | None:
+        number = next(self._snapshots)
+        mine, replies = await self.ranks.call(
+            "export", self.handle, functools.partial(self.capture.capture, self.sampler), fields={"snapshot": number}
+        )
+        return self._snapshot(number, mine, replies)
+
+    def _snapshot(self, number: int, mine: object, replies: list[Message]) -> DitSnapshot | None:
+        assert isinstance(mine, Captured)
+        if any(r.fields.get("busy") for r in replies):  # a rank still writes the previous checkpoint's parts
+            return None
+        stall = max([mine.stall_s, *(float(r.fields.get("stall_s", 0.0)) for r in replies)])
+        return DitSnapshot(mine, self.ranks.size, stall, functools.partial(self.ranks.collect, self.handle, number))
 
     def close(self) -> None:
         self.ranks.release(self.handle)
@@ -309,19 +348,52 @@ class TensorParallelRanks:
             shm.remove(shm.group_buffers(MASTER_ADDR, self.port))
 
     # -- sessions --------------------------------------------------------------------------------
-    async def open(self, sampler: StreamingSampler) -> SessionDiT:
+    async def attach_store(self, settings: StoreSettings) -> None:
+        """Give every worker rank its own Redis connection for its checkpoint parts (``settings.client_name`` with
+        ``-rank0`` replaced by ``-rank<r>``)."""
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._attach_store, settings)
+
+    def _attach_store(self, settings: StoreSettings) -> None:
+        for w in self.workers:
+            base = settings.client_name.removesuffix("-rank0") or "liveact"
+            named = dataclasses.replace(settings, client_name=f"{base}-rank{w.rank}")
+            w.link.send(Message("store", fields={"settings": dataclasses.asdict(named)}))
+        for w in self.workers:
+            reply = w.link.recv()
+            if reply.op != "ok":
+                raise RankFailure(f"rank {w.rank} cannot reach the session store: {reply.fields.get('error')}")
+
+    async def collect(self, handle: int, snapshot: int) -> list[RankWrite]:
+        """Ranks 1..N-1's writes of checkpoint ``snapshot``, once all are done (polled; other operations go on).
+
+        ``StoreUnavailable`` if a rank found Redis away; ``StoreError`` if a rank's write failed otherwise.
+        """
+        while True:
+            _, replies = await self.call("collect", handle, None, fields={"snapshot": snapshot})
+            states = [WriteState.from_fields(r.fields) for r in replies]
+            failed = [(w.rank, s) for w, s in zip(self.workers, states, strict=True) if s.state == FAILED]
+            if failed:
+                rank, state = failed[0]
+                error = StoreUnavailable if state.unavailable else StoreError
+                raise error(f"tensor-parallel rank {rank}: {state.error}")
+            if all(s.state == DONE for s in states):
+                return [s.write for s in states if s.write is not None]
+            await asyncio.sleep(COLLECT_POLL_S)
+
+    async def open(self, sampler: StreamingSampler, session_id: str) -> SessionDiT:
         handle = next(self._handles)
         start = await asyncio.to_thread(export_start, sampler)
-        await self.call("open", handle, None, tensors=start)
+        await self.call("open", handle, None, fields={"session": session_id}, tensors=start)
         return TPDiT(self, handle, sampler)
 
-    async def restore(self, states: list[State]) -> SessionDiT:
+    async def restore(self, states: list[State], session_id: str) -> SessionDiT:
         if len(states) != self.size:
             raise SamplerStateError(f"{len(states)} rank states for {self.size} ranks: reshard them first")
         handle = next(self._handles)
         sampler, _ = await self.call(
-            "restore", handle, lambda: restore_sampler(self.model, states[0], self.device), per_rank=states[1:]
-        )
+            "restore", handle, lambda: restore_sampler(self.model, states[0], self.device),
+            fields={"session": session_id}, per_rank=states[1:],
+        )  # fmt: skip
         return TPDiT(self, handle, sampler)
 
     def release(self, handle: int) -> None:

@@ -5,9 +5,12 @@ keeps its shard, says ``ready`` on its control link and then executes rank 0's o
 order, one sampler per session handle:
 
 * ``open`` (conditioning + noise state) / ``restore`` (this rank's checkpoint shard) -> a sampler;
-* ``step`` (the chunk's audio window) -> the chunk on this rank's heads; with ``snapshot`` the
-  reply carries this rank's sampler state, which rank 0 stores as the rank's checkpoint shard;
-* ``export``, ``close``, ``ping``, ``stop``.
+* ``step`` (the chunk's audio window) -> the chunk on this rank's heads; with ``snapshot`` the rank
+  captures its sampler state into the session's host buffers (``liveact.sampling.capture``) and writes
+  its checkpoint parts to Redis itself in the background (``part_writer.PartWriter``; ``store`` gave it
+  the connection settings); ``collect`` answers whether that write is done, with its table for the
+  manifest rank 0 commits; ``export`` is the same capture without a chunk (a hand-off);
+* ``close``, ``ping``, ``stop``.
 
 It exits when rank 0 says ``stop`` or closes the link, and is killed with rank 0 (``die_with_parent``).
 """
@@ -25,9 +28,12 @@ import torch
 from liveact import determinism
 from liveact.model.dit import LiveActDiT
 from liveact.parallel.link import Link, LinkClosed, Message
+from liveact.parallel.part_writer import PartWriter
 from liveact.parallel.ranks import RankSpec, die_with_parent
-from liveact.sampling.state import SamplerStateError, export_sampler, restore_sampler, start_sampler
+from liveact.sampling.capture import StateCapture
+from liveact.sampling.state import SamplerStateError, restore_sampler, start_sampler
 from liveact.sampling.stream import StreamingSampler
+from liveact.state.settings import StoreSettings
 
 log = logging.getLogger("liveact.parallel.worker")
 
@@ -35,37 +41,78 @@ log = logging.getLogger("liveact.parallel.worker")
 def serve(link: Link, model: LiveActDiT, device: torch.device) -> None:
     """Execute operations until ``stop`` or the link closes."""
     samplers: dict[int, StreamingSampler] = {}
-    while True:
-        try:
-            msg = link.recv()
-        except LinkClosed:
-            return
-        reply = Message("ok", msg.handle)
-        try:
-            if msg.op == "open":
-                samplers[msg.handle] = start_sampler(model, msg.tensors, device)
-            elif msg.op == "restore":
-                samplers[msg.handle] = restore_sampler(model, msg.tensors, device)
-            elif msg.op == "step":
-                sampler = samplers[msg.handle]
-                sampler.next_chunk(msg.tensors["window"].to(device))
-                if msg.fields.get("snapshot"):
-                    reply.tensors = export_sampler(sampler)
-            elif msg.op == "export":
-                reply.tensors = export_sampler(samplers[msg.handle])
-            elif msg.op == "close":
-                samplers.pop(msg.handle, None)
-            elif msg.op == "stop":
-                link.send(reply)
+    captures: dict[int, StateCapture] = {}
+    sessions: dict[int, str] = {}
+    writer: PartWriter | None = None
+    try:
+        while True:
+            try:
+                msg = link.recv()
+            except LinkClosed:
                 return
-            elif msg.op != "ping":
-                raise ValueError(f"unknown operation {msg.op!r}")
-        except SamplerStateError as exc:
-            reply = Message("error", msg.handle, {"error": str(exc), "kind": "state"})
-        except Exception as exc:  # reported to rank 0, which decides; this rank keeps serving
-            log.exception("operation failed", extra={"op": msg.op})
-            reply = Message("error", msg.handle, {"error": f"{type(exc).__name__}: {exc}"})
-        link.send(reply)
+            reply = Message("ok", msg.handle)
+            try:
+                if msg.op == "open":
+                    samplers[msg.handle] = start_sampler(model, msg.tensors, device)
+                    sessions[msg.handle] = str(msg.fields.get("session", ""))
+                elif msg.op == "restore":
+                    samplers[msg.handle] = restore_sampler(model, msg.tensors, device)
+                    sessions[msg.handle] = str(msg.fields.get("session", ""))
+                elif msg.op == "step":
+                    sampler = samplers[msg.handle]
+                    sampler.next_chunk(msg.tensors["window"].to(device))
+                    if number := int(msg.fields.get("snapshot", 0)):
+                        reply.fields = _snapshot(writer, captures, sessions, samplers, msg.handle, number)
+                elif msg.op == "export":
+                    number = int(msg.fields["snapshot"])
+                    reply.fields = _snapshot(writer, captures, sessions, samplers, msg.handle, number)
+                elif msg.op == "collect":
+                    if writer is None:
+                        raise RuntimeError("no session store: rank 0 never attached one")
+                    reply.fields = writer.poll(msg.handle, int(msg.fields["snapshot"])).to_fields()
+                elif msg.op == "store":
+                    if writer is not None:
+                        writer.close()
+                    writer = PartWriter(StoreSettings(**msg.fields["settings"]))
+                elif msg.op == "close":
+                    samplers.pop(msg.handle, None)
+                    captures.pop(msg.handle, None)
+                    sessions.pop(msg.handle, None)
+                    if writer is not None:
+                        writer.drop(msg.handle)
+                elif msg.op == "stop":
+                    link.send(reply)
+                    return
+                elif msg.op != "ping":
+                    raise ValueError(f"unknown operation {msg.op!r}")
+            except SamplerStateError as exc:
+                reply = Message("error", msg.handle, {"error": str(exc), "kind": "state"})
+            except Exception as exc:  # reported to rank 0, which decides; this rank keeps serving
+                log.exception("operation failed", extra={"op": msg.op})
+                reply = Message("error", msg.handle, {"error": f"{type(exc).__name__}: {exc}"})
+            link.send(reply)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _snapshot(
+    writer: PartWriter | None,
+    captures: dict[int, StateCapture],
+    sessions: dict[int, str],
+    samplers: dict[int, StreamingSampler],
+    handle: int,
+    number: int,
+) -> dict:
+    """Capture this rank's state into the session's buffers and write its parts in the background; the reply's
+    fields: the capture's stall, or ``busy`` when the previous checkpoint's parts are still being written."""
+    if writer is None:
+        raise RuntimeError("a checkpoint was asked for but rank 0 attached no session store")
+    if writer.busy(handle):
+        return {"busy": True}
+    captured = captures.setdefault(handle, StateCapture()).capture(samplers[handle])
+    writer.submit(handle, number, sessions[handle], captured)
+    return {"stall_s": captured.stall_s}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,14 @@ from liveact.sampling.noise import SeededNoise
 from liveact.sampling.stream import StreamingSampler
 from liveact.state.schema import COND_CONTEXT, COND_NULL_AUDIO, COND_Y, MEMORY, NOISE_STATE
 
-__all__ = ["SamplerStateError", "export_sampler", "export_start", "restore_sampler", "start_sampler"]
+__all__ = [
+    "SamplerStateError",
+    "export_sampler",
+    "export_start",
+    "restore_sampler",
+    "sampler_views",
+    "start_sampler",
+]
 
 
 class SamplerStateError(ValueError):
@@ -52,6 +59,18 @@ def export_sampler(sampler: StreamingSampler) -> dict[str, torch.Tensor]:
     out = export_start(sampler)
     for name, t in sampler.export_memory("cpu").items():  # fresh host copies already: no device copy first
         out[MEMORY + name] = t.contiguous()
+    return out
+
+
+def sampler_views(sampler: StreamingSampler) -> dict[str, torch.Tensor]:
+    """``export_sampler``'s names, as views where the tensors live (no copy; ``liveact.sampling.capture``
+    copies them into preallocated host buffers). The memory views change when a later chunk compacts."""
+    if not isinstance(sampler.noise, SeededNoise):
+        raise SamplerStateError(f"only a SeededNoise sampler can be checkpointed, not {type(sampler.noise).__name__}")
+    out = {NOISE_STATE: sampler.noise.get_state(), COND_Y: sampler.cond.y, COND_CONTEXT: sampler.cond.context}
+    if sampler.cond.null_audio is not None:
+        out[COND_NULL_AUDIO] = sampler.cond.null_audio
+    out |= {MEMORY + name: t for name, t in sampler.memory_views().items()}
     return out
 
 

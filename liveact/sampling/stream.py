@@ -50,6 +50,7 @@ class StreamingSampler:
             unbounded=unbounded,
         )
         self.chunk_index = 0
+        self._reading: torch.cuda.Event | None = None  # a snapshot copy still reading the persistent slots (CUDA)
 
     @torch.no_grad()
     def next_chunk(self, audio: torch.Tensor, record: bool = False) -> ChunkResult:
@@ -60,6 +61,9 @@ class StreamingSampler:
         """
         plan = plan_chunk(self.config, self.chunk_index)
         window = audio if audio.dim() == 5 else gather_window(self.config, audio, plan.index)
+        if self._reading is not None and self.memory.will_compact:  # a GPU-side wait, once the copy is long done
+            torch.cuda.current_stream(self.cond.y.device).wait_event(self._reading)
+            self._reading = None
         tokens = self.model.project_audio(window.to(self.cond.y.device))
         result = denoise_chunk(self.model, self.memory, self.cond, tokens, plan, self.noise, record)
         self.chunk_index += 1
@@ -68,6 +72,15 @@ class StreamingSampler:
     def export_memory(self, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
         """The memory's persistent state, copied to ``device`` (None: where the caches are)."""
         return self.memory.export(self.model.compressor_weights(), device)
+
+    def memory_views(self) -> dict[str, torch.Tensor]:
+        """``export_memory``'s names as views of the caches (no copy), after the eager compression."""
+        return self.memory.views(self.model.compressor_weights())
+
+    def read_until(self, event: torch.cuda.Event | None) -> None:
+        """A copy of ``memory_views`` runs on another CUDA stream until ``event``: the chunk that next
+        rewrites the persistent slots waits for it on the device (None: the copy is done already)."""
+        self._reading = event
 
     def import_memory(self, tensors: dict[str, torch.Tensor]) -> None:
         self.memory.load(tensors)

@@ -33,6 +33,7 @@ DEFAULT_PART_BYTES = 64 * MIB
 MIN_TTL_S = 0.001  # Redis expiries are whole milliseconds
 MIN_KEEP_VERSIONS = 2  # the newest may be corrupt; the one before it is the fallback
 KEY_PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # no '{' '}' (hash tags) and no ':' (separator)
+CLIENT_NAME_PATTERN = re.compile(r"[!-~]{1,128}")  # Redis refuses spaces, newlines and non-ASCII in names
 URL_SCHEMES = ("redis", "rediss", "unix")
 TLS_SCHEME = "rediss"
 RESP_PROTOCOL = 2  # RESP2: what every Redis (and Redis-compatible service) speaks, whatever redis-py's default
@@ -54,6 +55,7 @@ class StoreSettings:
     lease_ttl_s: float = 30.0  # an owner that stops renewing loses the lease after this
     keep_versions: int = MIN_KEEP_VERSIONS  # committed checkpoint versions kept per session
     op_timeout_s: float = 5.0  # connect / socket timeout of one Redis call
+    client_name: str = ""  # CLIENT SETNAME of every connection (CLIENT LIST shows which process wrote what)
 
     @property
     def use_tls(self) -> bool:
@@ -91,6 +93,8 @@ class StoreSettings:
             )
         if self.lease_ttl_s > self.session_ttl_s:
             problems.append(f"lease_ttl_s {self.lease_ttl_s} must not exceed session_ttl_s {self.session_ttl_s}")
+        if self.client_name and not CLIENT_NAME_PATTERN.fullmatch(self.client_name):
+            problems.append(f"client_name {self.client_name!r} must match {CLIENT_NAME_PATTERN.pattern}")
         if self.keep_versions < MIN_KEEP_VERSIONS:
             problems.append(f"keep_versions {self.keep_versions} must be >= {MIN_KEEP_VERSIONS} (fallback version)")
         return problems
@@ -114,6 +118,8 @@ class StoreSettings:
             "decode_responses": False,
             "protocol": RESP_PROTOCOL,
         }
+        if self.client_name:
+            kwargs["client_name"] = self.client_name
         if self.use_tls:
             url = urlunsplit(urlsplit(url)._replace(scheme=TLS_SCHEME))
             kwargs.update(

@@ -112,6 +112,20 @@ class RankWrite:
     parts: int  # distinct parts the table references
     written: tuple[str, ...]  # digests of the parts this write added
 
+    def to_json(self) -> dict[str, Any]:
+        """For a tensor-parallel worker's report to rank 0 (which commits the manifest)."""
+        return {"table": [t.to_json() for t in self.table], "bytes": self.bytes, "bytes_written": self.bytes_written,
+                "parts": self.parts, "written": list(self.written)}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, obj: Any) -> RankWrite:
+        try:
+            table = [TensorRef.from_json(t) for t in obj["table"]]
+            written = tuple(str(d) for d in obj["written"])
+            return cls(table, int(obj["bytes"]), int(obj["bytes_written"]), int(obj["parts"]), written)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SchemaError(f"a rank's write report is unreadable: {exc}") from exc
+
 
 @dataclass(frozen=True)
 class CheckpointWrite:

@@ -2,8 +2,9 @@
 
 A checkpoint is taken after chunk k is generated, and describes the session *before chunk k+1*:
 
-* the DiT side, copied synchronously in the DiT thread right after chunk k (``export_sampler``:
-  ConvKV slots 0-5 after an eager compression, RNG state, conditioning);
+* the DiT side, captured in the DiT thread right after chunk k into host buffers kept for the session
+  (``liveact.sampling.capture``: ConvKV slots 0-5 after an eager compression, RNG state, conditioning;
+  on CUDA pinned buffers filled on a side stream); every tensor-parallel rank captures its own heads;
 * the audio side: the feature rows chunk k+1 and later need that the generator already holds
   (copied from the ring, plus the rows that still arrive until the encoder's snapshot), and the
   audio encoder stream's state after the client PCM up to ``AudioPosition`` (an in-band snapshot
@@ -18,9 +19,11 @@ that sends a file faster than real time gets there early), a checkpoint needs no
 it stores the remaining rows and ``audio_total``, and a resume runs without an encoder stream. If
 the audio has ended but rows are still on their way, a due checkpoint waits for them.
 
-Nothing here blocks generation: the DiT copy is the only synchronous part; the two markers are
-answered while the pipeline goes on, and ``CheckpointWriter`` serialises and writes (with retries
-while Redis is away) in a background task. At most one checkpoint per session is in flight; a
+Nothing here blocks generation: the capture is the only synchronous part (its time is reported as
+the stall); the two markers are answered while the pipeline goes on, and ``CheckpointWriter`` writes
+rank 0's parts while every other rank writes its own (``liveact.parallel.part_writer``), then commits
+the manifest, in a background task (the next checkpoint is tried once the backoff has passed while
+Redis is away). At most one checkpoint per session is in flight; a
 checkpoint due while one is still being written is skipped, counted and logged (``skipped``). How often
 they are due: ``CheckpointPolicy`` (count, time, a per-rank write budget, a maximum interval).
 
@@ -38,6 +41,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from liveact.parallel.ranks import DitSnapshot
 from liveact.state.backoff import Backoff
 from liveact.state.schema import (
     AUDIO_ROWS,
@@ -47,7 +51,7 @@ from liveact.state.schema import (
     CheckpointMeta,
     with_dit_prefix,
 )
-from liveact.state.store import FencedError, StoreError, StoreUnavailable
+from liveact.state.store import CheckpointWrite, FencedError, StoreError, StoreUnavailable
 from services.generator.audio_log import AudioLog
 from services.generator.lease import LeaseKeeper
 
@@ -103,7 +107,7 @@ class PendingCheckpoint:
     id: int
     chunk_index: int  # the next chunk to generate
     next_frame: int  # its first video frame (client numbering)
-    dit: list[dict[str, torch.Tensor]]  # every rank's sampler state, rank order
+    dit: DitSnapshot  # rank 0's captured state; the other ranks write their own parts
     rows_first: int
     rows: list[torch.Tensor]  # (n, L, C) blocks, in order from rows_first
     audio: AudioPosition  # where the encoder state will stand in the client's audio
@@ -114,11 +118,11 @@ class PendingCheckpoint:
     decoder_state: asyncio.Future[bytes]
     collecting_rows: bool = field(default=True)  # rows arriving before the encoder's snapshot belong to it
 
-    def shards(self) -> tuple[CheckpointMeta, list[dict[str, torch.Tensor]]]:
-        """(meta, one tensor dict per rank) once both stream states have arrived."""
+    def rank0(self) -> tuple[CheckpointMeta, dict[str, torch.Tensor]]:
+        """(meta, rank 0's tensors) once both stream states have arrived and the DiT copy has landed."""
+        self.dit.rank0.wait()
         rows = torch.cat(self.rows) if self.rows else torch.zeros(0)
-        shards = [with_dit_prefix(rank) for rank in self.dit]
-        tensors = shards[0]
+        tensors = with_dit_prefix(self.dit.rank0.tensors)
         tensors[AUDIO_ROWS] = rows.contiguous()
         tensors[ENCODER_STATE] = _bytes_tensor(self.encoder_state.result())
         tensors[DECODER_STATE] = _bytes_tensor(self.decoder_state.result())
@@ -133,9 +137,9 @@ class PendingCheckpoint:
             audio_total=self.audio_total,
             frame_offset=self.frame_offset,
             row_offset=self.row_offset,
-            tp=len(shards),
+            tp=self.dit.ranks,
         )
-        return meta, shards
+        return meta, tensors
 
 
 def _bytes_tensor(data: bytes) -> torch.Tensor:
@@ -155,6 +159,7 @@ class CommitReport:
     written_total: int  # bytes sent to Redis (parts it did not hold yet: what changed since the last version)
     written_per_rank: int  # the largest rank's: what the per-rank write budget counts
     seconds: float  # snapshot ready to committed
+    stall_s: float  # the DiT thread's capture (the longest rank's): all a checkpoint costs generation
     replay_s: float  # the longest expected time to the next checkpoint: what an EXACT resume may replay
     skipped: int  # checkpoints skipped so far in the session (due while one was being written)
 
@@ -224,6 +229,13 @@ class CheckpointWriter:
         self._skipping = False
         return wanted
 
+    def not_taken(self, chunk: int, why: str) -> None:
+        """A due checkpoint that could not start (a rank still writes the previous one's parts): counted."""
+        self.skipped += 1
+        if self.on_skip is not None:
+            self.on_skip()
+        log.info("checkpoint due but not taken", extra={"session": self.keeper.session_id, "chunk": chunk, "why": why})
+
     def next_id(self) -> int:
         self._ids += 1
         return self._ids
@@ -241,10 +253,9 @@ class CheckpointWriter:
     async def _write(self, pending: PendingCheckpoint, on_written: OnWritten, on_fenced: OnFenced) -> None:
         await asyncio.gather(pending.encoder_state, pending.decoder_state)
         started = time.monotonic()
-        meta, shards = await asyncio.to_thread(pending.shards)
-        store, sid = self.keeper.store, self.keeper.session_id
+        meta, rank0 = await asyncio.to_thread(pending.rank0)
         try:
-            done = await self.keeper.guarded(lambda: store.write_checkpoint(self.keeper.lease, meta, shards))
+            done = await self._store(pending, meta, rank0)
         except FencedError as exc:
             await on_fenced(exc)
             return
@@ -254,12 +265,13 @@ class CheckpointWriter:
             self.retry_at = time.monotonic() + delay
             log.warning(
                 "checkpoint write failed; next try after the backoff",
-                extra={"session": sid, "error": str(exc), "retry_in_s": round(delay, 3)},
+                extra={"session": self.keeper.session_id, "error": str(exc), "retry_in_s": round(delay, 3)},
             )
             return
         except StoreError as exc:
             self.audio_log.disable(f"checkpoint refused: {exc}")
             return
+        sid = self.keeper.session_id
         self.failures, self.retry_at = 0, 0.0
         self.audio_log.committed(meta.audio_seq)
         self.written += 1
@@ -267,8 +279,8 @@ class CheckpointWriter:
         report = CommitReport(
             bytes_total=sum(r.bytes for r in done.ranks), bytes_per_rank=done.bytes_per_rank,
             written_total=sum(r.bytes_written for r in done.ranks), written_per_rank=done.written_per_rank,
-            seconds=time.monotonic() - started, replay_s=self.policy.interval_s(self.chunk_s, done.written_per_rank),
-            skipped=self.skipped,
+            seconds=time.monotonic() - started, stall_s=pending.dit.stall_s,
+            replay_s=self.policy.interval_s(self.chunk_s, done.written_per_rank), skipped=self.skipped,
         )  # fmt: skip
         if self.on_commit is not None:
             self.on_commit(report)
@@ -281,9 +293,29 @@ class CheckpointWriter:
             "checkpoint written",
             extra={"session": sid, "version": done.version, "chunk": pending.chunk_index,
                    "bytes_per_rank": report.bytes_per_rank, "written_per_rank": report.written_per_rank,
-                   "replay_s_max": round(report.replay_s, 2), "skipped": self.skipped},
+                   "stall_ms": round(report.stall_s * 1000, 2), "replay_s_max": round(report.replay_s, 2),
+                   "skipped": self.skipped},
         )  # fmt: skip
         await on_written(done.version, pending)
+
+    async def _store(self, pending: PendingCheckpoint, meta: CheckpointMeta, rank0: dict[str, torch.Tensor]
+                     ) -> CheckpointWrite:  # fmt: skip
+        """Rank 0 writes its parts while the other ranks write theirs; once all have, the manifest is committed.
+
+        The other ranks are waited for whatever happens here, so no rank still reads its buffers when the
+        session's next checkpoint is captured.
+        """
+        store, keeper = self.keeper.store, self.keeper
+        others = asyncio.ensure_future(pending.dit.collect()) if pending.dit.collect is not None else None
+        try:
+            version = await keeper.guarded(lambda: store.begin_checkpoint(keeper.lease))
+            mine = await store.write_rank(keeper.session_id, rank0)
+            ranks = [mine, *(await others if others is not None else [])]
+            await keeper.guarded(lambda: store.commit_checkpoint(keeper.lease, version, meta, ranks))
+        finally:
+            if others is not None:
+                await asyncio.gather(others, return_exceptions=True)
+        return CheckpointWrite(version, ranks)
 
     async def close(self) -> None:
         if self.task is not None:

@@ -15,6 +15,8 @@ Prometheus names (``--metrics-port``), all per pod:
 ``liveact_generator_checkpoint_written_bytes_total`` bytes checkpoints sent to Redis: parts Redis did not hold yet
                                                     (a version shares what did not change with the previous)
 ``liveact_generator_checkpoint_duration_seconds``   snapshot ready -> checkpoint committed in Redis
+``liveact_generator_checkpoint_stall_seconds``      the DiT thread's copy into the session's host buffers: all a
+                                                    checkpoint holds generation up (the longest rank's)
 ``liveact_generator_checkpoint_replay_seconds``     the longest expected wait to the next checkpoint after one is
                                                     committed: what an EXACT resume may have to replay (histogram)
 ``liveact_generator_checkpoints_skipped_total``     checkpoints due while the session's previous one was still
@@ -94,6 +96,9 @@ class GeneratorMetrics:
         self.checkpoint_duration = histogram(
             "liveact.generator.checkpoint.duration", "s", "snapshot ready to checkpoint committed in Redis"
         )
+        self.checkpoint_stall = histogram(
+            "liveact.generator.checkpoint.stall", "s", "the DiT thread's copy of a checkpoint into host buffers"
+        )
         self.checkpoint_replay = histogram(
             "liveact.generator.checkpoint.replay",
             "s",
@@ -118,6 +123,7 @@ class GeneratorMetrics:
         self.checkpoint_size.record(report.bytes_total)
         self.checkpoint_written.add(report.written_total)
         self.checkpoint_duration.record(report.seconds)
+        self.checkpoint_stall.record(report.stall_s)
         self.checkpoint_replay.record(report.replay_s)
 
     def checkpoint_skipped(self) -> None:

@@ -175,7 +175,7 @@ async def _resume(
             )
     shard = checkpoint.shards[0]
     try:
-        dit = await ranks.restore(rank_states(checkpoint.shards, ranks.size))
+        dit = await ranks.restore(rank_states(checkpoint.shards, ranks.size), sid)
     except (SamplerStateError, ReshardError) as exc:
         raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"session {sid!r}: {exc}") from None
     next_audio_seq = replay[-1][0] + 1 if replay else position.seq

@@ -130,6 +130,8 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
         )
         if s.redis_url:
             self.store = SessionStore(s.store_settings())
+            if isinstance(ranks, TensorParallelRanks):  # each rank writes its own checkpoint parts
+                await ranks.attach_store(s.store_settings())
         self.warm = Warm(engine, ranks, peers)
 
     async def drain(self) -> None:
@@ -302,7 +304,7 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                 p = params
                 assert p.image is not None  # a new session's params carry its reference image
                 sampler = await asyncio.to_thread(prepare_sampler, engine, p.image, p.prompt, p.seed)
-                dit = await warm.ranks.open(sampler)  # on every tensor-parallel rank
+                dit = await warm.ranks.open(sampler, session_id)  # on every tensor-parallel rank
             else:
                 dit = restored.dit
             # a client that sent ``traceparent`` metadata gets every chunk trace linked to its span

@@ -194,7 +194,7 @@ class GeneratorSession:
                     latents=to_proto(latent), keep_frames=s.keep_frames(k), trace_context=self.traces.carrier(k),
                 )
             )  # fmt: skip
-            if dit_state is not None and self.snapshots is not None:
+            if snapshot and self.snapshots is not None:
                 await self.snapshots.take(k + 1, dit_state, self._checkpoint_written, self._fenced)
         if self.handing_off and not s.all_done():
             await self._checkpoint_for_hand_off(s.next_chunk)

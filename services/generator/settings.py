@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass
 
@@ -18,6 +19,10 @@ from services.common.settings import ServerSettings
 from services.generator.checkpoint import CheckpointPolicy
 
 DECODE_MODES = ("auto", *SESSION_DECODE_MODES)
+
+
+CLIENT_NAME_CHARS = 100  # Redis client names of this generator's connections, before the "-rank<r>" suffix
+RANK0_SUFFIX = "-rank0"  # rank 0's connections; worker rank r's end in "-rank<r>" (TensorParallelRanks.attach_store)
 
 
 @dataclass(frozen=True)
@@ -155,6 +160,7 @@ class GeneratorSettings(ServerSettings):
             part_bytes=self.checkpoint_part_mb * 1024 * 1024,
             session_ttl_s=self.session_ttl_s,
             lease_ttl_s=self.lease_ttl_s,
+            client_name=re.sub(r"[^!-~]", "_", f"liveact-{self.owner}")[:CLIENT_NAME_CHARS] + RANK0_SUFFIX,
         )
 
     def rank_spec(self) -> RankSpec:

@@ -1,6 +1,7 @@
 """Where a running session's checkpoint is taken: rows fixed, markers sent, rows collected.
 
-After a due chunk k the DiT state arrives copied (``SessionDiT.step(..., snapshot=True)``); under
+After a due chunk k the DiT state arrives captured in host buffers (``SessionDiT.step(..., snapshot=True)``,
+``liveact.sampling.capture``); under
 the session's lock the rows chunk k+1 and later need are copied from the ring and the encoder's
 marker is queued after all PCM queued so far (``ClientReader.position``), then the decoder's marker
 follows chunk k's latents. Rows that arrive before the encoder answers belong to the checkpoint too
@@ -14,6 +15,7 @@ import asyncio
 import torch
 
 from liveact.config import LiveActConfig
+from liveact.parallel.ranks import DitSnapshot
 from liveact.sampling.chunking import plan_chunk
 from liveact.v1 import common_pb2
 from services.generator.checkpoint import CheckpointWriter, OnFenced, OnWritten, PendingCheckpoint
@@ -38,9 +40,12 @@ class SessionSnapshots:
             return False  # audio ended but its last rows are still on their way: wait for them
         return self.writer.due(chunks_done)
 
-    async def take(self, next_chunk: int, dit_state: list[dict[str, torch.Tensor]], on_written: OnWritten,
+    async def take(self, next_chunk: int, dit_state: DitSnapshot | None, on_written: OnWritten,
                    on_fenced: OnFenced) -> None:  # fmt: skip
         """Fix the audio rows held now, send both snapshot markers, write in the background."""
+        if dit_state is None:
+            self.writer.not_taken(next_chunk, "a tensor-parallel rank is still writing the previous checkpoint")
+            return
         s, numbering = self.schedule, self.schedule.numbering
         async with self.progress:
             total, position = s.total_frames, self.reader.position

@@ -60,3 +60,36 @@ def test_restore_refuses_foreign_state():
     bigger = fresh_model(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, dim=64, ffn_dim=128)))
     with pytest.raises(SamplerStateError, match="does not fit"):
         restore_sampler(bigger, state, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("variant", ["plain", "fp8"])
+def test_capture_fills_the_same_buffers_with_export_samplers_bytes_and_restores_bitwise(variant):
+    """The checkpoint's copy in the DiT thread: export_sampler's names and bytes, into host buffers allocated once
+    per session, which the next chunks do not touch; a sampler restored from them continues bit for bit."""
+    from liveact.sampling.capture import StateCapture
+
+    cfg = micro_config(fp8=variant == "fp8")
+    ref, feats = _sampler(cfg)
+    expected = [ref.next_chunk(feats).latent for _ in range(TOTAL)]
+    sampler, _ = _sampler(cfg)
+    capture = StateCapture()
+    pointers = None
+    for k in range(3):
+        sampler.next_chunk(feats)
+        captured = capture.capture(sampler)
+        captured.wait()
+        exported = export_sampler(sampler)
+        assert sorted(captured.tensors) == sorted(exported) and captured.stall_s > 0
+        for name, t in exported.items():
+            assert torch.equal(captured.tensors[name].view(torch.uint8), t.view(torch.uint8)), (k, name)
+        now = {n: t.data_ptr() for n, t in captured.tensors.items()}
+        assert pointers is None or now == pointers  # reused: no allocation after the first capture
+        pointers = now
+    assert capture.nbytes == sum(t.nbytes for t in exported.values())
+    held = {n: t.clone() for n, t in captured.tensors.items()}
+    sampler.next_chunk(feats)  # the session goes on; the buffers keep the captured state
+    sampler.next_chunk(feats)  # this chunk compacts: the persistent slots change, the buffers do not
+    assert all(torch.equal(captured.tensors[n].view(torch.uint8), t.view(torch.uint8)) for n, t in held.items())
+    again = restore_sampler(sampler.model, held, torch.device("cpu"))
+    rest = [again.next_chunk(feats).latent for _ in range(TOTAL - 3)]
+    assert all(torch.equal(got, expected[3 + i]) for i, got in enumerate(rest))

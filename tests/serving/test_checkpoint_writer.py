@@ -63,6 +63,8 @@ def test_the_writer_reports_bytes_replay_and_skipped_checkpoints(server):
 
     import torch
 
+    from liveact.parallel.ranks import DitSnapshot
+    from liveact.sampling.capture import Captured
     from liveact.state.schema import AudioPosition
     from services.generator.checkpoint import CheckpointWriter, PendingCheckpoint
 
@@ -82,9 +84,14 @@ def test_the_writer_reports_bytes_replay_and_skipped_checkpoints(server):
         def pending(chunk: int) -> PendingCheckpoint:
             done = loop.create_future()
             done.set_result(b"")
-            ranks = [{"memory.x": torch.zeros(500_000)}, {"memory.x": torch.zeros(250_000)}]  # 2 MB, 1 MB
+            rank0, rank1 = {"memory.x": torch.zeros(500_000)}, {"memory.x": torch.zeros(250_000)}  # 2 MB, 1 MB
+
+            async def rank1_writes():  # what a worker rank does in its own process (liveact.parallel.part_writer)
+                return [await store.write_rank("writer-budget", rank1)]
+
+            dit = DitSnapshot(Captured(rank0, None, 0.004), ranks=2, stall_s=0.005, collect=rank1_writes)
             return PendingCheckpoint(
-                id=chunk, chunk_index=chunk, next_frame=0, dit=ranks, rows_first=0, rows=[], audio=AudioPosition(),
+                id=chunk, chunk_index=chunk, next_frame=0, dit=dit, rows_first=0, rows=[], audio=AudioPosition(),
                 audio_total=0, frame_offset=0, row_offset=0, encoder_state=done, decoder_state=done,
                 collecting_rows=False,
             )  # fmt: skip
@@ -102,6 +109,7 @@ def test_the_writer_reports_bytes_replay_and_skipped_checkpoints(server):
         assert (writer.skipped, len(skips)) == (1, 1)
         (report,) = reports
         assert (report.bytes_per_rank, report.bytes_total, report.skipped) == (2_000_000, 3_000_000, 1)
+        assert report.stall_s == 0.005  # the longest rank's capture
         assert (report.written_per_rank, report.written_total) == (2_000_000, 3_000_000)  # the first: all sent
         assert report.replay_s == pytest.approx(2.0, abs=0.01)  # the budget, longer than one chunk (1.6 s)
         assert not writer.due(5)  # the budget: 2 MB at 1 MB/s

@@ -281,3 +281,66 @@ def test_a_hung_rank_is_caught_by_the_timeout_but_an_idle_session_is_not(peers, 
         took = watch.changed_at - stopped_at
         print(f"worker rank stopped -> health {watch.status} after {took:.2f} s (timeout {TP_TIMEOUT_S} s)")
         assert took < 2 * TP_TIMEOUT_S
+
+
+class PartWrites:
+    """MONITOR on the session Redis: which client connection SET which checkpoint part (by key)."""
+
+    def __init__(self, url: str) -> None:
+        import redis as redis_client
+
+        self.url = url
+        self.by_key: dict[str, set[str]] = {}
+        self._redis = redis_client.Redis.from_url(url, socket_timeout=None)  # MONITOR idles between writes
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        assert self._ready.wait(5)
+
+    def _run(self) -> None:
+        with self._redis.monitor() as m:
+            self._ready.set()
+            while not self._stop.is_set():
+                cmd = m.next_command()
+                words = cmd["command"].split(" ", 2)
+                if words[0] == "SET" and words[1].startswith("liveact:part:"):
+                    self.by_key.setdefault(words[1], set()).add(f"{cmd['client_address']}:{cmd['client_port']}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._redis.ping()  # wakes the monitor up
+        self._thread.join(10)
+
+    def names(self) -> dict[str, str]:
+        """addr:port -> client name, of the connections open now."""
+        return {c["addr"]: c["name"] for c in self._redis.client_list()}
+
+
+def test_each_tp_rank_writes_its_own_parts_through_its_own_connection(peers, redis, speech, image):
+    """rank 1's heads of the caches are SET by rank 1's connection ("...-rank1"), rank 0's by rank 0's; the
+    manifest rank 0 committed lists both ranks' tensors, and nothing crossed the control link."""
+    import json
+
+    import redis as redis_client
+
+    watch = PartWrites(redis.url)
+    with generator(peers, redis, 2) as (gen, _):
+        result = asyncio.run(raw(gen, image, speech))
+        names = watch.names()
+    watch.stop()
+    assert result.checkpoints
+    sid = result.header.session_id
+    r = redis_client.Redis.from_url(redis.url)
+    manifest = json.loads(r.lindex(f"{{liveact:{sid}}}:history", 0))
+    assert len(manifest["shards"]) == 2
+
+    def digests(rank: int) -> set[str]:
+        return {p["sha256"] for t in manifest["shards"][rank] if ".memory." in t["name"] for p in t["parts"]}
+
+    own = {0: digests(0) - digests(1), 1: digests(1) - digests(0)}  # each rank's heads only
+    assert own[0] and own[1]
+    for rank, parts in own.items():
+        writers = {names.get(addr, "?") for d in parts for addr in watch.by_key.get(f"liveact:part:{sid}:{d}", set())}
+        assert writers and all(name.endswith(f"-rank{rank}") for name in writers), (rank, writers)
+    assert {n for n in names.values() if n.endswith("-rank1")}, names  # the worker kept its own connection

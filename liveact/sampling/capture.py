@@ -1,0 +1,84 @@
+"""Where a checkpoint's DiT state is copied: once, into host buffers kept for the session.
+
+The only checkpoint work in the DiT thread is ``StateCapture.capture``: the sampler's state
+(``sampler_views``: its ConvKV persistent slots after the eager compression, RNG state,
+conditioning) copied into host buffers allocated at the session's first checkpoint and reused by
+every later one. On CUDA the buffers are pinned and filled on a side stream that first waits for
+the chunk's work; an event marks the end of the copy. The DiT thread goes on at once: the next chunk
+writes only the chunk slots, and the chunk after it, which rewrites the persistent slots, waits for
+the event on the device (``StreamingSampler.read_until``). On the CPU the same code copies plainly.
+
+The buffers are read (hashed, sent to Redis) in the background after ``Captured.wait``; the
+caller must not capture again before that has finished (one checkpoint in flight per session).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from liveact.sampling.state import sampler_views
+from liveact.sampling.stream import StreamingSampler
+
+__all__ = ["Captured", "StateCapture"]
+
+
+@dataclass(frozen=True)
+class Captured:
+    """One capture: the buffers by ``export_sampler`` name, the end of the copy, and the DiT thread's stall."""
+
+    tensors: dict[str, torch.Tensor]  # the session's host buffers: valid until the next capture
+    done: torch.cuda.Event | None  # CUDA: recorded after the last copy; None when the copy was synchronous
+    stall_s: float  # seconds the capture held the DiT thread (views + buffer setup + enqueueing the copies)
+
+    def wait(self) -> None:
+        """Block until the copy has landed in the buffers (a background thread calls it before reading them)."""
+        if self.done is not None:
+            self.done.synchronize()
+
+
+class StateCapture:
+    """One session's preallocated host buffers (on one rank); see the module docstring."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[str, torch.Tensor] = {}
+        self._stream: torch.cuda.Stream | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.buffers.values())
+
+    @torch.no_grad()
+    def capture(self, sampler: StreamingSampler) -> Captured:
+        start = time.perf_counter()
+        views = sampler_views(sampler)
+        device = sampler.cond.y.device
+        cuda = device.type == "cuda"
+        self._fit(views, pin=cuda)
+        done: torch.cuda.Event | None = None
+        if cuda:
+            main = torch.cuda.current_stream(device)
+            side = self._stream = self._stream or torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
+            side.wait_stream(main)  # the chunk (and the compaction) that wrote the caches comes first
+            with torch.cuda.stream(side):
+                for name, view in views.items():
+                    self.buffers[name].copy_(view, non_blocking=True)
+            done = torch.cuda.Event()  # type: ignore[no-untyped-call]
+            done.record(side)
+            sampler.read_until(done)
+        else:
+            for name, view in views.items():
+                self.buffers[name].copy_(view)
+        return Captured(self.buffers, done, time.perf_counter() - start)
+
+    def _fit(self, views: dict[str, torch.Tensor], pin: bool) -> None:
+        """(Re)allocate the buffers when the names, shapes or dtypes differ from the last capture's."""
+        same = views.keys() == self.buffers.keys() and all(
+            self.buffers[n].shape == v.shape and self.buffers[n].dtype == v.dtype for n, v in views.items()
+        )
+        if not same:
+            self.buffers = {
+                n: torch.empty(v.shape, dtype=v.dtype, device="cpu", pin_memory=pin) for n, v in views.items()
+            }
