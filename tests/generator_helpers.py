@@ -171,3 +171,28 @@ def assert_versions_share_parts(redis_url: str, session_id: str, prefix: str = "
     orphans = stored - referenced
     assert referenced <= stored and len(orphans) <= len(changed), (len(orphans), len(changed))
     assert all(r.pttl(f"{prefix}:part:{session_id}:{d}") > 0 for d in orphans)
+
+
+def prometheus(text: str):
+    """(samples {(name, labels)}: value, value(name, **labels) -> the one matching sample's value)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+
+    def value(name: str, **labels) -> float:
+        matches = [v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls)]
+        assert len(matches) == 1, (name, labels, sorted(n for n, _ in samples if n.startswith("liveact")))
+        return matches[0]
+
+    return samples, value
+
+
+def scrape(port: int) -> str:
+    """The text a service's /metrics serves."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        return resp.read().decode()

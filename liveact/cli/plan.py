@@ -18,6 +18,8 @@ from liveact.plan.dryrun import KV_CACHES, dry_run, dry_run_decoder
 from liveact.plan.ledger import PlacementError
 from liveact.plan.table import GPUS, SIZES, TPS, cases, gpu_named, render, row
 
+DEFAULT_CHECKPOINT_MBPS = 500.0  # a per-rank budget a 25 GbE link to Redis sustains beside the pod's other traffic
+
 DESCRIPTION = (
     "Will it fit? For each configuration (tensor-parallel degree x size x KV cache) one session of the "
     "generator's own code runs at real size on PyTorch's meta device while every allocation is counted, "
@@ -34,6 +36,9 @@ what the columns say (GiB, rank 0: the busiest rank, which also holds the encode
   usable    the GPU's memory less the CUDA context and a fragmentation share
   sessions  the most sessions that fit
   decoder   the decoder pod's GPU at its highest (its own pod)
+  redis     one session's checkpoints in Redis at their highest (the shared sink slots and conditioning
+            once, 2 versions' changed tensors and the one being written; the same at every tp);
+            --json adds each version's bytes and the interval a --checkpoint-mbps budget allows
 
 examples:
   liveact plan                                  the whole table for liveact-18b
@@ -61,6 +66,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kv-cache", default=",".join(KV_CACHES), help="KV cache storage: bf16, fp8 or both (default)")
     p.add_argument("--gpu", default=",".join(g.name for g in GPUS), help="GPUs, comma-separated (default: all)")
     p.add_argument("--sessions", type=int, default=1, help="concurrent sessions per generator (default 1)")
+    p.add_argument(
+        "--checkpoint-mbps", type=float, default=DEFAULT_CHECKPOINT_MBPS,
+        help=f"per-rank checkpoint write budget, MB/s, for checkpoint_interval_s (default {DEFAULT_CHECKPOINT_MBPS:g})",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help='print {"configs": [...]} instead of the table')
     p.set_defaults(func=run)
 
@@ -93,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
     gpus = [gpu_named(name) for name in args.gpu.split(",")]
     if args.sessions < 1:
         raise ValueError("--sessions must be at least 1")
+    if args.checkpoint_mbps < 0:
+        raise ValueError("--checkpoint-mbps must be >= 0 (0: no budget)")
     todo = cases(args.preset, tps, sizes, kvs)
     rows, decoders = [], {}
     for case in tqdm(todo, desc="dry runs", unit="config", file=sys.stderr, disable=None):
@@ -103,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
             return 1
         if (case.width, case.height) not in decoders:
             decoders[case.width, case.height] = dry_run_decoder(args.preset, case.width, case.height)
-        rows += [row(result, decoders[case.width, case.height], gpu, args.sessions) for gpu in gpus]
+        decoder = decoders[case.width, case.height]
+        rows += [row(result, decoder, gpu, args.sessions, args.checkpoint_mbps) for gpu in gpus]
     if args.json:
         print(
             json.dumps(

@@ -122,6 +122,7 @@ class RankRun:
     phases: tuple[PhaseBytes, ...]
     peak: int  # device bytes at the highest, one session
     checkpoint_host: int  # host bytes of this rank's checkpoint copy
+    checkpoint_tensors: tuple[tuple[str, int], ...]  # its tensors: (export_sampler name, bytes)
     ops: int  # aten ops the dry run dispatched
 
     def phase(self, name: str) -> PhaseBytes:
@@ -244,6 +245,7 @@ def dry_run(case: PlanCase) -> RankRun:
         with ledger.phase(SNAPSHOT):
             state = export_sampler(sampler)
             checkpoint_host = ledger.live[HOST] - host_before
+        tensors = tuple((name, t.nbytes) for name, t in sorted(state.items()))
         del state
         peak = ledger.peak[DEVICE]
     return RankRun(
@@ -255,6 +257,7 @@ def dry_run(case: PlanCase) -> RankRun:
         phases=tuple(PhaseBytes(p.name, p.start[DEVICE], p.peak[DEVICE]) for p in ledger.phases),
         peak=peak,
         checkpoint_host=checkpoint_host,
+        checkpoint_tensors=tensors,
         ops=ledger.ops,
     )
 

@@ -18,6 +18,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from liveact.plan.dryrun import CONDITIONING, KV_CACHES, DecoderRun, PlanCase, RankRun
+from liveact.plan.redis_plan import redis_plan
+from liveact.vae.config import get_vae_preset
+from liveact.vae.session import context_state_nbytes
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -105,7 +108,15 @@ class PlanRow:
     activation_peak_bytes: int  # the most a chunk (or its snapshot) allocates above what is resident
     conditioning_peak_bytes: int  # the same for a session's start (VAE encode, umT5, CLIP)
     worker_peak_bytes: int  # a tensor-parallel worker rank (no encoders); equal to rank 0's DiT part at tp 1
-    checkpoint_bytes_per_rank: int  # host bytes of one rank's checkpoint copy
+    checkpoint_bytes_per_rank: int  # host bytes of one rank's checkpoint copy (its capture buffers, per session)
+    redis_first_bytes: int  # Redis memory of a session's first checkpoint version (every rank)
+    redis_later_bytes: int  # what each later version adds (the sink slots and conditioning are shared)
+    redis_session_bytes: int  # steady: the shared tensors + keep_versions versions
+    redis_peak_bytes: int  # while a version is written: one version more
+    checkpoint_write_first_bytes_per_rank: int  # bytes the busiest rank sends for the first version
+    checkpoint_write_later_bytes_per_rank: int  # and for each later one
+    checkpoint_mbps: float  # the per-rank write budget the interval is computed at
+    checkpoint_interval_s: float  # the shortest spacing of later checkpoints at that budget
     decoder_weights_bytes: int  # the decoder pod's GPU
     decoder_peak_bytes: int
     usable_bytes: int
@@ -118,8 +129,11 @@ class PlanRow:
         return dataclasses.asdict(self)
 
 
-def row(run: RankRun, decoder: DecoderRun, gpu: Gpu, sessions: int = 1) -> PlanRow:
+def row(run: RankRun, decoder: DecoderRun, gpu: Gpu, sessions: int = 1, checkpoint_mbps: float = 0.0) -> PlanRow:
     peak = peak_bytes(run, sessions)
+    config = run.case.config()
+    decoder_state = context_state_nbytes(get_vae_preset(config.vae), run.case.width, run.case.height)
+    redis = redis_plan(config, dict(run.checkpoint_tensors), run.case.tp, decoder_state_bytes=decoder_state)
     return PlanRow(
         tp=run.case.tp,
         size=run.case.size,
@@ -135,6 +149,14 @@ def row(run: RankRun, decoder: DecoderRun, gpu: Gpu, sessions: int = 1) -> PlanR
         conditioning_peak_bytes=run.phase(CONDITIONING).transient,
         worker_peak_bytes=run.worker_peak,
         checkpoint_bytes_per_rank=run.checkpoint_host,
+        redis_first_bytes=redis.first_bytes,
+        redis_later_bytes=redis.later_bytes,
+        redis_session_bytes=redis.session_bytes,
+        redis_peak_bytes=redis.peak_bytes,
+        checkpoint_write_first_bytes_per_rank=redis.first_write_per_rank,
+        checkpoint_write_later_bytes_per_rank=redis.later_write_per_rank,
+        checkpoint_mbps=checkpoint_mbps,
+        checkpoint_interval_s=round(redis.interval_s(checkpoint_mbps), 2),
         decoder_weights_bytes=decoder.weights,
         decoder_peak_bytes=decoder.peak,
         usable_bytes=gpu.usable_bytes,
@@ -169,6 +191,7 @@ def render(rows: Sequence[PlanRow]) -> str:
         "fits",
         "sessions",
         "decoder",
+        "redis",
     )
     lines = [head]
     for r in rows:
@@ -176,6 +199,7 @@ def render(rows: Sequence[PlanRow]) -> str:
             r.size, r.kv_cache, str(r.tp), r.gpu, _gib(r.weights_bytes_per_rank), _gib(r.cache_bytes_per_rank),
             _gib(r.activation_peak_bytes), _gib(r.conditioning_peak_bytes), _gib(r.peak_bytes_per_rank),
             _gib(r.usable_bytes), "yes" if r.fits else "NO", str(r.max_sessions), _gib(r.decoder_peak_bytes),
+            _gib(r.redis_peak_bytes),
         ))  # fmt: skip
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)) for line in lines)

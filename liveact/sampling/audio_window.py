@@ -14,6 +14,9 @@ import torch
 from liveact.config import LiveActConfig
 from liveact.sampling.chunking import plan_chunk, window_video_frames
 
+ROWS_KEPT = 256  # feature rows a serving session holds: a few windows (53 rows each), never the whole stream
+ROW_ELEMENT_BYTES = 4  # a held feature row is float32
+
 
 def window_index(config: LiveActConfig, chunk_index: int, n_features: int) -> torch.Tensor:
     """(Fv, W) int64 feature-row indices of the chunk's window."""

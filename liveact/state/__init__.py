@@ -18,6 +18,7 @@ from liveact.state.errors import (
     SessionExists,
     SessionNotFound,
     StoreError,
+    StoreFull,
     StoreUnavailable,
     UnsupportedFormat,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "SessionKeys",
     "SessionNotFound",
     "StoreError",
+    "StoreFull",
     "StoreUnavailable",
     "UnsupportedFormat",
     "check_session_id",

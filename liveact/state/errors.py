@@ -12,6 +12,8 @@ Each maps to one gRPC status in the generator (the mapping lives there, not here
 * ``AudioOrderError``       - an audio chunk's seq is not after the last stored one (INVALID_ARGUMENT).
 * ``StoreUnavailable``      - Redis cannot be reached, timed out or refused the credentials: retry
   with backoff (UNAVAILABLE); generation goes on meanwhile.
+* ``StoreFull``             - a ``StoreUnavailable``: Redis refused a write because it is at ``maxmemory``
+  (policy ``noeviction``); retried the same way, until memory is freed or ``maxmemory`` raised.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ __all__ = [
     "SessionExists",
     "SessionNotFound",
     "StoreError",
+    "StoreFull",
     "StoreUnavailable",
     "UnsupportedFormat",
 ]
@@ -68,3 +71,7 @@ class AudioOrderError(StoreError, ValueError):
 
 class StoreUnavailable(StoreError):
     """Redis could not be reached or did not answer in time (or refused the credentials)."""
+
+
+class StoreFull(StoreUnavailable):
+    """Redis is at ``maxmemory`` and refuses writes (``OOM command not allowed``; no key is evicted)."""

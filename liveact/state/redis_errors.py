@@ -1,8 +1,9 @@
 """redis-py's exceptions -> ``liveact.state.errors``: what a caller of the store reacts to.
 
 Unreachable, timed out, refused credentials, a read-only replica, a cluster without slots:
-``StoreUnavailable`` (retry with backoff). A Lua script's refusal (its error code, ``scripts.py``):
-the matching ``StoreError`` subclass. Anything else Redis says: ``StoreError``.
+``StoreUnavailable`` (retry with backoff); a write refused at ``maxmemory``: ``StoreFull`` (the same).
+A Lua script's refusal (its error code, ``scripts.py``): the matching ``StoreError`` subclass.
+Anything else Redis says: ``StoreError``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from collections.abc import Iterator
 import redis.exceptions as rexc
 
 from liveact.state import scripts
-from liveact.state.errors import AudioOrderError, FencedError, SessionNotFound, StoreError, StoreUnavailable
+from liveact.state.errors import (
+    AudioOrderError,
+    FencedError,
+    SessionNotFound,
+    StoreError,
+    StoreFull,
+    StoreUnavailable,
+)
 
 __all__ = ["redis_errors"]
 
@@ -48,6 +56,11 @@ def redis_errors(what: str, session_id: str = "") -> Iterator[None]:
         raise StoreUnavailable(f"{what}: Redis refused the credentials ({exc}): check password") from exc
     except _UNAVAILABLE as exc:
         raise StoreUnavailable(f"{what}: Redis unavailable ({type(exc).__name__}: {exc})") from exc
+    except rexc.OutOfMemoryError as exc:  # "OOM command not allowed ...", also inside a pipeline
+        raise StoreFull(
+            f"{what}: Redis is full (maxmemory reached; noeviction keeps every key): raise maxmemory or "
+            "lower the sessions per Redis (liveact plan's redis column)"
+        ) from exc
     except rexc.ResponseError as exc:
         message = str(exc)
         code = message.split(" ", 1)[0]

@@ -204,7 +204,10 @@ if err then
 end
 local added = redis.pcall('XADD', KEYS[6], ARGV[2], 'd', ARGV[3])
 if type(added) == 'table' and added['err'] then
-  return redis.error_reply('AUDIOSEQ ' .. added['err'])
+  if string.find(added['err'], 'equal or smaller', 1, true) then
+    return redis.error_reply('AUDIOSEQ ' .. added['err'])
+  end
+  return redis.error_reply(added['err'])  -- OOM (maxmemory) and the like, as Redis said them
 end
 refresh(ARGV[4])
 return added

@@ -39,6 +39,7 @@ from liveact.state.errors import (
     SessionExists,
     SessionNotFound,
     StoreError,
+    StoreFull,
     StoreUnavailable,
     UnsupportedFormat,
 )
@@ -70,6 +71,7 @@ __all__ = [  # the errors too, so callers need one import
     "SessionNotFound",
     "SessionStore",
     "StoreError",
+    "StoreFull",
     "StoreUnavailable",
     "UnsupportedFormat",
 ]
@@ -78,6 +80,8 @@ log = logging.getLogger(__name__)
 
 AUDIO_FIELD = b"d"  # the one field of an audio stream entry
 AUDIO_PAGE = 1024  # stream entries fetched per XRANGE
+PROBE_KEY = "health-probe"  # ping's write (a full Redis answers PING but refuses writes)
+PROBE_TTL_MS = 60_000
 MS = 1000
 
 
@@ -188,9 +192,11 @@ class SessionStore:
         await self.client.aclose()
 
     async def ping(self) -> None:
-        """Raises ``StoreUnavailable`` unless Redis answers (for health reporting)."""
+        """Raises ``StoreUnavailable`` unless Redis answers and takes a write (``StoreFull`` at maxmemory):
+        for health reporting."""
         with redis_errors("ping"):
             await self.client.ping()
+            await self.client.set(f"{self.settings.key_prefix}:{PROBE_KEY}", b"1", px=PROBE_TTL_MS)
 
     def keys(self, session_id: str) -> SessionKeys:
         return SessionKeys(self.settings.key_prefix, session_id)
@@ -319,7 +325,7 @@ class SessionStore:
         the session TTL. Every tensor-parallel rank may call it for its own tensors, in its own process.
         """
         k = self.keys(session_id)
-        cuts = await asyncio.to_thread(cut, tensors, self.settings.part_bytes)
+        cuts = await asyncio.to_thread(cut, tensors, self.settings.cut_bytes)
         views = {k.part(p.sha256): v for c in cuts for p, v in zip(c.ref.parts, c.views, strict=True)}
         keys = list(views)
         with redis_errors("write_checkpoint", session_id):

@@ -51,7 +51,7 @@ from liveact.state.schema import (
     CheckpointMeta,
     with_dit_prefix,
 )
-from liveact.state.store import CheckpointWrite, FencedError, StoreError, StoreUnavailable
+from liveact.state.store import CheckpointWrite, FencedError, StoreError, StoreFull, StoreUnavailable
 from services.generator.audio_log import AudioLog
 from services.generator.lease import LeaseKeeper
 
@@ -59,6 +59,7 @@ __all__ = ["CheckpointPolicy", "CheckpointWriter", "CommitReport", "PendingCheck
 
 log = logging.getLogger(__name__)
 MB = 1_000_000  # --checkpoint-mbps counts decimal megabytes per second
+FAIL_FULL, FAIL_UNAVAILABLE, FAIL_REFUSED = "full", "unavailable", "refused"  # why a checkpoint write failed
 
 
 @dataclass(frozen=True)
@@ -187,11 +188,13 @@ class CheckpointWriter:
         on_commit: Callable[[CommitReport], None] | None = None,
         chunk_s: float = 0.0,
         on_skip: Callable[[], None] | None = None,
+        on_fail: Callable[[str], None] | None = None,
     ) -> None:
         self.keeper, self.audio_log, self.policy, self.backoff = keeper, audio_log, policy, backoff
         self.on_commit = on_commit  # each committed checkpoint's figures: metrics
         self.chunk_s = chunk_s  # seconds of video (and audio) per steady chunk: the replay bound's unit
         self.on_skip = on_skip  # a due checkpoint not taken: metrics
+        self.on_fail = on_fail  # a checkpoint write failed, with its reason (FAIL_FULL, ...): metrics
         self.task: asyncio.Task | None = None
         self.last_chunk = last_chunk  # chunk_index of the newest checkpoint started (or of the resumed one)
         self.last_time = time.monotonic()
@@ -229,6 +232,10 @@ class CheckpointWriter:
         self._skipping = False
         return wanted
 
+    def _failed(self, reason: str) -> None:
+        if self.on_fail is not None:
+            self.on_fail(reason)
+
     def not_taken(self, chunk: int, why: str) -> None:
         """A due checkpoint that could not start (a rank still writes the previous one's parts): counted."""
         self.skipped += 1
@@ -263,13 +270,17 @@ class CheckpointWriter:
             self.failures += 1
             delay = self.backoff.delay(self.failures - 1)
             self.retry_at = time.monotonic() + delay
+            full = isinstance(exc, StoreFull)
             log.warning(
-                "checkpoint write failed; next try after the backoff",
+                "checkpoint not written: Redis is full; next try after the backoff" if full
+                else "checkpoint write failed; next try after the backoff",
                 extra={"session": self.keeper.session_id, "error": str(exc), "retry_in_s": round(delay, 3)},
-            )
+            )  # fmt: skip
+            self._failed(FAIL_FULL if full else FAIL_UNAVAILABLE)
             return
         except StoreError as exc:
             self.audio_log.disable(f"checkpoint refused: {exc}")
+            self._failed(FAIL_REFUSED)
             return
         sid = self.keeper.session_id
         self.failures, self.retry_at = 0, 0.0

@@ -19,6 +19,8 @@ Prometheus names (``--metrics-port``), all per pod:
                                                     checkpoint holds generation up (the longest rank's)
 ``liveact_generator_checkpoint_replay_seconds``     the longest expected wait to the next checkpoint after one is
                                                     committed: what an EXACT resume may have to replay (histogram)
+``liveact_generator_checkpoints_failed_total{reason=...}`` checkpoint writes that failed: ``full`` (Redis at
+                                                    maxmemory), ``unavailable`` (retried after a backoff), ``refused``
 ``liveact_generator_checkpoints_skipped_total``     checkpoints due while the session's previous one was still
                                                     being written (not taken)
 ``liveact_generator_resumes_total{mode=...}``       sessions resumed here (EXACT or LIVE)
@@ -107,6 +109,9 @@ class GeneratorMetrics:
         self.checkpoints_skipped = m.create_counter(
             "liveact.generator.checkpoints.skipped", unit="{checkpoint}", description="checkpoints due but not taken"
         )
+        self.checkpoints_failed = m.create_counter(
+            "liveact.generator.checkpoints.failed", unit="{checkpoint}", description="checkpoint writes that failed"
+        )
         self.resumes = m.create_counter("liveact.generator.resumes", unit="{session}", description="sessions resumed")
         m.create_observable_gauge(
             "liveact.generator.active_sessions", [self._active], unit="{session}", description="running sessions"
@@ -125,6 +130,10 @@ class GeneratorMetrics:
         self.checkpoint_duration.record(report.seconds)
         self.checkpoint_stall.record(report.stall_s)
         self.checkpoint_replay.record(report.replay_s)
+
+    def checkpoint_failed(self, reason: str) -> None:
+        """``CheckpointWriter``'s ``on_fail``."""
+        self.checkpoints_failed.add(1, {"reason": reason})
 
     def checkpoint_skipped(self) -> None:
         """``CheckpointWriter``'s ``on_skip``: a due checkpoint not taken (the previous one still being written)."""

@@ -26,12 +26,11 @@ import torch
 from liveact.audio.rows import ChunkWindows
 from liveact.config import LiveActConfig
 from liveact.pipeline import chunks_needed
-from liveact.sampling.audio_window import window_index
+from liveact.sampling.audio_window import ROWS_KEPT, window_index
 from liveact.sampling.chunking import chunk_needing_row, plan_chunk
 
 __all__ = ["ROWS_KEPT", "ChunkScheduler", "Numbering"]
 
-ROWS_KEPT = 256  # feature rows held per session: a few windows (53 rows each), never the whole stream
 _NO_END_YET = 2**62  # "no end known yet" for window_index: indices clamp only at frame 0
 
 

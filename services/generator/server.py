@@ -43,7 +43,7 @@ from liveact.parallel.ranks import DitRanks, LocalRanks, RankFailure, SessionDiT
 from liveact.pipeline import Engine, load_engine, prepare_sampler
 from liveact.pipeline.reference import reference_warning
 from liveact.sampling.chunking import video_frames_per_chunk
-from liveact.state.store import SessionStore, StoreError
+from liveact.state.store import SessionStore, StoreError, StoreFull
 from liveact.v1 import audio_encoder_pb2_grpc, decoder_pb2_grpc, generator_pb2, generator_pb2_grpc
 from services.common import logs
 from services.common.errors import RequestError
@@ -190,13 +190,14 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                 await self.store.ping()
                 now = True
             except StoreError as exc:
-                now, why = False, str(exc)
+                now, why, full = False, str(exc), isinstance(exc, StoreFull)
             if now != up:
                 await health.set_one(CHECKPOINTS_HEALTH, SERVING if now else NOT_SERVING)
                 if now:
                     log.info("session store reachable", extra={"health": CHECKPOINTS_HEALTH})
                 else:
-                    log.warning("session store unreachable: degraded", extra={"error": why})
+                    what = "session store full" if full else "session store unreachable"
+                    log.warning(f"{what}: degraded", extra={"error": why})
                 up = now
             await asyncio.sleep(self.settings.store_check_s)
 
@@ -238,7 +239,7 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
         last_chunk = restored.chunk_index if restored is not None else 0
         return CheckpointWriter(
             keeper, audio_log, s.checkpoint_policy(), s.backoff(), last_chunk, self.metrics.checkpoint_committed,
-            chunk_s, self.metrics.checkpoint_skipped,
+            chunk_s, self.metrics.checkpoint_skipped, self.metrics.checkpoint_failed,
         )  # fmt: skip
 
     async def _resume(

@@ -34,3 +34,18 @@ def test_example_fits_every_gpu_it_schedules_on(name: str) -> None:
     from liveact.plan.table import max_sessions
 
     assert gen["maxSessions"] * 2 >= max_sessions(run, min(gpu_named(p).usable_bytes for p in products))
+
+
+@pytest.mark.integration  # eight dry runs (liveact-18b at three sizes, bf16 and fp8; tiny), about 50 s
+def test_the_charts_redis_figures_are_the_plans() -> None:
+    """The per-session Redis bytes the chart checks a bundled Redis against are `liveact plan`'s, regenerated."""
+    import re
+    import sys
+
+    sys.path.insert(0, str(EXAMPLES.parent))
+    from redis_sizes import table
+
+    helpers = (EXAMPLES.parent / "liveact" / "templates" / "_helpers.tpl").read_text()
+    block = re.search(r'define "liveact\.presets" -\}\}\n(.*?)\{\{- end \}\}', helpers, re.S).group(1)
+    committed = {preset: facts["redisSessionBytes"] for preset, facts in yaml.safe_load(block).items()}
+    assert committed == table()

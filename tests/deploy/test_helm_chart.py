@@ -614,6 +614,25 @@ BAD_VALUES = [
         HelmRenderError,
         ["model.preset liveact-18b loads its weights from a local directory: set model.weights.source"],
     ),
+    (
+        {"redis": {"bundled": {"maxmemory": "20mb"}}},
+        HelmRenderError,
+        ["redis.bundled.maxmemory 20mb (0.0 GiB) cannot hold 8 sessions (generator.maxSessions 4 x 2 generator pods)",
+         "of tiny at 64x64, kvCache auto: each needs up to 0.00 GiB", "raise redis.bundled.maxmemory"],
+    ),
+    (
+        {"model": {"preset": "liveact-18b", "weights": {"source": "hostPath", "hostPath": {"path": "/w"}}},
+         "generator": {"autoscaling": {"enabled": True, "maxReplicas": 3}},
+         "telemetry": {"metrics": {"enabled": True}}},
+        HelmRenderError,
+        ["redis.bundled.maxmemory 2gb (2.0 GiB) cannot hold 12 sessions (generator.maxSessions 4 x 3 generator pods) "
+         "of liveact-18b at 416x720, kvCache auto: each needs up to 39.42 GiB", "473.0 GiB in all"],
+    ),
+    (
+        {"generator": {"maxSize": "96x96"}},
+        HelmRenderError,
+        ["no Redis figure for preset tiny at 96x96 with kvCache auto (known: fp8/64x64, model/64x64)"],
+    ),
     ({"generator": {"replicas": "two"}}, HelmValuesError, ["/generator/replicas", "got string, want integer"]),
     ({"generator": {"tensorParalel": 2}}, HelmValuesError, ["/generator", "tensorParalel"]),
     ({"model": {"preset": "huge"}}, HelmValuesError, ["/model/preset", "tiny", "liveact-18b"]),
@@ -730,4 +749,7 @@ def test_preset_facts_in_the_chart_match_liveact_config():
     assert sorted(presets) == sorted(preset_names())
     for name, facts in presets.items():
         config = get_preset(name)
-        assert facts == {"heads": config.model.num_heads, "vae": config.vae}, name
+        size = f"{config.width}x{config.height}"
+        assert {k: facts[k] for k in ("heads", "vae", "size")} == {"heads": config.model.num_heads, "vae": config.vae,
+                                                                    "size": size}, name  # fmt: skip
+        assert f"model/{size}" in facts["redisSessionBytes"]  # the figures: tests/deploy/test_chart_plan.py

@@ -129,3 +129,12 @@ def test_liveact_18b_at_416x720(capsys: pytest.CaptureFixture[str]) -> None:
     assert 0.5 < two["dit_weights_bytes_per_rank"] / one["dit_weights_bytes_per_rank"] < 0.52
     assert two["cache_bytes_per_rank"] * 2 == one["cache_bytes_per_rank"]
     assert one["cache_bytes_per_rank"] == session_state(PlanCase().config(), 416, 720, "bf16").resident_cache_bytes
+    # Redis per session: the same at every tp (each rank's heads); a later version adds two thirds of the caches
+    for kv in ("bf16", "fp8"):
+        a, b = by[1, kv, "H200-141GB"], by[2, kv, "H200-141GB"]
+        assert abs(a["redis_peak_bytes"] - b["redis_peak_bytes"]) < 0.001 * a["redis_peak_bytes"]
+        assert 0.66 < a["redis_later_bytes"] / a["redis_first_bytes"] <= 0.70
+        assert a["redis_peak_bytes"] == a["redis_first_bytes"] + 2 * a["redis_later_bytes"]  # 2 kept + 1 being written
+        assert a["checkpoint_interval_s"] == pytest.approx(a["checkpoint_write_later_bytes_per_rank"] / 500e6, abs=0.01)
+        assert b["checkpoint_write_later_bytes_per_rank"] < 0.51 * a["checkpoint_write_later_bytes_per_rank"]
+    assert 16.0 * 2**30 < one["redis_first_bytes"] < 1.06 * one["checkpoint_write_first_bytes_per_rank"]

@@ -15,7 +15,9 @@ from generator_helpers import (
     RATE,
     assert_versions_share_parts,
     frames_of,
+    prometheus,
     raw_animate,
+    scrape,
     speech_clip,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -25,6 +27,7 @@ from servers import service_process
 from liveact.client import animate_resumable
 from liveact.client.animate import AnimateResult
 from liveact.config import get_preset
+from liveact.launch import free_port
 from liveact.sampling.chunking import plan_chunk
 from liveact.state.settings import StoreSettings
 from liveact.state.store import SessionStore
@@ -238,6 +241,67 @@ def test_redis_killed_and_restarted_mid_session(peers, speech, image):
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, want, strict=True))
 
 
+HEADROOM_BYTES = 1_000_000
+
+
+def wait_failed(metrics_port: int, timeout_s: float = 10.0) -> None:
+    """Until the generator has counted a checkpoint refused by a full Redis."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        samples, _ = prometheus(scrape(metrics_port))
+        full = [v for (name, labels), v in samples.items()
+                if name == "liveact_generator_checkpoints_failed_total" and ("reason", "full") in labels]  # fmt: skip
+        if full and full[0] >= 1:
+            return
+        assert time.monotonic() < deadline, "no checkpoint was refused as full"
+        time.sleep(0.1)
+
+
+def test_a_full_redis_refuses_checkpoints_visibly_and_the_session_goes_on(peers, speech, image, tmp_path):
+    """maxmemory reached (noeviction): checkpoint writes fail as "full" (log, metric), health degraded, every frame
+    still sent; once memory is raised the checkpoints come back by themselves."""
+    import redis as redis_client
+
+    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    store_health = "liveact.v1.Generator.checkpoints"
+    metrics_port = free_port()
+    with (
+        RedisServer(extra_args=("--maxmemory-policy", "noeviction")) as own_redis,
+        service_process(
+            "generator", "--audio-encoder", peers[0], "--decoder", peers[1], "--redis-url", own_redis.url,
+            "--checkpoint-every-chunks", "1", "--store-check-s", "0.1", "--metrics-port", str(metrics_port),
+            log_file=tmp_path / "generator.log",
+        ) as (gen, proc),
+    ):  # fmt: skip
+        r = redis_client.Redis.from_url(own_redis.url)
+        wait_health(gen, store_health, serving)
+
+        async def session():
+            result = AnimateResult()
+            task = asyncio.ensure_future(raw(gen, image, speech, realtime=True, result=result))
+            while not result.checkpoints:
+                await asyncio.sleep(0.02)
+            # 1 MB of room: audio chunks still fit, the next checkpoint's parts (MBs) fill it and are refused
+            r.config_set("maxmemory", r.info("memory")["used_memory"] + HEADROOM_BYTES)
+            full_at = len(result.checkpoints)
+            await asyncio.to_thread(wait_failed, metrics_port)
+            r.config_set("maxmemory", 1)  # nothing fits: the health probe's write is refused too
+            await asyncio.to_thread(wait_health, gen, store_health, not_serving)
+            r.config_set("maxmemory", 0)
+            await asyncio.to_thread(wait_health, gen, store_health, serving)
+            await task
+            return result, full_at
+
+        result, full_at = asyncio.run(session())
+        _, value = prometheus(scrape(metrics_port))
+        assert proc.poll() is None
+        assert result.end is not None and result.end.frames == SECONDS * 20  # never stopped
+        assert value("liveact_generator_checkpoints_failed_total", reason="full") >= 1
+        assert result.checkpoints[full_at:], "no checkpoint after memory was raised"
+    log = (tmp_path / "generator.log").read_text()
+    assert "checkpoint not written: Redis is full" in log and "session store full: degraded" in log
+
+
 def test_sigterm_hands_sessions_off_and_the_client_resumes_elsewhere(peers, redis, speech, image):
     with generator(peers, redis) as (gen, _):
         reference = asyncio.run(raw(gen, image, speech))
@@ -302,7 +366,10 @@ def test_sessions_resume_through_a_redis_cluster(peers, speech, image):
         crash_then_resumable_client(peers, cluster, speech, image, "--redis-cluster")
 
 
-def test_live_resume_goes_on_from_the_restored_memory_within_two_chunk_periods(peers, redis, speech, image):
+LIVE_FIRST_FRAMES_PERIODS = 3
+
+
+def test_live_resume_goes_on_from_the_restored_memory_within_three_chunk_periods(peers, redis, speech, image):
     cfg = get_preset("tiny")
     chunk_s = (plan_chunk(cfg, 1).video_frames[1] - plan_chunk(cfg, 1).video_frames[0]) / 20
     with generator(peers, redis) as (gen_a, proc_a), generator(peers, redis) as (gen_b, _):
@@ -337,7 +404,10 @@ def test_live_resume_goes_on_from_the_restored_memory_within_two_chunk_periods(p
         second = asyncio.run(raw(gen_b, image, live_pcm, resume=resume, realtime=True, on_chunk=stamp))
     h = second.header
     assert (h.first_frame, h.skipped_frames) == (live_frame, 20)
-    assert arrivals[0] - t0 < 2 * chunk_s  # the first new frames within two chunk periods
+    # the first new frames once their chunk's audio has arrived at real-time pace (one chunk period and the window's
+    # look-ahead) and one chunk is generated: measured 3.2-3.5 s here (also before issue 23) against 3 periods, 4.8 s;
+    # a restart from chunk 0 would also fail the chunk index below
+    assert arrivals[0] - t0 < LIVE_FIRST_FRAMES_PERIODS * chunk_s
     c0 = second.chunks[0]
     assert c0.first_frame == live_frame and c0.pts_us == live_frame * 50_000
     assert c0.chunk_index >= checkpoint_chunk > 0  # the restored memory's next chunk, not a restart at chunk 0

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.request
 from collections import defaultdict
 
 import pytest
-from generator_helpers import FACE, raw_animate, speech_clip
+from generator_helpers import FACE, prometheus, raw_animate, scrape, speech_clip
 from otlp_collector import start_collector
-from prometheus_client.parser import text_string_to_metric_families
 from servers import service_process
 
 from liveact.config import get_preset
@@ -52,7 +50,7 @@ def run(tmp_path_factory):
             result = asyncio.run(raw_animate(gen, FACE, speech_clip(SECONDS), metadata=[("traceparent", traceparent)]))
             chunks = sorted({c.chunk_index for c in result.chunks})
             assert sink.wait_for(lambda s: _roots(s.spans, result.header.session_id).keys() >= set(chunks))
-            scraped = _scrape(metrics_port)
+            scraped = scrape(metrics_port)
             assert sink.wait_for(
                 lambda s: "liveact.decoder.frames" in s.metrics and "liveact.generator.frames" in s.metrics
             )
@@ -105,30 +103,10 @@ def test_one_trace_per_chunk_with_spans_from_all_three_services(run):
     assert set(complete) == set(chunks) - {1}, complete
 
 
-def _prometheus(text: str):
-    """(samples {(name, labels)}: value, value(name, **labels) -> the one matching sample's value)."""
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-
-    def value(name: str, **labels) -> float:
-        matches = [v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls)]
-        assert len(matches) == 1, (name, labels, sorted(n for n, _ in samples if n.startswith("liveact")))
-        return matches[0]
-
-    return samples, value
-
-
-def _scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-        return resp.read().decode()
-
-
 @pytest.mark.integration
 def test_prometheus_metrics_count_the_session(run):
     result, chunks, _, scraped, _ = run
-    samples, value = _prometheus(scraped)
+    samples, value = prometheus(scraped)
 
     assert value("liveact_generator_frames_total") == result.frame_count == SECONDS * 20
     assert value("liveact_generator_active_sessions") == 0  # scraped after the session ended
@@ -181,7 +159,7 @@ def test_checkpoint_and_resume_metrics(redis, peers):
             next_frame=first.checkpoints[0].next_frame, mode=generator_pb2.ResumeRequest.EXACT,
         )  # fmt: skip
         second = asyncio.run(raw_animate(gen, FACE, speech, resume=resume))
-        _, value = _prometheus(_scrape(metrics_port))
+        _, value = prometheus(scrape(metrics_port))
     written = len(first.checkpoints) + len(second.checkpoints)
     assert value("liveact_generator_resumes_total", mode="EXACT") == 1
     assert value("liveact_generator_checkpoint_size_bytes_count") == written

@@ -655,3 +655,35 @@ def test_truncate_audio_drops_the_tail_so_it_can_be_logged_again(server):
             assert await store.truncate_audio(other, 0) == 4
 
     run(main())
+
+
+def test_parts_cost_redis_what_the_memory_model_says_and_no_part_lands_a_size_class_up(server):
+    """MEMORY USAGE of every part equals liveact.state.redis_memory's figure; 4 MiB parts are cut 64 KiB short, so
+    each costs 4 MiB (+ its key), not the 5 MiB class a value of exactly 4 MiB plus Redis' header lands in."""
+    from liveact.state.redis_memory import part_memory, size_class, tensor_memory
+
+    mib = 1024 * KIB
+    shards = [{"a": torch.zeros(3 * mib, dtype=torch.uint8) + 1, "b": torch.ones(1000, 7), "c": torch.tensor([3])}]
+
+    async def main():
+        async with open_store(server, part_bytes=4 * mib) as store:
+            lease = await new_session(store)
+            await store.write_checkpoint(lease, checkpoint_meta(1), shards)
+            noise = torch.Generator().manual_seed(0)
+            big = {"d": torch.randint(0, 256, (10 * mib,), dtype=torch.uint8, generator=noise)}
+            await store.write_checkpoint(lease, checkpoint_meta(2), [big])
+            return store.settings.cut_bytes
+
+    cut = run(main())
+    r = sync(server)
+    assert cut == 4 * mib - 64 * KIB
+    usage = {k: r.memory_usage(k, samples=0) for k in part_keys(r)}
+    sizes = {k: r.strlen(k) for k in usage}
+    chars = len(part_keys(r)[0])
+    assert all(usage[k] == part_memory(sizes[k], chars) for k in usage), [
+        (sizes[k], usage[k], part_memory(sizes[k], chars)) for k in usage if usage[k] != part_memory(sizes[k], chars)
+    ]
+    assert sorted(sizes.values()).count(cut) == 2 and max(usage.values()) == part_memory(cut, chars) < 4 * mib + KIB
+    assert size_class(4 * mib + 10) == 5 * mib  # what an uncut 4 MiB part would have cost
+    tensors = [*shards[0].values(), torch.zeros(10 * mib, dtype=torch.uint8)]
+    assert sum(usage.values()) == sum(tensor_memory(t.nbytes, cut, chars) for t in tensors)

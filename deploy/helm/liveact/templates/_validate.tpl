@@ -9,6 +9,7 @@ templates/validate.yaml, so `helm template`, `helm install` and `helm lint` all 
 {{- $problems = concat $problems (include "liveact.validate.drain" . | fromYamlArray) }}
 {{- $problems = concat $problems (include "liveact.validate.model" . | fromYamlArray) }}
 {{- $problems = concat $problems (include "liveact.validate.redis" . | fromYamlArray) }}
+{{- $problems = concat $problems (include "liveact.validate.redisMemory" . | fromYamlArray) }}
 {{- $problems = concat $problems (include "liveact.validate.exposure" . | fromYamlArray) }}
 {{- $problems = concat $problems (include "liveact.validate.telemetry" . | fromYamlArray) }}
 {{- if $problems }}
@@ -123,6 +124,32 @@ templates/validate.yaml, so `helm template`, `helm install` and `helm lint` all 
 {{- end }}
 {{- if and $t.otlpEndpoint (not (regexMatch "^https?://[^/]+" $t.otlpEndpoint)) }}
 {{- $out = append $out (printf "telemetry.otlpEndpoint %q must be http://host:port or https://host:port (the collector's OTLP/gRPC port, usually 4317)" $t.otlpEndpoint) }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
+
+{{/* A bundled Redis must hold every session's checkpoints: maxSessions x the most generator pods. With
+noeviction a full Redis refuses writes (sessions go on uncheckpointed), so this is checked up front. */}}
+{{- define "liveact.validate.redisMemory" -}}
+{{- $r := .Values.redis.bundled }}
+{{- $g := .Values.generator }}
+{{- $out := list }}
+{{- if $r.enabled }}
+{{- $preset := include "liveact.preset" . | fromYaml }}
+{{- $size := $g.maxSize | default $preset.size }}
+{{- $kv := ternary "fp8" "model" (eq $g.kvCache "fp8") }}
+{{- $key := printf "%s/%s" $kv $size }}
+{{- $per := index $preset.redisSessionBytes $key }}
+{{- $units := dict "b" 1 "kb" 1024 "mb" 1048576 "gb" 1073741824 }}
+{{- $parts := regexFindAll "^[0-9]+|[a-z]+$" (lower (toString $r.maxmemory)) -1 }}
+{{- $have := mul (int64 (first $parts)) (int64 (get $units (ternary (last $parts) "b" (eq (len $parts) 2)))) }}
+{{- $pods := ternary $g.autoscaling.maxReplicas $g.replicas $g.autoscaling.enabled }}
+{{- $sessions := mul (int $g.maxSessions) (int $pods) }}
+{{- if not $per }}
+{{- $out = append $out (printf "redis.bundled: no Redis figure for preset %s at %s with kvCache %s (known: %s): use a listed generator.maxSize, or redis.external sized with `liveact plan`" .Values.model.preset $size $g.kvCache (keys $preset.redisSessionBytes | sortAlpha | join ", ")) }}
+{{- else if lt $have (mul (int64 $per) $sessions) }}
+{{- $out = append $out (printf "redis.bundled.maxmemory %s (%.1f GiB) cannot hold %d sessions (generator.maxSessions %d x %d generator pods) of %s at %s, kvCache %s: each needs up to %.2f GiB of checkpoints (liveact plan: shared sink slots and conditioning, 2 versions and the one being written), %.1f GiB in all; raise redis.bundled.maxmemory (and the Redis pod's memory) or use redis.external" (toString $r.maxmemory) (divf $have 1073741824.0) $sessions (int $g.maxSessions) (int $pods) .Values.model.preset $size $g.kvCache (divf $per 1073741824.0) (divf (mul (int64 $per) $sessions) 1073741824.0)) }}
+{{- end }}
 {{- end }}
 {{- toYaml $out }}
 {{- end }}
