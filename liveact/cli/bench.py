@@ -120,6 +120,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ck.add_argument("--json", action="store_true", help="accepted for symmetry; output is always JSON")
     ck.set_defaults(func=run_checkpoint)
 
+    rh = bsub.add_parser(
+        "rehearsal",
+        help="checkpoints at liveact-18b's real tensor layout, scaled down, through the real store and a real Redis",
+        description="A synthetic DiT loop holds every tensor of liveact-18b's checkpoint (--size, --tp, --kv-cache; "
+        "from liveact plan's dry run) at 1/N of its bytes and checkpoints it as the generator does: a copy into "
+        "preallocated buffers (the stall), then every rank's parts written in the background through SessionStore "
+        "into a private redis-server, spaced by a per-rank --budget-mbps. Phases with and without checkpoints "
+        "alternate. Prints the stall (p50, max), the loop's throughput ratio, bytes per version (first, later), the "
+        "write bandwidth against the budget, Redis memory per session, the read-back time, and each figure "
+        "extrapolated to full size for TP 1, 2 and 4.",
+    )
+    rh.add_argument("--scale", default="1/32", help="tensor size as a fraction 1/N of the real one (default 1/32)")
+    rh.add_argument("--tp", type=int, default=2, help="tensor-parallel ranks whose shards are written (default 2)")
+    rh.add_argument("--size", default="416x720", help="session size WxH (default 416x720)")
+    rh.add_argument("--kv-cache", choices=("bf16", "fp8"), default="bf16", help="cache storage (default bf16)")
+    rh.add_argument(
+        "--budget-mbps", type=float, default=500.0,
+        help="per-rank write budget at full size, MB/s (default 500); the scaled writes get 1/N of it",
+    )  # fmt: skip
+    rh.add_argument("--seconds", type=float, default=15.0, help="seconds per phase (default 15)")
+    rh.add_argument("--repeats", type=int, default=3, help="phases with and without checkpoints each (default 3)")
+    rh.add_argument("--json", action="store_true", help="accepted for symmetry; output is always JSON")
+    rh.set_defaults(func=run_rehearsal)
+
     tp = bsub.add_parser(
         "tp",
         help="tensor-parallel rollout on CPU ranks (gloo) against one process: latents equal within fp32 tolerance",
@@ -237,6 +261,22 @@ def run_pipeline(args: argparse.Namespace) -> int:
         args.preset, args.seconds, width, height, args.format, args.repeats, args.realtime, args.seed, args.threads
     )  # fmt: skip
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def run_rehearsal(args: argparse.Namespace) -> int:
+    rehearsal = _bench_module("rehearsal")
+    from liveact.cli.animate import parse_wxh
+
+    one, _, n = args.scale.partition("/")
+    if one != "1" or not n.isdigit() or int(n) < 1:
+        raise ValueError(f"--scale {args.scale!r}: expected 1/N, e.g. 1/32")
+    width, height = parse_wxh(args.size)
+    bench = rehearsal.Rehearsal(
+        scale=int(n), tp=args.tp, width=width, height=height, kv_cache=args.kv_cache,
+        budget_mbps=args.budget_mbps, seconds=args.seconds, repeats=args.repeats,
+    )  # fmt: skip
+    print(json.dumps(rehearsal.run(bench), indent=2))
     return 0
 
 

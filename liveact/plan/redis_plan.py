@@ -22,18 +22,13 @@ from dataclasses import dataclass
 from liveact.config import LiveActConfig
 from liveact.sampling.audio_window import ROW_ELEMENT_BYTES, ROWS_KEPT
 from liveact.state.redis_memory import PART_KEY_CHARS, tensor_memory
-from liveact.state.schema import COND, MEMORY
+from liveact.state.schema import COND, MEMORY, fixed_after_first_chunk
 from liveact.state.settings import MIN_KEEP_VERSIONS, StoreSettings
 
 __all__ = ["MB", "RedisPlan", "redis_plan"]
 
 MB = 1_000_000  # --checkpoint-mbps counts decimal megabytes per second
-SINK = ".sink."
-
-
-def shared(name: str) -> bool:
-    """A tensor every version of a session holds alike: the sink slots, the conditioning."""
-    return name.startswith(COND) or (name.startswith(MEMORY) and SINK in name)
+shared = fixed_after_first_chunk  # a tensor every version of a session holds alike
 
 
 @dataclass(frozen=True)

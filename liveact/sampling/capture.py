@@ -3,7 +3,8 @@
 The only checkpoint work in the DiT thread is ``StateCapture.capture``: the sampler's state
 (``sampler_views``: its ConvKV persistent slots after the eager compression, RNG state,
 conditioning) copied into host buffers allocated at the session's first checkpoint and reused by
-every later one. On CUDA the buffers are pinned and filled on a side stream that first waits for
+every later one; from the second capture on, the tensors no chunk after chunk 0 changes (the sink slots, the
+conditioning) are not copied again. On CUDA the buffers are pinned and filled on a side stream that first waits for
 the chunk's work; an event marks the end of the copy. The DiT thread goes on at once: the next chunk
 writes only the chunk slots, and the chunk after it, which rewrites the persistent slots, waits for
 the event on the device (``StreamingSampler.read_until``). On the CPU the same code copies plainly.
@@ -21,6 +22,7 @@ import torch
 
 from liveact.sampling.state import sampler_views
 from liveact.sampling.stream import StreamingSampler
+from liveact.state.schema import fixed_after_first_chunk
 
 __all__ = ["Captured", "StateCapture"]
 
@@ -45,6 +47,7 @@ class StateCapture:
     def __init__(self) -> None:
         self.buffers: dict[str, torch.Tensor] = {}
         self._stream: torch.cuda.Stream | None = None
+        self._fixed: frozenset[str] = frozenset()  # names the buffers hold as no later chunk changes them
 
     @property
     def nbytes(self) -> int:
@@ -52,11 +55,30 @@ class StateCapture:
 
     @torch.no_grad()
     def capture(self, sampler: StreamingSampler) -> Captured:
+        """The sampler's state (``sampler_views``) into the buffers; the stall counts the views' compaction too."""
         start = time.perf_counter()
         views = sampler_views(sampler)
-        device = sampler.cond.y.device
+        captured = self.capture_views(views, skip=self._fixed)
+        if captured.done is not None:
+            sampler.read_until(captured.done)
+        # from chunk 0 on, the sink slots and the conditioning stay as they are: later captures keep these copies
+        after_chunk0 = sampler.memory.chunks_written >= 1
+        self._fixed = frozenset(n for n in views if fixed_after_first_chunk(n)) if after_chunk0 else frozenset()
+        return Captured(captured.tensors, captured.done, time.perf_counter() - start)
+
+    @torch.no_grad()
+    def capture_views(self, views: dict[str, torch.Tensor], skip: frozenset[str] = frozenset()) -> Captured:
+        """Copy ``views`` (all on one device) into the buffers: pinned and on a side stream on CUDA, plainly on CPU.
+
+        Names in ``skip`` keep what the buffers hold (the caller knows they did not change), unless the buffers
+        had to be allocated anew."""
+        start = time.perf_counter()
+        devices = {v.device for v in views.values() if v.device.type != "cpu"}
+        device = next(iter(devices)) if devices else torch.device("cpu")
         cuda = device.type == "cuda"
-        self._fit(views, pin=cuda)
+        if self._fit(views, pin=cuda):
+            skip = frozenset()
+        views = {n: v for n, v in views.items() if n not in skip}
         done: torch.cuda.Event | None = None
         if cuda:
             main = torch.cuda.current_stream(device)
@@ -67,14 +89,13 @@ class StateCapture:
                     self.buffers[name].copy_(view, non_blocking=True)
             done = torch.cuda.Event()  # type: ignore[no-untyped-call]
             done.record(side)
-            sampler.read_until(done)
         else:
             for name, view in views.items():
                 self.buffers[name].copy_(view)
         return Captured(self.buffers, done, time.perf_counter() - start)
 
-    def _fit(self, views: dict[str, torch.Tensor], pin: bool) -> None:
-        """(Re)allocate the buffers when the names, shapes or dtypes differ from the last capture's."""
+    def _fit(self, views: dict[str, torch.Tensor], pin: bool) -> bool:
+        """(Re)allocate the buffers when the names, shapes or dtypes differ from the last capture's; whether it did."""
         same = views.keys() == self.buffers.keys() and all(
             self.buffers[n].shape == v.shape and self.buffers[n].dtype == v.dtype for n, v in views.items()
         )
@@ -82,3 +103,4 @@ class StateCapture:
             self.buffers = {
                 n: torch.empty(v.shape, dtype=v.dtype, device="cpu", pin_memory=pin) for n, v in views.items()
             }
+        return not same

@@ -47,6 +47,7 @@ __all__ = [
     "SessionRecord",
     "TensorRef",
     "dit_part",
+    "fixed_after_first_chunk",
     "with_dit_prefix",
 ]
 
@@ -66,6 +67,15 @@ AUDIO_ROWS, ENCODER_STATE, DECODER_STATE = "audio.rows", "encoder.state", "decod
 
 class SchemaError(ValueError):
     """A stored object that does not match this schema (missing or mistyped field)."""
+
+
+SINK = ".sink."  # in a memory tensor's name: the cache's sink slots (``LayerKV.persistent_views``)
+
+
+def fixed_after_first_chunk(name: str) -> bool:
+    """A sampler-state tensor that no chunk after chunk 0 changes: the conditioning and the sink slots. A checkpoint
+    store shares its parts between versions; a capture need not copy it again."""
+    return name.startswith(COND) or (name.startswith(MEMORY) and SINK in name)
 
 
 def with_dit_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

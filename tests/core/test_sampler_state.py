@@ -93,3 +93,25 @@ def test_capture_fills_the_same_buffers_with_export_samplers_bytes_and_restores_
     again = restore_sampler(sampler.model, held, torch.device("cpu"))
     rest = [again.next_chunk(feats).latent for _ in range(TOTAL - 3)]
     assert all(torch.equal(got, expected[3 + i]) for i, got in enumerate(rest))
+
+
+def test_capture_copies_the_sink_slots_and_conditioning_once():
+    """From the second capture on, the tensors chunk 0 fixed keep their first copy (white box: a planted byte in
+    such a buffer survives the next capture, one in a changing tensor's buffer does not)."""
+    from liveact.sampling.capture import StateCapture
+    from liveact.state.schema import fixed_after_first_chunk
+
+    sampler, feats = _sampler(micro_config())
+    capture = StateCapture()
+    sampler.next_chunk(feats)
+    first = capture.capture(sampler).tensors
+    fixed = [n for n in first if fixed_after_first_chunk(n)]
+    assert any(".sink." in n for n in fixed) and "cond.y" in fixed
+    planted_fixed, planted_changing = fixed[0], "memory.step0.layer0.k"
+    first[planted_fixed].view(-1)[0] += 1
+    first[planted_changing].view(-1)[0] += 1
+    sampler.next_chunk(feats)
+    second = capture.capture(sampler).tensors
+    exported = export_sampler(sampler)
+    assert not torch.equal(second[planted_fixed], exported[planted_fixed])  # not copied again
+    assert torch.equal(second[planted_changing], exported[planted_changing])

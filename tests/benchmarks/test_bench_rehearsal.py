@@ -1,0 +1,37 @@
+"""``liveact bench rehearsal``: one short run at 1/256 of liveact-18b's checkpoint against a real Redis (figures
+checked for consistency; the throughput target is the benchmark's to report, not this test's)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from liveact.cli.main import main
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+SCALE = 256
+FIRST_PER_RANK_TP2 = 8_646_562_888  # liveact plan, 416x720 bf16, TP=2: rank 0's tensors, audio rows, decoder state
+
+
+@pytest.mark.integration
+def test_bench_rehearsal_json(capsys):
+    argv = ["bench", "rehearsal", "--scale", f"1/{SCALE}", "--seconds", "2", "--repeats", "1",
+            "--budget-mbps", "12800", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["benchmark"], out["scale"], out["tp"], out["size"]) == ("rehearsal", f"1/{SCALE}", 2, "416x720")
+    assert out["bytes_per_rank"][0] == pytest.approx(FIRST_PER_RANK_TP2 / SCALE, rel=0.01)
+    assert out["checkpoints"] >= 2 and out["newest_version"] == out["checkpoints"]
+    per_version = out["bytes_per_version"]
+    assert per_version["first"] == sum(out["bytes_per_rank"])  # the first version sends everything
+    assert 0.6 < per_version["later_over_first"] <= 0.70  # the sink slots and conditioning are shared
+    assert out["budget_mb_s"] == 12800 / SCALE and out["full_size"]["tp2"]["budget_mb_s"] == 12800
+    assert out["within_budget"] and out["write_mb_s"] <= out["budget_mb_s"] * 1.001
+    assert out["dit_stall_ms"]["p50"] > 0 and out["throughput_ratio"] > 0
+    assert out["redis_bytes_per_session"] > per_version["first"]  # the shared parts and two versions' changed ones
+    for tp in ("tp1", "tp2", "tp4"):
+        full = out["full_size"][tp]
+        assert full["bytes_per_version_per_rank"]["later"] < 0.7 * full["bytes_per_version_per_rank"]["first"]
+    assert out["full_size"]["tp2"]["bytes_per_version_per_rank"]["first"] == FIRST_PER_RANK_TP2
