@@ -36,10 +36,9 @@ import torch
 
 from bench.checkpoint.common import load_average
 from liveact.launch import redis_process
-from liveact.parallel.reshard import sharded_name
 from liveact.plan.dryrun import PlanCase, dry_run
-from liveact.plan.redis_plan import redis_plan, shared
-from liveact.sampling.audio_window import ROW_ELEMENT_BYTES, ROWS_KEPT
+from liveact.plan.redis_plan import rank_share, redis_plan, shared
+from liveact.sampling.audio_window import held_rows_bytes
 from liveact.sampling.capture import StateCapture
 from liveact.state.schema import AUDIO_ROWS, DECODER_STATE, CheckpointMeta, SessionInfo
 from liveact.state.settings import StoreSettings
@@ -91,10 +90,9 @@ def layout(bench: Rehearsal) -> tuple[dict[str, int], int, int]:
     case = PlanCase.serving(PRESET, 1, bench.width, bench.height, "fp8" if bench.kv_cache == "fp8" else "model",
                             "bf16")  # fmt: skip
     run = dry_run(case)
-    rank = {n: b // bench.tp if sharded_name(n) else b for n, b in run.checkpoint_tensors}
+    rank = rank_share(dict(run.checkpoint_tensors), bench.tp)
     config = case.config()
-    rows = ROWS_KEPT * config.model.audio_layers * config.model.audio_channels * ROW_ELEMENT_BYTES
-    return rank, rows, context_state_nbytes(get_vae_preset(config.vae), bench.width, bench.height)
+    return rank, held_rows_bytes(config), context_state_nbytes(get_vae_preset(config.vae), bench.width, bench.height)
 
 
 class Ranks:
@@ -271,7 +269,7 @@ def _report(bench, loop, runs, version, read_s, usage, used_delta, load_before, 
     changed = sum(t.nbytes for ts in loop.ranks.tensors for n, t in ts.items() if not shared(n))
     stall_per_byte = statistics.median(loop.stalls[1:] or loop.stalls) / changed
     for tp in EXTRAPOLATE_TPS:
-        rank = {n: b * bench.tp // tp if sharded_name(n) else b for n, b in full_rank.items()}
+        rank = rank_share(full_rank, tp, from_tp=bench.tp)
         plan = redis_plan(config, rank, tp, decoder_state_bytes=full_decoder)
         full[f"tp{tp}"] = {
             "bytes_per_version_per_rank": {"first": plan.first_write_per_rank, "later": plan.later_write_per_rank},

@@ -10,6 +10,7 @@ import torch
 from bench.checkpoint.common import nbytes
 from liveact.config import LiveActConfig, get_preset
 from liveact.memory import sizing
+from liveact.sampling.audio_window import ROWS_KEPT, held_rows_bytes
 from liveact.state.schema import (
     AUDIO_ROWS,
     COND,
@@ -27,7 +28,6 @@ from liveact.state.store import Checkpoint
 from liveact.vae.config import get_vae_preset
 from liveact.vae.loading import build_vae
 from liveact.vae.streaming import StreamingDecoder
-from services.generator.scheduler import ROWS_KEPT
 
 # checkpoint parts by tensor name (liveact.state.schema)
 MEMORY_PREFIX = DIT + MEMORY
@@ -40,7 +40,6 @@ SIZES_18B = ((416, 720), (512, 512))
 KV_DTYPES_18B = ("bf16", "fp8")
 TP_18B = (1, 2, 4)
 MODEL_DTYPE_18B = "bf16"  # y and context are kept in the model's dtype
-ROW_BYTES = 4  # audio feature rows are float32
 DECODER_STATE_DTYPE = torch.float32  # the decoder service runs the VAE in float32
 TORCH_DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float8_e4m3fn: "fp8"}
 
@@ -74,7 +73,7 @@ def conditioning_bytes(config: LiveActConfig, width: int, height: int, dtype_byt
 
 
 def audio_row_bytes(config: LiveActConfig) -> int:
-    return config.model.audio_layers * config.model.audio_channels * ROW_BYTES
+    return held_rows_bytes(config, rows=1)
 
 
 def decoder_state_estimate(vae_name: str, config: LiveActConfig, width: int, height: int) -> int:
@@ -94,7 +93,7 @@ def decoder_state_estimate(vae_name: str, config: LiveActConfig, width: int, hei
 def liveact_18b_state() -> dict:
     config = get_preset(PRESET_18B)
     dtype_bytes = sizing.BYTES[MODEL_DTYPE_18B]
-    rows = ROWS_KEPT * audio_row_bytes(config)
+    rows = held_rows_bytes(config)
     cases = []
     for width, height in SIZES_18B:
         cond = conditioning_bytes(config, width, height, dtype_bytes)

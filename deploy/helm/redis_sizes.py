@@ -12,9 +12,8 @@ tests/deploy/test_chart_plan.py checks the committed table against it.
 from __future__ import annotations
 
 from liveact.config import get_preset
-from liveact.parallel.reshard import sharded_name
 from liveact.plan.dryrun import PlanCase, dry_run
-from liveact.plan.redis_plan import redis_plan
+from liveact.plan.redis_plan import rank_share, redis_plan
 from liveact.vae.config import get_vae_preset
 from liveact.vae.session import context_state_nbytes
 
@@ -33,7 +32,7 @@ def session_bytes(preset: str, width: int, height: int, kv: str) -> int:
     heads = config.model.num_heads
     peaks = []
     for tp in (t for t in TPS if heads % t == 0):
-        rank = {n: b // tp if sharded_name(n) else b for n, b in run.checkpoint_tensors}  # its heads' share
+        rank = rank_share(dict(run.checkpoint_tensors), tp)  # its heads' share
         peaks.append(redis_plan(config, rank, tp, decoder_state_bytes=decoder_state).peak_bytes)
     return max(peaks)
 

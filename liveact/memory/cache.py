@@ -151,25 +151,19 @@ class LayerKV:
         return AttendView(k_all, v_all, end, start, bounded=True, skip=cfg.unattended_slots(chunk))
 
     # -- persistence -------------------------------------------------------------------------------
-    def persistent(self, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
-        """Slots [0, persistent) as plain tensors, copied to ``device`` (None: this cache's), after ``compact``.
-
-        The sink slots come apart from the rest (``sink.k`` and ``k``, ...): they never change after
-        chunk 0, so a checkpoint store that addresses its parts by content writes them once per session.
-        A copy to the host goes there directly: no device copy of the persistent slots is made first.
-        """
-        if self.needs_update:
-            raise RuntimeError("compact() the cache before exporting its persistent part")
-        to = self.k.device if device is None else device
-        return {name: t.to(to, copy=True) for name, t in self.persistent_views().items()}
-
     def persistent_names(self) -> list[str]:
         """``sink.<t>`` (slots [0, sink)) and ``<t>`` (slots [sink, persistent)) for each stored tensor t."""
         return list(self.persistent_views())
 
     def persistent_views(self) -> dict[str, torch.Tensor]:
         """Views (no copy) of the persistent slots by export name: (B, sink*fl, H, D) and (B, (persistent-sink)*fl,
-        H, D); they change when the cache next compacts. Call after ``compact``."""
+        H, D); they change when the cache next compacts. Call after ``compact``.
+
+        The sink slots come apart from the rest (``sink.k`` and ``k``, ...): they never change after chunk 0, so a
+        checkpoint store that addresses its parts by content writes them once per session.
+        """
+        if self.needs_update:
+            raise RuntimeError("compact() the cache before exporting its persistent part")
         s, n = self._tok(self.cfg.sink_slots), self._tok(self.cfg.persistent_slots)
         stored = {"k": self.k, "v": self.v}
         if self.cfg.fp8:

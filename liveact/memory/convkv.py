@@ -87,17 +87,11 @@ class ConvKVMemory:
     ) -> dict[str, torch.Tensor]:
         """Persistent state as plain named tensors: ``[null.]step{i}.layer{l}.{k,v[,k_scale,v_scale]}``.
 
-        Copied to ``device`` (None: the caches' own), one layer at a time (``LayerKV.persistent``).
+        Each of ``views`` copied to ``device`` (None: the caches' own) directly: no device copy first.
         """
-        if self.unbounded:
-            raise RuntimeError("the unbounded baseline cache has no persistent form")
-        self.compact(weights)
-        out: dict[str, torch.Tensor] = {CHUNKS_KEY: torch.tensor([self.chunks_written])}
-        for name, _, kv in self._named():
-            assert isinstance(kv, LayerKV)
-            for part, t in kv.persistent(device).items():
-                out[f"{name}.{part}"] = t
-        return out
+        return {
+            name: t.to(t.device if device is None else device, copy=True) for name, t in self.views(weights).items()
+        }
 
     def views(self, weights: Sequence[WeightPair]) -> dict[str, torch.Tensor]:
         """``export``'s names, as views of the caches (no copy: valid until a later chunk compacts them).

@@ -20,15 +20,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from liveact.config import LiveActConfig
-from liveact.sampling.audio_window import ROW_ELEMENT_BYTES, ROWS_KEPT
+from liveact.parallel.reshard import sharded_name
+from liveact.sampling.audio_window import held_rows_bytes
 from liveact.state.redis_memory import PART_KEY_CHARS, tensor_memory
 from liveact.state.schema import COND, MEMORY, fixed_after_first_chunk
 from liveact.state.settings import MIN_KEEP_VERSIONS, StoreSettings
 
-__all__ = ["MB", "RedisPlan", "redis_plan"]
+__all__ = ["MB", "RedisPlan", "rank_share", "redis_plan"]
 
 MB = 1_000_000  # --checkpoint-mbps counts decimal megabytes per second
 shared = fixed_after_first_chunk  # a tensor every version of a session holds alike
+
+
+def rank_share(tensors: Mapping[str, int], tp: int, from_tp: int = 1) -> dict[str, int]:
+    """A rank's checkpoint tensors (name -> bytes) at degree ``tp``, from one rank's at ``from_tp``: the caches split
+    by heads, the rest the same on every rank."""
+    return {n: b * from_tp // tp if sharded_name(n) else b for n, b in tensors.items()}
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,7 @@ def redis_plan(
     """``rank_tensors``: one rank's checkpoint tensors (name -> bytes, ``export_sampler``'s names); every rank
     holds the same sizes (its heads), the shared ones alike. Rank 0 adds the audio rows (``ROWS_KEPT`` at most)
     and the decoder stream's state (``decoder_state_bytes``: ``context_state_nbytes`` in the default mode)."""
-    rows = ROWS_KEPT * config.model.audio_layers * config.model.audio_channels * ROW_ELEMENT_BYTES
+    rows = held_rows_bytes(config)
     sink = {n: b for n, b in rank_tensors.items() if shared(n) and n.startswith(MEMORY)}
     cond = {n: b for n, b in rank_tensors.items() if n.startswith(COND)}
     changed = {n: b for n, b in rank_tensors.items() if not shared(n)}

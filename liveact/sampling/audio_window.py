@@ -18,6 +18,11 @@ ROWS_KEPT = 256  # feature rows a serving session holds: a few windows (53 rows 
 ROW_ELEMENT_BYTES = 4  # a held feature row is float32
 
 
+def held_rows_bytes(config: LiveActConfig, rows: int = ROWS_KEPT) -> int:
+    """Bytes of ``rows`` feature rows (L, Ca) float32 as a session holds them (and a checkpoint stores them)."""
+    return rows * config.model.audio_layers * config.model.audio_channels * ROW_ELEMENT_BYTES
+
+
 def window_index(config: LiveActConfig, chunk_index: int, n_features: int) -> torch.Tensor:
     """(Fv, W) int64 feature-row indices of the chunk's window."""
     if n_features < 1:

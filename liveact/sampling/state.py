@@ -46,12 +46,17 @@ def export_start(sampler: StreamingSampler) -> dict[str, torch.Tensor]:
     With ``start_sampler`` another rank starts the same session: before the first chunk the memory
     is empty, so sending it (the size of the whole cache) is skipped.
     """
+    return {name: t.detach().to("cpu", copy=True).contiguous() for name, t in _start_views(sampler).items()}
+
+
+def _start_views(sampler: StreamingSampler) -> dict[str, torch.Tensor]:
+    """The noise state (a fresh host tensor) and the conditioning (as the sampler holds it)."""
     if not isinstance(sampler.noise, SeededNoise):
         raise SamplerStateError(f"only a SeededNoise sampler can be checkpointed, not {type(sampler.noise).__name__}")
     out = {NOISE_STATE: sampler.noise.get_state(), COND_Y: sampler.cond.y, COND_CONTEXT: sampler.cond.context}
     if sampler.cond.null_audio is not None:
         out[COND_NULL_AUDIO] = sampler.cond.null_audio
-    return {name: t.detach().to("cpu", copy=True).contiguous() for name, t in out.items()}
+    return out
 
 
 def export_sampler(sampler: StreamingSampler) -> dict[str, torch.Tensor]:
@@ -65,13 +70,7 @@ def export_sampler(sampler: StreamingSampler) -> dict[str, torch.Tensor]:
 def sampler_views(sampler: StreamingSampler) -> dict[str, torch.Tensor]:
     """``export_sampler``'s names, as views where the tensors live (no copy; ``liveact.sampling.capture``
     copies them into preallocated host buffers). The memory views change when a later chunk compacts."""
-    if not isinstance(sampler.noise, SeededNoise):
-        raise SamplerStateError(f"only a SeededNoise sampler can be checkpointed, not {type(sampler.noise).__name__}")
-    out = {NOISE_STATE: sampler.noise.get_state(), COND_Y: sampler.cond.y, COND_CONTEXT: sampler.cond.context}
-    if sampler.cond.null_audio is not None:
-        out[COND_NULL_AUDIO] = sampler.cond.null_audio
-    out |= {MEMORY + name: t for name, t in sampler.memory_views().items()}
-    return out
+    return _start_views(sampler) | {MEMORY + name: t for name, t in sampler.memory_views().items()}
 
 
 def start_sampler(model: LiveActDiT, tensors: dict[str, torch.Tensor], device: torch.device) -> StreamingSampler:
