@@ -101,14 +101,19 @@ class CpuClock:
         self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
     def read(self) -> float | None:
-        total = time.process_time()
+        each = self.read_each()
+        return None if each is None else time.process_time() + sum(each)
+
+    def read_each(self) -> list[float] | None:
+        """Each of ``pids``' CPU seconds (not this process's), in order; None if one is gone."""
+        out = []
         for pid in self.pids:
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 return None
-            total += (int(fields[11]) + int(fields[12])) / self.tick  # utime, stime
-        return total
+            out.append((int(fields[11]) + int(fields[12])) / self.tick)  # utime, stime
+        return out
 
 
 def run_in_process(

@@ -13,7 +13,13 @@ What runs, in one process against a private ``redis-server``:
   buffers (``StateCapture.capture_views``: the stall) and a background event loop writes each rank's parts
   (``SessionStore.write_rank``, ranks concurrently) and commits the manifest; one in flight at a time.
 
-Phases without and with checkpoints alternate (``repeats`` each, ``seconds`` long); reported: the DiT-thread
+Phases without and with checkpoints alternate (``repeats`` each, ``seconds`` long; a phase with checkpoints
+goes on, taking no new one, until its last write has committed, so every write's cost lands in a phase that
+counts it). With ``pin`` (the default where there are 2 CPUs or more) the loop thread has the first CPU to itself
+and the writes and redis-server share the others, as on a GPU host, where the DiT thread's CPU work is
+launching kernels and the pod has cores to spare (``cpu_layout`` says which ran); the figure then measures
+what checkpoints take from the DiT thread itself (the stall, the GIL, memory bandwidth), not a 2-core
+machine's shortage of cores (``--no-pin`` measures that too). Reported: the DiT-thread
 stall per checkpoint (p50, max), the loop's throughput with / without (median chunks per second, ratio), bytes
 sent per version (first, later), the write bandwidth achieved per rank (bytes sent / the phase's time) against
 the budget, Redis memory per session (``MEMORY USAGE`` of its part keys and ``INFO`` used_memory), the time to
@@ -26,20 +32,22 @@ size; from the second capture on the sink slots and conditioning are not copied 
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import statistics
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from bench.checkpoint.common import load_average
+from bench.checkpoint.common import load_average, redis_pid
 from liveact.launch import redis_process
 from liveact.plan.dryrun import PlanCase, dry_run
 from liveact.plan.redis_plan import rank_share, redis_plan, shared
 from liveact.sampling.audio_window import held_rows_bytes
-from liveact.sampling.capture import StateCapture
+from liveact.sampling.capture import Captured, StateCapture
 from liveact.state.schema import AUDIO_ROWS, DECODER_STATE, CheckpointMeta, SessionInfo
 from liveact.state.settings import StoreSettings
 from liveact.state.store import CheckpointWrite, SessionStore
@@ -56,6 +64,8 @@ MATMULS_PER_CHUNK = 40  # about 0.1 s of one core here
 EXTRAPOLATE_TPS = (1, 2, 4)
 KEY_PREFIX = "rehearsal"
 BUDGET_SLACK = 1.001  # timer resolution between the policy's clock and these stamps
+ALL_CPUS = frozenset(os.sched_getaffinity(0))
+SHARED_LAYOUT = "every thread and redis-server share every CPU"
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,7 @@ class Rehearsal:
     budget_mbps: float = 500.0  # per rank at full size; the writes here get budget / scale (the same intervals)
     seconds: float = 15.0  # per phase
     repeats: int = 3  # phases of each kind, interleaved
+    pin: bool = True  # the loop thread on a CPU of its own, the writes and redis-server on the others
 
     @property
     def scaled_budget_mbps(self) -> float:
@@ -130,6 +141,7 @@ class Loop:
         self.write_s: list[float] = []  # each checkpoint's write: first part to committed
         self.skipped = 0
         self._pending = None
+        self._skipping = False  # the current stretch of due-but-busy chunks was counted (as the generator does)
         self._last_time = 0.0
         self.fixed = frozenset(n for ts in ranks.tensors for n in ts if shared(n))  # copied by the first capture only
 
@@ -147,16 +159,22 @@ class Loop:
             chunks += 1
             if checkpoints:
                 self.maybe_checkpoint(chunk_index + chunks)
-        self.settle()
+        while self.writing():  # the loop goes on (no new checkpoint) while the last write finishes: its cost counts
+            self.chunk()
+            chunks += 1
         return chunks, time.perf_counter() - start, self.sent_per_rank() - sent0
 
     def maybe_checkpoint(self, chunk: int) -> None:
         last = self.writes[-1].written_per_rank if self.writes else 0
+        if self.writing():  # the one in flight spaces the next by its bytes at most: all it captured
+            last = max(last, max(c.nbytes for c in self.captures))
         if not self.policy.due(1, time.perf_counter() - self._last_time, last):
             return
-        if self._pending is not None and not self._pending.done():
-            self.skipped += 1  # due while the previous one is still being written: counted
+        if self.writing():
+            self.skipped += not self._skipping  # due while the previous one is still being written: counted once
+            self._skipping = True
             return
+        self._skipping = False
         t0 = time.perf_counter()
         captured = [
             c.capture_views(ts, skip=self.fixed if self.writes or self._pending else frozenset())
@@ -165,10 +183,13 @@ class Loop:
         self.stalls.append(time.perf_counter() - t0)
         self._last_time = t0
         self.started.append(t0)
-        self._pending = asyncio.run_coroutine_threadsafe(self.write([c.tensors for c in captured], chunk), self.aio)
+        self._pending = asyncio.run_coroutine_threadsafe(self.write(captured, chunk), self.aio)
 
-    async def write(self, shards: list[dict[str, torch.Tensor]], chunk: int) -> None:
+    async def write(self, captured: list[Captured], chunk: int) -> None:
         t0 = time.perf_counter()
+        for c in captured:
+            await asyncio.to_thread(c.wait)
+        shards = [c.tensors for c in captured]
         meta = CheckpointMeta(chunk_index=chunk, next_frame=0, rows_first=0, rows_end=0, audio_seq=0, audio_offset=0,
                               pcm_frames=0, audio_total=None, frame_offset=0, row_offset=0, tp=len(shards))  # fmt: skip
         await self.store.renew(self.lease)  # the generator's lease keeper renews it every lease_ttl_s / 3
@@ -178,9 +199,14 @@ class Loop:
         self.writes.append(CheckpointWrite(version, list(ranks)))
         self.write_s.append(time.perf_counter() - t0)
 
-    def settle(self) -> None:
-        if self._pending is not None:
+    def writing(self) -> bool:
+        """Whether a checkpoint is still being written (raises its error once it failed)."""
+        if self._pending is None:
+            return False
+        if self._pending.done():
             self._pending.result()
+            return False
+        return True
 
     def sent_per_rank(self) -> int:
         return max((sum(w.ranks[r].bytes_written for w in self.writes) for r in range(len(self.captures))), default=0)
@@ -189,7 +215,7 @@ class Loop:
 def run(bench: Rehearsal) -> dict:
     if problems := bench.problems():
         raise ValueError("; ".join(problems))
-    torch.set_num_threads(1)  # the DiT loop on one core; the writes (hashing, Redis) on the other
+    torch.set_num_threads(1)  # the DiT loop on one thread; the writes (hashing, Redis) on others
     full_rank, full_rows, full_decoder = layout(bench)
     settings = StoreSettings(key_prefix=KEY_PREFIX)
     ranks = Ranks(full_rank, full_rows, full_decoder, bench, settings.cut_bytes // bench.scale or 1)
@@ -202,6 +228,8 @@ def run(bench: Rehearsal) -> dict:
 
         def call(coro):
             return asyncio.run_coroutine_threadsafe(coro, aio).result()
+
+        layout_used = _pin(aio, redis_pid(url)) if bench.pin else SHARED_LAYOUT
 
         store = call(_open(settings))
         sid = f"rehearsal-{secrets.token_hex(8)}"
@@ -228,8 +256,30 @@ def run(bench: Rehearsal) -> dict:
         call(store.close())
     aio.call_soon_threadsafe(aio.stop)
     thread.join()
-    return _report(bench, loop, runs, checkpoint.version, read_s, usage, used_after - used_before, load_before,
-                   full_rank, full_decoder)  # fmt: skip
+    if bench.pin:
+        os.sched_setaffinity(0, ALL_CPUS)
+    report = _report(bench, loop, runs, checkpoint.version, read_s, usage, used_after - used_before, load_before,
+                     full_rank, full_decoder)  # fmt: skip
+    return report | {"cpu_layout": layout_used}
+
+
+def _pin(aio: asyncio.AbstractEventLoop, redis: int) -> str:
+    """The loop thread (this one) on the first CPU; the write thread (and the threads it starts) and every
+    redis-server thread on the rest, as on a GPU host, where the DiT thread mostly waits on the GPU and other
+    cores write. Returns the layout used (SHARED_LAYOUT where there is one CPU)."""
+    cpus = sorted(ALL_CPUS)
+    if len(cpus) < 2:
+        return SHARED_LAYOUT
+    loop_cpu, others = {cpus[0]}, set(cpus[1:])
+    asyncio.run_coroutine_threadsafe(_set_affinity(others), aio).result()  # threads inherit it from their creator
+    for task in Path(f"/proc/{redis}/task").iterdir():  # every redis-server thread (lazy free, I/O threads)
+        os.sched_setaffinity(int(task.name), others)
+    os.sched_setaffinity(0, loop_cpu)  # 0: the calling thread
+    return f"loop thread on CPU {cpus[0]}; writes and redis-server on CPUs {','.join(map(str, cpus[1:]))}"
+
+
+async def _set_affinity(cpus: set[int]) -> None:
+    os.sched_setaffinity(0, cpus)
 
 
 async def _open(settings: StoreSettings) -> SessionStore:

@@ -24,16 +24,18 @@ One run; what it reports:
   All generators share one audio encoder and one decoder and are started once; sessions run one at a
   time, interleaved (on, off, default, on, off, ...), each generator warmed up with one short session
   first; medians are reported. ``cpu_ms_per_frame`` counts this process, the encoder, the decoder,
-  the generator in use and redis-server (from ``/proc``). ``slowdown_percent`` =
+  the generator in use and redis-server (from ``/proc``); ``cpu_ms_per_frame_by_process`` splits it
+  (the decoder's VAE dominates the tiny preset's CPU and its run-to-run spread). ``slowdown_percent`` =
   100 * (1 - fps on / fps off); the target (``target_slowdown_percent``) is reported as
   ``meets_target``, never asserted. ``checkpoints_per_session`` counts the CheckpointNotices a
   session received: a checkpoint due while the previous one is still being written is skipped, and
   with a client faster than real time the DiT runs up to ``--chunk-queue`` chunks ahead of the
   decoder, whose in-band marker a checkpoint waits for, so far fewer checkpoints than chunks are
-  written; compare ``chunks_per_session``.
+  written; compare ``chunks_per_session``. ``checkpoints_skipped_per_session`` is the generator's own
+  count of checkpoints due but not taken (``SessionEnd.checkpoints_skipped``): none goes unreported.
 * ``realtime_checkpoints_on`` / ``_off`` (``realtime_repeats`` > 0): the same audio sent at real-time
-  pace to the 'on' and 'off' generators, interleaved. Throughput is then the audio's, so the figure
-  is ``cpu_ms_per_frame`` and ``realtime_cpu_overhead_percent``: the CPU a live session's
+  pace to the 'on' and 'off' generators, interleaved (on, off, on, off, ...). Throughput is then the
+  audio's, so the figure is ``cpu_ms_per_frame`` and ``realtime_cpu_overhead_percent``: the CPU a live session's
   checkpoints cost.
 * ``resume`` (scenario ``sigkill_mid_session``): the real-time session above is on a generator of
   its own; once it has received ``KILL_AFTER_CHECKPOINTS`` CheckpointNotices that generator is sent

@@ -17,6 +17,7 @@ from bench.checkpoint.sessions import (
     WARMUP_SECONDS,
     Generator,
     Inputs,
+    Peers,
     Run,
     enter_concurrently,
     generator_process,
@@ -52,7 +53,7 @@ class CheckpointBench:
     repeats: int = 5  # timed sessions per generator, interleaved
     every_chunks: int = 1  # the 'on' generator's --checkpoint-every-chunks
     default_policy: bool = True  # also a generator with the default policy
-    realtime_repeats: int = 3  # sessions at real-time pace per generator ('on' and 'off')
+    realtime_repeats: int = 5  # sessions at real-time pace per generator ('on' and 'off'), interleaved
     resume_seconds: float = 8.0  # of speech in the killed and resumed session
     store_repeats: int = 7  # write/read pairs of the store timing
 
@@ -166,16 +167,16 @@ def measure_sessions(
         processes = [generator_process(bench.preset, enc, dec, *extra) for _, extra in specs]
         started = enter_concurrently(stack, processes)
         gens = {name: Generator(name, target, proc) for (name, _), (target, proc) in zip(specs, started, strict=True)}
-        pids = [enc_proc.pid, dec_proc.pid, redis_pid(url)]
+        peers = Peers(enc_proc.pid, dec_proc.pid, redis_pid(url))
 
         for name, _ in modes:
             asyncio.run(warm_up(gens[name], inputs, warm))
         for _ in range(bench.repeats):
             for name, _ in modes:
-                runs[name].append(timed_session(gens[name], pids, inputs, pcm))
+                runs[name].append(timed_session(gens[name], peers, inputs, pcm))
         for _ in range(bench.realtime_repeats):
             for name in paced_modes:
-                paced[name].append(timed_session(gens[name], pids, inputs, pcm, realtime=True))
+                paced[name].append(timed_session(gens[name], peers, inputs, pcm, realtime=True))
         resume, checkpoint = asyncio.run(kill_and_resume(gens["victim"], gens["on"], url, inputs, live))
     return SessionFigures(runs, paced, resume, checkpoint)
 

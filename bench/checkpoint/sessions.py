@@ -43,6 +43,8 @@ class Run:
     first_chunk_s: float | None  # opening the stream to the first FrameChunk
     cpu_seconds: float | None
     checkpoints: int  # CheckpointNotices received
+    skipped: int  # checkpoints due but not taken (SessionEnd.checkpoints_skipped)
+    cpu_by_process: dict[str, float] | None = None  # CPU seconds per process (PROCESSES), None where unreadable
 
     @property
     def fps(self) -> float:
@@ -58,6 +60,18 @@ class Inputs:
     fmt: int  # common_pb2 output format
     width: int
     height: int
+
+
+@dataclass(frozen=True)
+class Peers:
+    """The processes every session uses besides its generator (their CPU counts)."""
+
+    encoder: int  # pid
+    decoder: int
+    redis: int
+
+
+PROCESSES = ("client", "audio_encoder", "decoder", "redis", "generator")  # Run.cpu_by_process's keys
 
 
 @dataclass(frozen=True)
@@ -95,15 +109,21 @@ async def session(
     return result, first[0] if first else None
 
 
-def timed_session(gen: Generator, pids: list[int], inputs: Inputs, pcm: np.ndarray, realtime: bool = False) -> Run:
-    clock = CpuClock([*pids, gen.proc.pid])
-    c0 = clock.read()
+def timed_session(
+    gen: Generator, peers: Peers, inputs: Inputs, pcm: np.ndarray, realtime: bool = False
+) -> Run:  # fmt: skip
+    clock = CpuClock([peers.encoder, peers.decoder, peers.redis, gen.proc.pid])
+    c0, s0 = clock.read_each(), time.process_time()
     result, first = asyncio.run(session(gen, inputs, pcm, realtime=realtime))
-    c1 = clock.read()
+    c1, s1 = clock.read_each(), time.process_time()
     if result.end is None or result.end.frames != result.frame_count:
         raise RuntimeError(f"the session on {gen.name} ended without a complete SessionEnd: {result.end}")
-    cpu = None if c0 is None or c1 is None else c1 - c0
-    return Run(result.frame_count, result.seconds, first, cpu, len(result.checkpoints))
+    each = None
+    if c0 is not None and c1 is not None:
+        each = dict(zip(PROCESSES, [s1 - s0, *(b - a for a, b in zip(c0, c1, strict=True))], strict=True))
+    cpu = None if each is None else sum(each.values())
+    return Run(result.frame_count, result.seconds, first, cpu, len(result.checkpoints), result.end.checkpoints_skipped,
+               each)  # fmt: skip
 
 
 async def warm_up(gen: Generator, inputs: Inputs, pcm: np.ndarray) -> None:
@@ -179,6 +199,11 @@ async def kill_and_resume(
 def summarise(config: LiveActConfig, runs: list[Run], every_chunks: int | None) -> dict:
     fps = median([r.fps for r in runs])
     cpu = median([r.cpu_seconds / r.frames if r.cpu_seconds is not None and r.frames else None for r in runs])
+    by_process = {
+        p: round_or_none(median([1000.0 * r.cpu_by_process[p] / r.frames if r.cpu_by_process and r.frames else None
+                                 for r in runs]), 2)
+        for p in PROCESSES
+    }  # fmt: skip
     return {
         "every_chunks": every_chunks,  # None: no Redis, no checkpoints
         "frames": runs[0].frames,
@@ -186,14 +211,20 @@ def summarise(config: LiveActConfig, runs: list[Run], every_chunks: int | None) 
         "seconds": round(statistics.median(r.seconds for r in runs), 3),
         "time_to_first_chunk_s": round_or_none(median([r.first_chunk_s for r in runs]), 3),
         "cpu_ms_per_frame": round_or_none(None if cpu is None else 1000.0 * cpu, 2),
+        "cpu_ms_per_frame_by_process": by_process,  # each a median on its own: they need not add up
         "chunks_per_session": chunks_needed(config, runs[0].frames),
         "checkpoints_per_session": median([r.checkpoints for r in runs]),
+        "checkpoints_skipped_per_session": median([r.skipped for r in runs]),  # due but not taken: counted
         "runs": [
             {
                 "fps": round(r.fps, 2),
                 "seconds": round(r.seconds, 3),
                 "cpu_seconds": round_or_none(r.cpu_seconds, 3),
+                "cpu_seconds_by_process": None
+                if r.cpu_by_process is None
+                else {p: round(v, 3) for p, v in r.cpu_by_process.items()},
                 "checkpoints": r.checkpoints,
+                "checkpoints_skipped": r.skipped,
             }
             for r in runs
         ],

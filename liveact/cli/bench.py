@@ -107,8 +107,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ck.add_argument(
         "--realtime-repeats",
         type=int,
-        default=3,
-        help="runs per generator (on, off) with audio sent at real-time pace, for CPU per frame (default: 3; 0 skips)",
+        default=5,
+        help="runs per generator (on, off) with audio sent at real-time pace, interleaved, for CPU per frame "
+        "(default: 5; 0 skips)",
     )
     ck.add_argument(
         "--resume-seconds",
@@ -141,6 +142,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     rh.add_argument("--seconds", type=float, default=15.0, help="seconds per phase (default 15)")
     rh.add_argument("--repeats", type=int, default=3, help="phases with and without checkpoints each (default 3)")
+    rh.add_argument(
+        "--pin", action=argparse.BooleanOptionalAction, default=True,
+        help="the loop thread on a CPU of its own, the writes and redis-server on the others, as on a GPU host "
+        "whose DiT thread waits on the GPU while other cores write (default: yes; --no-pin shares every CPU)",
+    )  # fmt: skip
     rh.add_argument("--json", action="store_true", help="accepted for symmetry; output is always JSON")
     rh.set_defaults(func=run_rehearsal)
 
@@ -274,7 +280,7 @@ def run_rehearsal(args: argparse.Namespace) -> int:
     width, height = parse_wxh(args.size)
     bench = rehearsal.Rehearsal(
         scale=int(n), tp=args.tp, width=width, height=height, kv_cache=args.kv_cache,
-        budget_mbps=args.budget_mbps, seconds=args.seconds, repeats=args.repeats,
+        budget_mbps=args.budget_mbps, seconds=args.seconds, repeats=args.repeats, pin=args.pin,
     )  # fmt: skip
     print(json.dumps(rehearsal.run(bench), indent=2))
     return 0

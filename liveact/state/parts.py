@@ -6,12 +6,12 @@ that did not change since the last version (the ConvKV sink slots, the condition
 parts, which the store then refreshes instead of sending again. ``assemble`` checks each fetched
 part's size and digest before it becomes a tensor. ``PartIO`` moves parts in pipelined rounds of
 about ``PIPELINE_BYTES``, one key per command so that parts may live on different Redis Cluster
-shards.
+shards (the SETs through ``liveact.state.bulk``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -24,6 +24,7 @@ from liveact.state.schema import PartDigest, TensorRef
 __all__ = ["PIPELINE_BYTES", "CutTensor", "PartIO", "PartProblem", "assemble", "cut"]
 
 PIPELINE_BYTES = 256 * 1024 * 1024  # bytes of parts in flight per pipeline round trip (bounds memory)
+PartWrite = Callable[[list[tuple[str, memoryview]]], Awaitable[None]]  # SET (key, bytes) pairs with the session TTL
 
 
 class PartProblem(ValueError):
@@ -69,22 +70,15 @@ def assemble(ref: TensorRef, blobs: list[bytes | None]) -> torch.Tensor:
 
 
 class PartIO:
-    """Parts in and out of Redis (redis-py errors pass through: the store translates them)."""
+    """Parts in and out of Redis (redis-py errors pass through: the store translates them).
 
-    def __init__(self, client: aioredis.Redis | RedisCluster, ttl_ms: int, part_bytes: int) -> None:
-        self.client, self.ttl_ms, self.part_bytes = client, ttl_ms, part_bytes
+    The SETs go through ``write`` (``liveact.state.bulk.BulkWriter``: a blocking connection in a
+    worker thread, no copy of the bytes); everything else through the asyncio ``client``.
+    """
 
-    async def write(self, parts: list[tuple[str, memoryview]]) -> None:
-        """SET every part with the session TTL, pipelined in rounds of about PIPELINE_BYTES."""
-        pipe, in_flight = self.client.pipeline(transaction=False), 0
-        for key, view in parts:
-            pipe.set(key, view, px=self.ttl_ms)
-            in_flight += len(view)
-            if in_flight >= PIPELINE_BYTES:
-                await pipe.execute()
-                pipe, in_flight = self.client.pipeline(transaction=False), 0
-        if len(pipe):
-            await pipe.execute()
+    def __init__(self, client: aioredis.Redis | RedisCluster, write: PartWrite, ttl_ms: int, part_bytes: int
+                 ) -> None:  # fmt: skip
+        self.client, self.write, self.ttl_ms, self.part_bytes = client, write, ttl_ms, part_bytes
 
     async def refresh(self, keys: list[str]) -> list[bool]:
         """Give each existing key the session TTL again; whether each exists (a part that need not be sent)."""

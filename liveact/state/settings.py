@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import redis
 import redis.asyncio as aioredis
+import redis.cluster
+import redis.retry
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -113,6 +116,22 @@ class StoreSettings:
 
         Values are bytes (``decode_responses=False``): checkpoint parts and audio are binary.
         """
+        url, kwargs = self._client_args()
+        kwargs["retry"] = Retry(NoBackoff(), 0)  # no retries inside redis-py: the callers back off
+        if self.cluster:  # MOVED / ASK redirects are followed (the command did not run); errors are not retried
+            return RedisCluster.from_url(url, **kwargs)
+        return aioredis.from_url(url, **kwargs)
+
+    def connect_blocking(self) -> redis.Redis | redis.cluster.RedisCluster:
+        """The same connection as ``connect``, blocking: for a worker thread (``liveact.state.bulk``)."""
+        url, kwargs = self._client_args()
+        kwargs["retry"] = redis.retry.Retry(NoBackoff(), 0)
+        if self.cluster:
+            return redis.cluster.RedisCluster.from_url(url, **kwargs)
+        return redis.Redis.from_url(url, **kwargs)
+
+    def _client_args(self) -> tuple[str, dict[str, object]]:
+        """(url, keyword arguments) of a redis-py client for these settings; ``ValueError`` lists problems."""
         problems = self.validate()
         if problems:
             raise ValueError("; ".join(problems))
@@ -123,7 +142,6 @@ class StoreSettings:
             "socket_timeout": self.op_timeout_s,
             "socket_connect_timeout": self.op_timeout_s,
             "socket_keepalive": True,
-            "retry": Retry(NoBackoff(), 0),
             "decode_responses": False,
             "protocol": RESP_PROTOCOL,
         }
@@ -136,6 +154,4 @@ class StoreSettings:
                 ssl_certfile=self.tls_cert_file,
                 ssl_keyfile=self.tls_key_file,
             )
-        if self.cluster:  # MOVED / ASK redirects are followed (the command did not run); errors are not retried
-            return RedisCluster.from_url(url, **kwargs)
-        return aioredis.from_url(url, **kwargs)
+        return url, kwargs

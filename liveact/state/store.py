@@ -30,6 +30,7 @@ import torch
 from redis.asyncio.cluster import RedisCluster
 
 from liveact.state import scripts
+from liveact.state.bulk import BulkWriter
 from liveact.state.errors import (
     AudioOrderError,
     BadSecret,
@@ -176,7 +177,8 @@ class SessionStore:
         self.settings = settings
         self.client = settings.connect() if client is None else client
         self._session_ttl_ms = round(settings.session_ttl_s * MS)
-        self.parts = PartIO(self.client, self._session_ttl_ms, settings.part_bytes)
+        self.bulk = BulkWriter(settings, self._session_ttl_ms)
+        self.parts = PartIO(self.client, self.bulk.write, self._session_ttl_ms, settings.part_bytes)
         self._lease_ttl_ms = round(settings.lease_ttl_s * MS)
         register = self.client.register_script
         self._acquire = register(scripts.ACQUIRE)
@@ -189,6 +191,7 @@ class SessionStore:
         self._append = register(scripts.APPEND_AUDIO)
 
     async def close(self) -> None:
+        await asyncio.to_thread(self.bulk.close)
         await self.client.aclose()
 
     async def ping(self) -> None:

@@ -135,26 +135,36 @@ class FrameChunk(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., chunk_index: _Optional[int] = ..., first_frame: _Optional[int] = ..., frame_count: _Optional[int] = ..., pts_us: _Optional[int] = ..., frames: _Optional[_Iterable[bytes]] = ..., fmp4: _Optional[bytes] = ...) -> None: ...
 
 class CheckpointNotice(_message.Message):
-    __slots__ = ("next_frame", "session_id", "resume_secret", "version")
+    __slots__ = ("next_frame", "session_id", "resume_secret", "version", "replay_seconds", "checkpoints_skipped", "stall_ms")
     NEXT_FRAME_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     RESUME_SECRET_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINTS_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    STALL_MS_FIELD_NUMBER: _ClassVar[int]
     next_frame: int
     session_id: str
     resume_secret: str
     version: int
-    def __init__(self, next_frame: _Optional[int] = ..., session_id: _Optional[str] = ..., resume_secret: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+    replay_seconds: float
+    checkpoints_skipped: int
+    stall_ms: float
+    def __init__(self, next_frame: _Optional[int] = ..., session_id: _Optional[str] = ..., resume_secret: _Optional[str] = ..., version: _Optional[int] = ..., replay_seconds: _Optional[float] = ..., checkpoints_skipped: _Optional[int] = ..., stall_ms: _Optional[float] = ...) -> None: ...
 
 class SessionEnd(_message.Message):
-    __slots__ = ("frames", "reason", "resume")
+    __slots__ = ("frames", "reason", "resume", "checkpoints_written", "checkpoints_skipped")
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     RESUME_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINTS_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINTS_SKIPPED_FIELD_NUMBER: _ClassVar[int]
     frames: int
     reason: str
     resume: ResumeRequest
-    def __init__(self, frames: _Optional[int] = ..., reason: _Optional[str] = ..., resume: _Optional[_Union[ResumeRequest, _Mapping]] = ...) -> None: ...
+    checkpoints_written: int
+    checkpoints_skipped: int
+    def __init__(self, frames: _Optional[int] = ..., reason: _Optional[str] = ..., resume: _Optional[_Union[ResumeRequest, _Mapping]] = ..., checkpoints_written: _Optional[int] = ..., checkpoints_skipped: _Optional[int] = ...) -> None: ...
 
 class GetServerInfoRequest(_message.Message):
     __slots__ = ()

@@ -165,7 +165,7 @@ class CommitReport:
     skipped: int  # checkpoints skipped so far in the session (due while one was being written)
 
 
-OnWritten = Callable[[int, PendingCheckpoint], Awaitable[None]]
+OnWritten = Callable[[int, PendingCheckpoint, CommitReport], Awaitable[None]]
 OnFenced = Callable[[FencedError], Awaitable[None]]
 
 
@@ -248,7 +248,7 @@ class CheckpointWriter:
         return self._ids
 
     def start(self, pending: PendingCheckpoint, on_written: OnWritten, on_fenced: OnFenced) -> None:
-        """Write ``pending`` in the background; then ``await on_written(version, pending)``."""
+        """Write ``pending`` in the background; then ``await on_written(version, pending, report)``."""
         self.last_chunk, self.last_time = pending.chunk_index, time.monotonic()
         self.task = asyncio.create_task(self._write(pending, on_written, on_fenced), name="checkpoint")
 
@@ -307,7 +307,7 @@ class CheckpointWriter:
                    "stall_ms": round(report.stall_s * 1000, 2), "replay_s_max": round(report.replay_s, 2),
                    "skipped": self.skipped},
         )  # fmt: skip
-        await on_written(done.version, pending)
+        await on_written(done.version, pending, report)
 
     async def _store(self, pending: PendingCheckpoint, meta: CheckpointMeta, rank0: dict[str, torch.Tensor]
                      ) -> CheckpointWrite:  # fmt: skip

@@ -27,7 +27,7 @@ from liveact.sampling.chunking import plan_chunk
 from liveact.v1 import audio_encoder_pb2, common_pb2, decoder_pb2, generator_pb2
 from services.common.errors import RequestError
 from services.common.tensors import to_proto
-from services.generator.checkpoint import CheckpointWriter, PendingCheckpoint
+from services.generator.checkpoint import CheckpointWriter, CommitReport, PendingCheckpoint
 from services.generator.client_reader import ClientReader
 from services.generator.errors import fenced, lost_rank
 from services.generator.links import DecoderLink, EncoderLink, PcmPiece, Peers, decode_config, encode_config
@@ -40,6 +40,7 @@ from services.generator.tracing import ChunkTraces
 from services.generator.validate import SessionParams
 
 log = logging.getLogger(__name__)
+MS_PER_S = 1000.0
 
 
 class GeneratorSession:
@@ -222,10 +223,11 @@ class GeneratorSession:
             session_id=self.session_id, resume_secret=self.params.resume_secret, mode=generator_pb2.ResumeRequest.EXACT
         )
 
-    async def _checkpoint_written(self, version: int, pending: PendingCheckpoint) -> None:
+    async def _checkpoint_written(self, version: int, pending: PendingCheckpoint, report: CommitReport) -> None:
         notice = generator_pb2.CheckpointNotice(
             next_frame=pending.next_frame, session_id=self.session_id, resume_secret=self.params.resume_secret,
-            version=version,
+            version=version, replay_seconds=report.replay_s, checkpoints_skipped=report.skipped,
+            stall_ms=report.stall_s * MS_PER_S,
         )  # fmt: skip
         await self.output.put(generator_pb2.AnimateResponse(checkpoint=notice))
 
@@ -233,6 +235,8 @@ class GeneratorSession:
     async def _decode(self) -> None:
         await self.decoder.run(self._frames_arrived)
         end = generator_pb2.SessionEnd(frames=self.output.frames_sent, reason=self.end_reason)
+        if self.checkpoints is not None:
+            end.checkpoints_written, end.checkpoints_skipped = self.checkpoints.written, self.checkpoints.skipped
         if self.hand_off_to is not None:
             end.resume.CopyFrom(self.hand_off_to)
             end.resume.next_frame = self.output.next_frame

@@ -18,7 +18,7 @@ from liveact.config import LiveActConfig
 from liveact.parallel.ranks import DitSnapshot
 from liveact.sampling.chunking import plan_chunk
 from liveact.v1 import common_pb2
-from services.generator.checkpoint import CheckpointWriter, OnFenced, OnWritten, PendingCheckpoint
+from services.generator.checkpoint import CheckpointWriter, CommitReport, OnFenced, OnWritten, PendingCheckpoint
 from services.generator.client_reader import ClientReader
 from services.generator.links import DecoderLink, EncoderLink
 from services.generator.scheduler import ChunkScheduler
@@ -65,10 +65,10 @@ class SessionSnapshots:
             )  # fmt: skip
         await self.decoder.send_marker(marker)  # right after chunk next_chunk - 1
 
-        async def written(version: int, p: PendingCheckpoint) -> None:
+        async def written(version: int, p: PendingCheckpoint, report: CommitReport) -> None:
             if self.pending is p:
                 self.pending = None
-            await on_written(version, p)
+            await on_written(version, p, report)
 
         self.writer.start(pending, written, on_fenced)
 

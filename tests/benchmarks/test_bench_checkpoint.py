@@ -57,6 +57,12 @@ def test_bench_checkpoint_json(capsys):
         assert path["frames"] == SECONDS * FPS and path["fps"] > 0 and path["chunks_per_session"] == 2
         assert len(path["runs"]) == 1
     assert on["checkpoints_per_session"] >= 1 and off["checkpoints_per_session"] == 0
+    assert off["checkpoints_skipped_per_session"] == 0  # SessionEnd's count: 0 without Redis
+    for path in (on, off):  # where the CPU went: each process, adding up to the total
+        (run,) = path["runs"]
+        assert set(run["cpu_seconds_by_process"]) == {"client", "audio_encoder", "decoder", "redis", "generator"}
+        assert sum(run["cpu_seconds_by_process"].values()) == pytest.approx(run["cpu_seconds"], abs=0.005)
+        assert run["cpu_seconds_by_process"]["decoder"] > 0 and run["cpu_seconds_by_process"]["generator"] > 0
     assert isinstance(out["slowdown_percent"], (int, float))
     assert out["target_slowdown_percent"] == 3.0 and isinstance(out["meets_target"], bool)
     assert "fps_checkpoints_on_default" not in out and "realtime_checkpoints_on" not in out

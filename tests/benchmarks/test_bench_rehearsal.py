@@ -4,6 +4,7 @@ checked for consistency; the throughput target is the benchmark's to report, not
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -12,6 +13,7 @@ from liveact.cli.main import main
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
 SCALE = 256
+ALL_CPUS = os.sched_getaffinity(0)
 FIRST_PER_RANK_TP2 = 8_646_562_888  # liveact plan, 416x720 bf16, TP=2: rank 0's tensors, audio rows, decoder state
 
 
@@ -30,6 +32,8 @@ def test_bench_rehearsal_json(capsys):
     assert out["budget_mb_s"] == 12800 / SCALE and out["full_size"]["tp2"]["budget_mb_s"] == 12800
     assert out["within_budget"] and out["write_mb_s"] <= out["budget_mb_s"] * 1.001
     assert out["dit_stall_ms"]["p50"] > 0 and out["throughput_ratio"] > 0
+    assert out["cpu_layout"].startswith("loop thread on CPU") == (len(ALL_CPUS) >= 2)  # pinned by default
+    assert os.sched_getaffinity(0) == ALL_CPUS  # and this thread has every CPU back
     assert out["redis_bytes_per_session"] > per_version["first"]  # the shared parts and two versions' changed ones
     for tp in ("tp1", "tp2", "tp4"):
         full = out["full_size"][tp]

@@ -96,7 +96,7 @@ def test_the_writer_reports_bytes_replay_and_skipped_checkpoints(server):
                 collecting_rows=False,
             )  # fmt: skip
 
-        async def written(version, p):
+        async def written(version, p, report):
             pass
 
         async def fenced(exc):

@@ -28,7 +28,7 @@ from liveact.client import animate_resumable
 from liveact.client.animate import AnimateResult
 from liveact.config import get_preset
 from liveact.launch import free_port
-from liveact.sampling.chunking import plan_chunk
+from liveact.sampling.chunking import plan_chunk, video_frames_per_chunk
 from liveact.state.settings import StoreSettings
 from liveact.state.store import SessionStore
 from liveact.v1 import common_pb2, generator_pb2
@@ -78,6 +78,12 @@ def test_kill_9_then_exact_resume_on_another_generator_is_bitwise(peers, redis, 
     assert reference.end.frames == LONG_SECONDS * 20
     assert reference.checkpoints and reference.checkpoints[0].version == 1  # notices come in-band
     assert reference.checkpoints[0].session_id == reference.header.session_id
+    # each notice says what an EXACT resume may replay and what the capture stalled; the end counts them all
+    steady_chunk_s = video_frames_per_chunk(get_preset("tiny"), 1) / 20  # EVERY chunk: the replay bound
+    assert all(c.replay_seconds == pytest.approx(EVERY * steady_chunk_s) for c in reference.checkpoints)
+    assert all(c.stall_ms > 0 for c in reference.checkpoints)
+    assert reference.end.checkpoints_written == len(reference.checkpoints)
+    assert reference.end.checkpoints_skipped >= reference.checkpoints[-1].checkpoints_skipped
     expected = frames_of(reference.chunks)
 
     with generator(peers, redis, *mode) as (gen_a, proc_a), generator(peers, redis) as (gen_b, _):
