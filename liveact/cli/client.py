@@ -73,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
         "seconds": round(result.seconds, 3),
         "fps": round(result.frame_count / result.seconds, 2) if result.seconds else 0.0,
         "checkpoints": len(result.checkpoints),
+        "checkpoints_skipped": result.end.checkpoints_skipped if result.end is not None else 0,
+        # what an EXACT resume from the newest checkpoint may replay, as the generator reported it
+        "resume_replay_s": round(result.checkpoints[-1].replay_seconds, 2) if result.checkpoints else None,
     }
     print(json.dumps(summary, indent=2))
     return 0

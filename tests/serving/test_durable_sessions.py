@@ -11,6 +11,7 @@ import grpc
 import numpy as np
 import pytest
 from generator_helpers import (
+    EXAMPLES,
     KILL_AFTER_VERSIONS,
     RATE,
     assert_versions_share_parts,
@@ -422,3 +423,30 @@ def test_live_resume_goes_on_from_the_restored_memory_within_three_chunk_periods
     got = [i for i, _ in frames_of(second.chunks)]
     assert got == list(range(live_frame, SECONDS * 20))  # contiguous to the end of the live audio, none twice
     assert second.end.frames == len(got)
+
+
+def test_liveact_client_reports_checkpoints_skips_and_the_resume_cost(peers, redis, tmp_path, capsys):
+    """`liveact client`'s summary: the checkpoints the session announced, those skipped, and what an EXACT resume
+    from the newest would replay (one steady chunk, as --checkpoint-every-chunks 1 asks)."""
+    import json
+    import wave
+
+    from liveact.cli.main import main
+
+    seconds = 4
+    audio = tmp_path / "speech.wav"
+    with wave.open(str(audio), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes((speech_clip(seconds) * 32768.0).astype("<i2").tobytes())
+    face = EXAMPLES / "face.png"
+    with generator(peers, redis) as (gen, _):
+        out = tmp_path / "o.mp4"
+        argv = ["client", "--target", gen, "--image", str(face), "--audio", str(audio), "--out", str(out)]
+        assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["frames"] == seconds * 20 and out.stat().st_size > 0
+    assert summary["checkpoints"] >= 1 and summary["checkpoints_skipped"] >= 0
+    steady_chunk_s = video_frames_per_chunk(get_preset("tiny"), 1) / 20
+    assert summary["resume_replay_s"] == pytest.approx(EVERY * steady_chunk_s, abs=0.01)
