@@ -11,7 +11,10 @@ recorded with its error and the next one still runs:
 5. ``load``: a liveact-18b-width DiT (one block, sharded bf16 safetensors) loaded onto the device: the peak
    device bytes while loading against the weights' bytes;
 6. ``repeat``: the same chunk generated twice from the same state (the sampler restored from its own export):
-   bitwise equal, or the largest difference (what "EXACT resume" can promise on this GPU).
+   bitwise equal, or the largest difference (what "EXACT resume" can promise on this GPU);
+7. ``capture``: a checkpoint's capture as the generator takes it (``StateCapture``: pinned host buffers filled
+   on a side stream, the chunk that next compacts waiting for the event) while two more chunks run; the
+   buffers must equal ``export_sampler``'s bytes taken at the capture, and the DiT thread's stall is reported.
 
 ``--cpu`` runs the same steps with the tiny preset on the CPU (64x64 and 128x128; device peaks are null), so CI
 runs the script (``tests/benchmarks/test_gpu_check.py``) and it cannot rot.
@@ -36,10 +39,11 @@ from liveact.config import get_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAN_TOLERANCE = 0.10  # the plan's peak against the measured one (issue 22)
-STEP_TIMEOUT_S = {"machine": 60, "tests": 240, "bench": 300, "plan": 180, "load": 180, "repeat": 240}
+STEP_TIMEOUT_S = {"machine": 60, "tests": 240, "bench": 300, "plan": 180, "load": 180, "repeat": 240, "capture": 240}
 BENCH_CHUNKS, BENCH_WARMUP = 3, 2
 KV_MODES = ("model", "fp8")  # caches in the DiT's dtype (bf16 on CUDA, fp32 on the CPU), or float8
 REPEAT_CHUNK = 2  # the first chunk that runs the cache update: the state before it is exported, then it runs twice
+CAPTURE_CHUNKS_AFTER = 2  # chunks run while a capture's copy may still be in flight (the second compacts)
 
 
 @dataclass(frozen=True)
@@ -163,14 +167,44 @@ def step_repeat(mode: Mode) -> dict:
             else None}  # fmt: skip
 
 
-STEPS = ("machine", "tests", "bench", "plan", "load", "repeat")
+def step_capture(mode: Mode) -> dict:
+    from bench import gpu
+    from liveact.sampling.capture import StateCapture
+    from liveact.sampling.noise import SeededNoise
+    from liveact.sampling.state import export_sampler
+    from liveact.sampling.stream import StreamingSampler
+
+    device = torch.device(mode.device)
+    width, height = mode.sizes[0]
+    config = get_preset(mode.preset)
+    with torch.no_grad():
+        model = gpu.build(config, device, gpu.DTYPES[mode.dtype], seed=0)
+        cond, feats = gpu.session(model, width, height, REPEAT_CHUNK + CAPTURE_CHUNKS_AFTER, 0, device)
+        sampler = StreamingSampler(model, cond, SeededNoise(0, device))
+        for _ in range(REPEAT_CHUNK):
+            sampler.next_chunk(feats)
+        capture = StateCapture()
+        captured = capture.capture(sampler)  # the copy is enqueued; the DiT thread goes on
+        reference = export_sampler(sampler)  # the same state, copied synchronously (the compaction ran already)
+        for _ in range(CAPTURE_CHUNKS_AFTER):  # the second rewrites the persistent slots: it waits for the copy
+            sampler.next_chunk(feats)
+        captured.wait()
+        differ = [n for n, t in reference.items() if not torch.equal(captured.tensors[n].view(torch.uint8),
+                                                                     t.view(torch.uint8))]  # fmt: skip
+    return {"size": f"{width}x{height}", "bytes": capture.nbytes, "tensors": len(reference),
+            "stall_ms": round(captured.stall_s * 1000, 3), "asynchronous": captured.done is not None,
+            "pinned": all(t.is_pinned() for t in captured.tensors.values()) if device.type == "cuda" else None,
+            "equal_export": not differ, "differing": differ[:5], "ok": not differ}  # fmt: skip
+
+
+STEPS = ("machine", "tests", "bench", "plan", "load", "repeat", "capture")
 
 
 def run_step(name: str, mode: Mode, bench: dict) -> dict:
     if name == "plan":
         return step_plan(mode, bench)
     return {"machine": step_machine, "tests": step_tests, "bench": step_bench, "load": step_load,
-            "repeat": step_repeat}[name](mode)  # fmt: skip
+            "repeat": step_repeat, "capture": step_capture}[name](mode)  # fmt: skip
 
 
 # -- the orchestrator ------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.integration  # the script starts processes (six steps: about 45 s)
+pytestmark = pytest.mark.integration  # the script starts processes (seven steps: about 50 s)
 
 
 def test_gpu_check_runs_every_step_on_the_cpu(tmp_path):
@@ -22,7 +22,7 @@ def test_gpu_check_runs_every_step_on_the_cpu(tmp_path):
     report = json.loads(out.read_text())
     assert report == json.loads(proc.stdout)
     steps = report["steps"]
-    assert list(steps) == ["machine", "tests", "bench", "plan", "load", "repeat"]
+    assert list(steps) == ["machine", "tests", "bench", "plan", "load", "repeat", "capture"]
     assert report["ok"] and all(s["ok"] for s in steps.values()), {k: s.get("error") for k, s in steps.items()}
     assert steps["tests"]["files"] == ["tests/benchmarks/test_bench_gpu.py"]
     for kv in ("model", "fp8"):
@@ -36,6 +36,9 @@ def test_gpu_check_runs_every_step_on_the_cpu(tmp_path):
     assert weights < by["fp8", "64x64"] < by["model", "64x64"] < by["model", "128x128"]
     assert steps["load"]["weights_bytes"] == weights
     assert steps["repeat"]["bitwise_equal"] is True and steps["repeat"]["max_abs_diff"] == 0.0
+    capture = steps["capture"]  # on the CPU a plain copy: equal, synchronous, no pinned memory
+    assert capture["equal_export"] is True and capture["asynchronous"] is False and capture["pinned"] is None
+    assert capture["bytes"] > 0 and capture["stall_ms"] > 0
 
 
 def test_an_unknown_step_is_refused():
