@@ -32,6 +32,7 @@ size; from the second capture on the sink slots and conditioning are not copied 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import secrets
 import statistics
@@ -48,6 +49,7 @@ from liveact.plan.dryrun import PlanCase, dry_run
 from liveact.plan.redis_plan import rank_share, redis_plan, shared
 from liveact.sampling.audio_window import held_rows_bytes
 from liveact.sampling.capture import Captured, StateCapture
+from liveact.state.redis_memory import part_sizes
 from liveact.state.schema import AUDIO_ROWS, DECODER_STATE, CheckpointMeta, SessionInfo
 from liveact.state.settings import StoreSettings
 from liveact.state.store import CheckpointWrite, SessionStore
@@ -119,13 +121,19 @@ class Ranks:
                 for n, b in sizes.items()
             })  # fmt: skip
         self.changing = [[t for n, t in ts.items() if not shared(n)] for ts in self.tensors]
-        self.cut = cut
+        # each changing tensor's first byte of every part the store cuts it into (redis_memory.part_sizes)
+        self.starts = [[_part_starts(t.numel(), cut) for t in ts] for ts in self.changing]
 
     def step(self) -> None:
         """What a chunk does to the state: every changed tensor gets new bytes in every part."""
-        for ts in self.changing:
-            for t in ts:
-                t[:: self.cut] += 1
+        for ts, starts in zip(self.changing, self.starts, strict=True):
+            for t, at in zip(ts, starts, strict=True):
+                t[at] += 1
+
+
+def _part_starts(nbytes: int, cut: int) -> torch.Tensor:
+    sizes = part_sizes(nbytes, cut)
+    return torch.tensor([0, *itertools.accumulate(sizes[:-1])], dtype=torch.long)
 
 
 class Loop:
@@ -218,7 +226,7 @@ def run(bench: Rehearsal) -> dict:
     torch.set_num_threads(1)  # the DiT loop on one thread; the writes (hashing, Redis) on others
     full_rank, full_rows, full_decoder = layout(bench)
     settings = StoreSettings(key_prefix=KEY_PREFIX)
-    ranks = Ranks(full_rank, full_rows, full_decoder, bench, settings.cut_bytes // bench.scale or 1)
+    ranks = Ranks(full_rank, full_rows, full_decoder, bench, settings.cut_bytes)  # the store's own cut
     aio = asyncio.new_event_loop()
     thread = threading.Thread(target=aio.run_forever, daemon=True)
     thread.start()

@@ -37,6 +37,7 @@ __all__ = [
     "raw_bytes",
     "split",
     "unpack",
+    "views_of",
 ]
 
 # What safetensors stores (torch dtypes that exist in this torch build); anything else is refused
@@ -116,6 +117,18 @@ def part_views(data: bytes | memoryview, part_bytes: int) -> list[memoryview]:
     if not len(view):
         return [view]
     return [view[i : i + part_bytes] for i in range(0, len(view), part_bytes)]
+
+
+def views_of(data: bytes | memoryview, sizes: list[int]) -> list[memoryview]:
+    """Zero-copy consecutive parts of ``data`` of the given ``sizes`` (they must add up to its length)."""
+    view = memoryview(data)
+    if sum(sizes) != len(view):
+        raise ValueError(f"part sizes add up to {sum(sizes)}, not the {len(view)} bytes")
+    out, at = [], 0
+    for n in sizes:
+        out.append(view[at : at + n])
+        at += n
+    return out
 
 
 def split(data: bytes, part_bytes: int) -> list[bytes]:

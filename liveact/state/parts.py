@@ -19,6 +19,7 @@ import torch
 from redis.asyncio.cluster import RedisCluster
 
 from liveact.state import codec
+from liveact.state.redis_memory import part_sizes
 from liveact.state.schema import PartDigest, TensorRef
 
 __all__ = ["PIPELINE_BYTES", "CutTensor", "PartIO", "PartProblem", "assemble", "cut"]
@@ -40,13 +41,15 @@ class CutTensor:
 
 
 def cut(tensors: Mapping[str, torch.Tensor], part_bytes: int) -> list[CutTensor]:
-    """Every tensor (CPU; sorted by name) as parts of at most ``part_bytes`` with their sha256."""
+    """Every tensor (CPU; sorted by name) as parts of at most ``part_bytes`` with their sha256, each filling its
+    Redis size class (``redis_memory.part_sizes``: no allocator slack, the tail of a tensor too)."""
     out = []
     for name in sorted(tensors):
         t = tensors[name]
         if not isinstance(t, torch.Tensor):
             raise codec.CodecError(f"{name!r} is a {type(t).__name__}, not a torch.Tensor")
-        views = codec.part_views(codec.raw_bytes(t), part_bytes)
+        raw = codec.raw_bytes(t)
+        views = codec.views_of(raw, part_sizes(len(raw), part_bytes))
         parts = tuple(PartDigest(codec.digest(v), len(v)) for v in views)
         out.append(CutTensor(TensorRef(name, codec.dtype_name(t.dtype), tuple(t.shape), parts), tuple(views)))
     return out

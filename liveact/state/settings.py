@@ -26,6 +26,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from liveact.state.redis_memory import fill_size
+
 __all__ = ["KEY_PREFIX_PATTERN", "MAX_PART_BYTES", "MIN_KEEP_VERSIONS", "MIN_PART_BYTES", "StoreSettings"]
 
 KIB = 1024
@@ -33,10 +35,6 @@ MIB = 1024 * KIB
 MIN_PART_BYTES = KIB
 MAX_PART_BYTES = 256 * MIB  # far below Redis's 512 MB value cap (proto-max-bulk-len)
 DEFAULT_PART_BYTES = 64 * MIB
-# Redis stores a value in a jemalloc size class (four per doubling above 16 KiB): a part of exactly 64 MiB
-# plus Redis' own header lands in the 80 MiB class (25 % lost; measured with MEMORY USAGE), 64 KiB less in
-# the 64 MiB one. Parts of 1 MiB and more are cut this much short of part_bytes (``cut_bytes``).
-ALLOCATOR_HEADROOM = 64 * KIB
 MIN_TTL_S = 0.001  # Redis expiries are whole milliseconds
 MIN_KEEP_VERSIONS = 2  # the newest may be corrupt; the one before it is the fallback
 KEY_PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # no '{' '}' (hash tags) and no ':' (separator)
@@ -66,8 +64,9 @@ class StoreSettings:
 
     @property
     def cut_bytes(self) -> int:
-        """The size checkpoint parts are cut to: ``part_bytes`` less ``ALLOCATOR_HEADROOM`` from 1 MiB up."""
-        return self.part_bytes - ALLOCATOR_HEADROOM if self.part_bytes >= MIB else self.part_bytes
+        """The longest checkpoint part: ``part_bytes`` less what would push it past its allocator size class
+        (a part of exactly 64 MiB costs Redis 80 MiB; ``liveact.state.redis_memory.fill_size``)."""
+        return fill_size(self.part_bytes)
 
     @property
     def use_tls(self) -> bool:

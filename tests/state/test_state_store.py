@@ -658,9 +658,10 @@ def test_truncate_audio_drops_the_tail_so_it_can_be_logged_again(server):
 
 
 def test_parts_cost_redis_what_the_memory_model_says_and_no_part_lands_a_size_class_up(server):
-    """MEMORY USAGE of every part equals liveact.state.redis_memory's figure; 4 MiB parts are cut 64 KiB short, so
-    each costs 4 MiB (+ its key), not the 5 MiB class a value of exactly 4 MiB plus Redis' header lands in."""
-    from liveact.state.redis_memory import part_memory, size_class, tensor_memory
+    """MEMORY USAGE of every part equals liveact.state.redis_memory's figure; 4 MiB parts are cut 10 bytes short (Redis'
+    string header), so each costs 4 MiB (+ its key), not the 5 MiB class a value of exactly 4 MiB lands in; the tail
+    of a tensor is cut into parts that fill their classes too."""
+    from liveact.state.redis_memory import TAIL_BYTES, part_memory, size_class, tensor_memory
 
     mib = 1024 * KIB
     shards = [{"a": torch.zeros(3 * mib, dtype=torch.uint8) + 1, "b": torch.ones(1000, 7), "c": torch.tensor([3])}]
@@ -676,7 +677,7 @@ def test_parts_cost_redis_what_the_memory_model_says_and_no_part_lands_a_size_cl
 
     cut = run(main())
     r = sync(server)
-    assert cut == 4 * mib - 64 * KIB
+    assert cut == 4 * mib - 10
     usage = {k: r.memory_usage(k, samples=0) for k in part_keys(r)}
     sizes = {k: r.strlen(k) for k in usage}
     chars = len(part_keys(r)[0])
@@ -685,5 +686,8 @@ def test_parts_cost_redis_what_the_memory_model_says_and_no_part_lands_a_size_cl
     ]
     assert sorted(sizes.values()).count(cut) == 2 and max(usage.values()) == part_memory(cut, chars) < 4 * mib + KIB
     assert size_class(4 * mib + 10) == 5 * mib  # what an uncut 4 MiB part would have cost
+    large = [n for n in sizes.values() if n >= TAIL_BYTES]  # 3 MiB - 10, 2 x (4 MiB - 10), 2 MiB - 10
+    assert sorted(large) == [2 * mib - 10, 3 * mib - 10, cut, cut]
+    assert all(size_class(n + 10) == n + 10 for n in large)  # each fills its class: no slack
     tensors = [*shards[0].values(), torch.zeros(10 * mib, dtype=torch.uint8)]
     assert sum(usage.values()) == sum(tensor_memory(t.nbytes, cut, chars) for t in tensors)
