@@ -32,10 +32,15 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from liveact.config import get_preset
+
+if TYPE_CHECKING:
+    from liveact.model.dit import LiveActDiT
+    from liveact.sampling.stream import StreamingSampler
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAN_TOLERANCE = 0.10  # the plan's peak against the measured one (issue 22)
@@ -142,58 +147,66 @@ def step_load(mode: Mode) -> dict:
             "peak_over_weights": None if peak is None else peak / weights, "seconds": seconds}  # fmt: skip
 
 
-def step_repeat(mode: Mode) -> dict:
+@dataclass
+class Running:
+    """A session's sampler after REPEAT_CHUNK chunks, with features for more."""
+
+    model: LiveActDiT
+    sampler: StreamingSampler
+    feats: torch.Tensor
+    device: torch.device
+    size: str
+
+
+@torch.no_grad()
+def running_session(mode: Mode, chunks_after: int) -> Running:
+    """Mode's model with random weights and conditioning; REPEAT_CHUNK chunks generated, ``chunks_after`` to go."""
     from bench import gpu
-    from liveact.determinism import apply
     from liveact.sampling.noise import SeededNoise
-    from liveact.sampling.state import export_sampler, restore_sampler
     from liveact.sampling.stream import StreamingSampler
 
     device = torch.device(mode.device)
-    policy = apply(device)
     width, height = mode.sizes[0]
-    config = get_preset(mode.preset)
+    model = gpu.build(get_preset(mode.preset), device, gpu.DTYPES[mode.dtype], seed=0)
+    cond, feats = gpu.session(model, width, height, REPEAT_CHUNK + chunks_after, 0, device)
+    sampler = StreamingSampler(model, cond, SeededNoise(0, device))
+    for _ in range(REPEAT_CHUNK):
+        sampler.next_chunk(feats)
+    return Running(model, sampler, feats, device, f"{width}x{height}")
+
+
+def step_repeat(mode: Mode) -> dict:
+    from liveact.determinism import apply
+    from liveact.sampling.state import export_sampler, restore_sampler
+
+    policy = apply(torch.device(mode.device))
+    run = running_session(mode, 1)
     with torch.no_grad():
-        model = gpu.build(config, device, gpu.DTYPES[mode.dtype], seed=0)
-        cond, feats = gpu.session(model, width, height, REPEAT_CHUNK + 1, 0, device)
-        sampler = StreamingSampler(model, cond, SeededNoise(0, device))
-        for _ in range(REPEAT_CHUNK):
-            sampler.next_chunk(feats)
-        state = export_sampler(sampler)
-        first = sampler.next_chunk(feats).latent.float().cpu()
-        again = restore_sampler(model, state, device).next_chunk(feats).latent.float().cpu()
-    return {"size": f"{width}x{height}", "chunk": REPEAT_CHUNK, "bitwise_equal": bool(torch.equal(first, again)),
+        state = export_sampler(run.sampler)
+        first = run.sampler.next_chunk(run.feats).latent.float().cpu()
+        again = restore_sampler(run.model, state, run.device).next_chunk(run.feats).latent.float().cpu()
+    return {"size": run.size, "chunk": REPEAT_CHUNK, "bitwise_equal": bool(torch.equal(first, again)),
             "max_abs_diff": float((first - again).abs().max()), "determinism": dataclasses.asdict(policy) if policy
             else None}  # fmt: skip
 
 
 def step_capture(mode: Mode) -> dict:
-    from bench import gpu
     from liveact.sampling.capture import StateCapture
-    from liveact.sampling.noise import SeededNoise
     from liveact.sampling.state import export_sampler
-    from liveact.sampling.stream import StreamingSampler
 
-    device = torch.device(mode.device)
-    width, height = mode.sizes[0]
-    config = get_preset(mode.preset)
+    run = running_session(mode, CAPTURE_CHUNKS_AFTER)
     with torch.no_grad():
-        model = gpu.build(config, device, gpu.DTYPES[mode.dtype], seed=0)
-        cond, feats = gpu.session(model, width, height, REPEAT_CHUNK + CAPTURE_CHUNKS_AFTER, 0, device)
-        sampler = StreamingSampler(model, cond, SeededNoise(0, device))
-        for _ in range(REPEAT_CHUNK):
-            sampler.next_chunk(feats)
         capture = StateCapture()
-        captured = capture.capture(sampler)  # the copy is enqueued; the DiT thread goes on
-        reference = export_sampler(sampler)  # the same state, copied synchronously (the compaction ran already)
+        captured = capture.capture(run.sampler)  # the copy is enqueued; the DiT thread goes on
+        reference = export_sampler(run.sampler)  # the same state, copied synchronously (the compaction ran already)
         for _ in range(CAPTURE_CHUNKS_AFTER):  # the second rewrites the persistent slots: it waits for the copy
-            sampler.next_chunk(feats)
+            run.sampler.next_chunk(run.feats)
         captured.wait()
         differ = [n for n, t in reference.items() if not torch.equal(captured.tensors[n].view(torch.uint8),
                                                                      t.view(torch.uint8))]  # fmt: skip
-    return {"size": f"{width}x{height}", "bytes": capture.nbytes, "tensors": len(reference),
+    return {"size": run.size, "bytes": capture.nbytes, "tensors": len(reference),
             "stall_ms": round(captured.stall_s * 1000, 3), "asynchronous": captured.done is not None,
-            "pinned": all(t.is_pinned() for t in captured.tensors.values()) if device.type == "cuda" else None,
+            "pinned": all(t.is_pinned() for t in captured.tensors.values()) if run.device.type == "cuda" else None,
             "equal_export": not differ, "differing": differ[:5], "ok": not differ}  # fmt: skip
 
 

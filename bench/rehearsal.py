@@ -173,12 +173,13 @@ class Loop:
         return chunks, time.perf_counter() - start, self.sent_per_rank() - sent0
 
     def maybe_checkpoint(self, chunk: int) -> None:
+        busy = self.writing()
         last = self.writes[-1].written_per_rank if self.writes else 0
-        if self.writing():  # the one in flight spaces the next by its bytes at most: all it captured
+        if busy:  # the one in flight spaces the next by its bytes at most: all it captured
             last = max(last, max(c.nbytes for c in self.captures))
         if not self.policy.due(1, time.perf_counter() - self._last_time, last):
             return
-        if self.writing():
+        if busy:
             self.skipped += not self._skipping  # due while the previous one is still being written: counted once
             self._skipping = True
             return

@@ -7,8 +7,8 @@ A checkpoint read back from Redis must not be able to run code, so the only deco
 
 ``pack`` moves every tensor to the CPU and makes it contiguous (a private copy where it is a view
 sharing storage with another entry), so callers may pass views, GPU tensors or strided slices.
-``split`` cuts one blob into parts of at most ``part_bytes`` (Redis caps a value at 512 MB); the
-parts joined in order are the blob again.
+``views_of`` cuts bytes into consecutive zero-copy parts of given sizes (Redis caps a value at 512 MB;
+``liveact.state.redis_memory.part_sizes`` chooses them).
 
 A checkpoint stores each tensor's raw bytes instead (``raw_bytes`` / ``from_raw``: little-endian,
 C order, the dtype by name from ``SUPPORTED_DTYPES``, the shape checked against the byte count), so
@@ -31,11 +31,8 @@ __all__ = [
     "digest",
     "dtype_name",
     "from_raw",
-    "join",
     "pack",
-    "part_views",
     "raw_bytes",
-    "split",
     "unpack",
     "views_of",
 ]
@@ -109,16 +106,6 @@ def unpack(data: bytes | bytearray | memoryview) -> dict[str, torch.Tensor]:
         raise CodecError(f"not a valid safetensors blob ({len(data)} bytes): {exc}") from exc
 
 
-def part_views(data: bytes | memoryview, part_bytes: int) -> list[memoryview]:
-    """Zero-copy parts of ``data``, each at most ``part_bytes`` long (one empty part for empty data)."""
-    if part_bytes < 1:
-        raise ValueError(f"part_bytes must be >= 1, got {part_bytes}")
-    view = memoryview(data)
-    if not len(view):
-        return [view]
-    return [view[i : i + part_bytes] for i in range(0, len(view), part_bytes)]
-
-
 def views_of(data: bytes | memoryview, sizes: list[int]) -> list[memoryview]:
     """Zero-copy consecutive parts of ``data`` of the given ``sizes`` (they must add up to its length)."""
     view = memoryview(data)
@@ -129,15 +116,6 @@ def views_of(data: bytes | memoryview, sizes: list[int]) -> list[memoryview]:
         out.append(view[at : at + n])
         at += n
     return out
-
-
-def split(data: bytes, part_bytes: int) -> list[bytes]:
-    """``data`` cut into parts of at most ``part_bytes`` bytes, in order (copies; see ``part_views``)."""
-    return [bytes(v) for v in part_views(data, part_bytes)]
-
-
-def join(parts: list[bytes] | list[memoryview]) -> bytes:
-    return b"".join(parts)
 
 
 def digest(data: bytes | memoryview) -> str:

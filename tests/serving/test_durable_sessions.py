@@ -429,17 +429,13 @@ def test_liveact_client_reports_checkpoints_skips_and_the_resume_cost(peers, red
     """`liveact client`'s summary: the checkpoints the session announced, those skipped, and what an EXACT resume
     from the newest would replay (one steady chunk, as --checkpoint-every-chunks 1 asks)."""
     import json
-    import wave
+
+    from signals import write_wav
 
     from liveact.cli.main import main
 
     seconds = 4
-    audio = tmp_path / "speech.wav"
-    with wave.open(str(audio), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes((speech_clip(seconds) * 32768.0).astype("<i2").tobytes())
+    audio = write_wav(tmp_path / "speech.wav", speech_clip(seconds), RATE)
     face = EXAMPLES / "face.png"
     with generator(peers, redis) as (gen, _):
         out = tmp_path / "o.mp4"

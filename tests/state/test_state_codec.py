@@ -12,6 +12,8 @@ from liveact.state import Backoff, codec
 from liveact.state.settings import MAX_PART_BYTES, MIN_PART_BYTES, StoreSettings
 
 KIB = 1024
+MIB = 1024 * KIB
+LARGEST_STRING_HEADER = 10  # sds header and NUL of a value over 64 KiB
 
 
 def sample_tensors() -> dict[str, torch.Tensor]:
@@ -78,16 +80,20 @@ def test_pickle_and_garbage_are_not_decoded():
         codec.unpack(blob[: len(blob) // 2])  # truncated
 
 
-@pytest.mark.parametrize("size", [0, 1, 4 * KIB - 1, 4 * KIB, 4 * KIB + 1, 3 * 4 * KIB, 10 * KIB + 123])
-def test_split_respects_part_bytes_and_rejoins(size):
-    part = 4 * KIB
+@pytest.mark.parametrize("size", [0, 1, 4 * KIB - 1, 4 * KIB, 4 * KIB + 1, 3 * 4 * KIB, 10 * KIB + 123, 5 * MIB + 77])
+@pytest.mark.parametrize("part", [4 * KIB, 2 * MIB])
+def test_parts_respect_part_bytes_fill_their_size_classes_and_rejoin(size, part):
+    from liveact.state.redis_memory import part_sizes, string_memory
+
     data = random.Random(size).randbytes(size)
-    parts = codec.split(data, part)
-    assert all(len(p) <= part for p in parts)
-    assert all(len(p) == part for p in parts[:-1])  # only the last may be short
-    assert len(parts) == max(1, -(-size // part))
-    assert codec.join(parts) == data
-    assert [bytes(v) for v in codec.part_views(data, part)] == parts
+    sizes = part_sizes(size, part)
+    views = codec.views_of(data, sizes)
+    assert [len(v) for v in views] == sizes and all(n <= part for n in sizes)
+    assert b"".join(views) == data and len(views) >= 1
+    # every part but the last fills its size class: Redis spends on it no more than its string header (10 bytes)
+    assert all(string_memory(n) - n <= LARGEST_STRING_HEADER for n in sizes[:-1])
+    with pytest.raises(ValueError, match="add up to"):
+        codec.views_of(data, [*sizes, 1])
 
 
 def test_digest_changes_with_one_flipped_byte():
