@@ -20,7 +20,9 @@ and the writes and redis-server share the others, as on a GPU host, where the Di
 launching kernels and the pod has cores to spare (``cpu_layout`` says which ran); the figure then measures
 what checkpoints take from the DiT thread itself (the stall, the GIL, memory bandwidth), not a 2-core
 machine's shortage of cores (``--no-pin`` measures that too). Reported: the DiT-thread
-stall per checkpoint (p50, max), the loop's throughput with / without (median chunks per second, ratio), bytes
+stall per checkpoint (p50, max), the loop thread's wall and CPU time per chunk without checkpoints, with them
+and with a write in flight (the wait between: the GIL), the loop's throughput with / without (median chunks per
+second, ratio), bytes
 sent per version (first, later), the write bandwidth achieved per rank (bytes sent / the phase's time) against
 the budget, Redis memory per session (``MEMORY USAGE`` of its part keys and ``INFO`` used_memory), the time to
 read the newest checkpoint back; and each figure extrapolated to full size for TP 1, 2 and 4 (bytes and
@@ -32,7 +34,6 @@ size; from the second capture on the sink slots and conditioning are not copied 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import secrets
 import statistics
@@ -49,7 +50,7 @@ from liveact.plan.dryrun import PlanCase, dry_run
 from liveact.plan.redis_plan import rank_share, redis_plan, shared
 from liveact.sampling.audio_window import held_rows_bytes
 from liveact.sampling.capture import Captured, StateCapture
-from liveact.state.redis_memory import part_sizes
+from liveact.state.redis_memory import TAIL_BYTES
 from liveact.state.schema import AUDIO_ROWS, DECODER_STATE, CheckpointMeta, SessionInfo
 from liveact.state.settings import StoreSettings
 from liveact.state.store import CheckpointWrite, SessionStore
@@ -111,7 +112,7 @@ def layout(bench: Rehearsal) -> tuple[dict[str, int], int, int]:
 class Ranks:
     """Every rank's scaled tensors (host, uint8) and what a chunk changes in them."""
 
-    def __init__(self, rank: dict[str, int], rows: int, decoder: int, bench: Rehearsal, cut: int) -> None:
+    def __init__(self, rank: dict[str, int], rows: int, decoder: int, bench: Rehearsal) -> None:
         g = torch.Generator().manual_seed(0)
         self.tensors: list[dict[str, torch.Tensor]] = []
         for r in range(bench.tp):
@@ -121,19 +122,28 @@ class Ranks:
                 for n, b in sizes.items()
             })  # fmt: skip
         self.changing = [[t for n, t in ts.items() if not shared(n)] for ts in self.tensors]
-        # each changing tensor's first byte of every part the store cuts it into (redis_memory.part_sizes)
-        self.starts = [[_part_starts(t.numel(), cut) for t in ts] for ts in self.changing]
+        # bytes no part the store cuts can miss (none is shorter than TAIL_BYTES but a stream's last one)
+        self.touched = [[_touched(t.numel()) for t in ts] for ts in self.changing]
 
     def step(self) -> None:
-        """What a chunk does to the state: every changed tensor gets new bytes in every part."""
-        for ts, starts in zip(self.changing, self.starts, strict=True):
-            for t, at in zip(ts, starts, strict=True):
+        """What a chunk does to the state: every changed tensor gets new bytes in every part it lies in."""
+        for ts, touched in zip(self.changing, self.touched, strict=True):
+            for t, at in zip(ts, touched, strict=True):
                 t[at] += 1
 
 
-def _part_starts(nbytes: int, cut: int) -> torch.Tensor:
-    sizes = part_sizes(nbytes, cut)
-    return torch.tensor([0, *itertools.accumulate(sizes[:-1])], dtype=torch.long)
+def _touched(nbytes: int) -> torch.Tensor:
+    """Every ``TAIL_BYTES``-th byte of a tensor and its last one."""
+    return torch.tensor(sorted({*range(0, nbytes, TAIL_BYTES), nbytes - 1}), dtype=torch.long)
+
+
+@dataclass(frozen=True)
+class ChunkTime:
+    """One synthetic chunk on the loop thread: wall seconds and the thread's CPU seconds (the difference: waiting,
+    for the GIL above all, as the loop thread has a CPU to itself when pinned)."""
+
+    wall_s: float
+    cpu_s: float
 
 
 class Loop:
@@ -152,15 +162,22 @@ class Loop:
         self._skipping = False  # the current stretch of due-but-busy chunks was counted (as the generator does)
         self._last_time = 0.0
         self.fixed = frozenset(n for ts in ranks.tensors for n in ts if shared(n))  # copied by the first capture only
+        self._checkpoints = False
+        # per chunk, by phase: without checkpoints, with (none in flight), with a write in flight at its end
+        self.chunk_times: dict[str, list[ChunkTime]] = {"off": [], "on": [], "writing": []}
 
     def chunk(self) -> None:
+        wall, cpu = time.perf_counter(), time.thread_time()
         for _ in range(MATMULS_PER_CHUNK):
             self.a = torch.tanh(self.a @ self.a * (1.0 / MATMUL))
         self.ranks.step()
+        kind = "off" if not self._checkpoints else "writing" if self.writing() else "on"
+        self.chunk_times[kind].append(ChunkTime(time.perf_counter() - wall, time.thread_time() - cpu))
 
     def phase(self, seconds: float, checkpoints: bool, chunk_index: int) -> tuple[int, float, int]:
         """(chunks, seconds, bytes sent per rank) of one phase."""
         start = time.perf_counter()
+        self._checkpoints = checkpoints
         chunks, sent0 = 0, self.sent_per_rank()
         while time.perf_counter() - start < seconds:
             self.chunk()
@@ -226,8 +243,7 @@ def run(bench: Rehearsal) -> dict:
         raise ValueError("; ".join(problems))
     torch.set_num_threads(1)  # the DiT loop on one thread; the writes (hashing, Redis) on others
     full_rank, full_rows, full_decoder = layout(bench)
-    settings = StoreSettings(key_prefix=KEY_PREFIX)
-    ranks = Ranks(full_rank, full_rows, full_decoder, bench, settings.cut_bytes)  # the store's own cut
+    ranks = Ranks(full_rank, full_rows, full_decoder, bench)
     aio = asyncio.new_event_loop()
     thread = threading.Thread(target=aio.run_forever, daemon=True)
     thread.start()
@@ -309,6 +325,18 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
+def _chunk_times(times: dict[str, list[ChunkTime]]) -> dict[str, dict[str, float]]:
+    """Mean wall and CPU milliseconds per chunk and the wait between (wall - CPU), by kind of chunk: where a
+    checkpoint's cost to the loop thread lands (the stalls come on top)."""
+    out = {}
+    for kind, chunks in times.items():
+        if chunks:
+            wall = statistics.fmean(c.wall_s for c in chunks)
+            cpu = statistics.fmean(c.cpu_s for c in chunks)
+            out[kind] = {"chunks": len(chunks), "wall_ms": _ms(wall), "cpu_ms": _ms(cpu), "wait_ms": _ms(wall - cpu)}
+    return out
+
+
 def _report(bench, loop, runs, version, read_s, usage, used_delta, load_before, full_rank, full_decoder) -> dict:
     on = statistics.median(r["chunks_per_s"] for r in runs["on"])
     off = statistics.median(r["chunks_per_s"] for r in runs["off"])
@@ -352,8 +380,10 @@ def _report(bench, loop, runs, version, read_s, usage, used_delta, load_before, 
         },
         "bytes_per_rank": [sum(t.nbytes for t in ts.values()) for ts in loop.ranks.tensors],
         "checkpoints": len(loop.writes),
+        "parts_per_rank": [r.parts for r in loop.writes[-1].ranks],  # the newest version's: few, as streams
         "skipped": loop.skipped,
         "dit_stall_ms": {"p50": _ms(statistics.median(loop.stalls)), "max": _ms(max(loop.stalls))},
+        "dit_thread_per_chunk": _chunk_times(loop.chunk_times),
         "throughput_ratio": round(on / off, 4),
         "chunks_per_s": {"with_checkpoints": round(on, 3), "without": round(off, 3)},
         "bytes_per_version": {

@@ -156,9 +156,10 @@ def assert_versions_share_parts(redis_url: str, session_id: str, prefix: str = "
     manifests = [json.loads(m) for m in r.lrange(f"{{{prefix}:{session_id}}}:history", 0, -1)]
     assert len(manifests) == 2 and manifests[0]["version"] >= KILL_AFTER_VERSIONS, [m["version"] for m in manifests]
 
-    def parts(manifest: dict, sink: bool) -> set[str]:
-        return {p["sha256"] for rank in manifest["shards"] for t in rank for p in t["parts"]
-                if t["name"].startswith("dit.memory.") and (".sink." in t["name"]) == sink}  # fmt: skip
+    def parts(manifest: dict, sink: bool) -> set[str]:  # of the streams holding sink (or other) cache slots
+        return {p["sha256"] for rank in manifest["shards"] for st in rank for p in st["parts"]
+                if any(t["name"].startswith("dit.memory.") and (".sink." in t["name"]) == sink
+                       for t in st["tensors"])}  # fmt: skip
 
     newest, previous = manifests
     assert parts(newest, sink=True) == parts(previous, sink=True) != set()

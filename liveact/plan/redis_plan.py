@@ -10,8 +10,10 @@ session's tensor-parallel degree. Parts are addressed by content (``liveact.stat
   0.1 MB of PCM history, is left out);
 * Redis keeps ``keep_versions`` versions, and while a version is being written one more: the peak.
 
-Each tensor's parts are costed as Redis stores them (``liveact.state.redis_memory``: size classes
-and keys). Small keys (record, lease, history, the audio log since the last checkpoint) are left out.
+A rank's tensors are stored as one stream per ``schema.layout_group`` (``liveact.state.streams``: the
+capture's buffers, padding included), and each stream's parts are costed as Redis stores them
+(``liveact.state.redis_memory``: size classes and keys). Small keys (record, lease, history, the
+audio log since the last checkpoint) are left out.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from liveact.config import LiveActConfig
 from liveact.parallel.reshard import sharded_name
 from liveact.sampling.audio_window import held_rows_bytes
 from liveact.state.redis_memory import PART_KEY_CHARS, tensor_memory
-from liveact.state.schema import COND, MEMORY, fixed_after_first_chunk
+from liveact.state.schema import LAYOUT_GROUPS, fixed_after_first_chunk, layout_group
 from liveact.state.settings import MIN_KEEP_VERSIONS, StoreSettings
+from liveact.state.streams import layout
 
-__all__ = ["MB", "RedisPlan", "rank_share", "redis_plan"]
+__all__ = ["MB", "RedisPlan", "rank_share", "redis_plan", "stream_bytes"]
 
 MB = 1_000_000  # --checkpoint-mbps counts decimal megabytes per second
 shared = fixed_after_first_chunk  # a tensor every version of a session holds alike
@@ -69,17 +72,14 @@ def redis_plan(
     holds the same sizes (its heads), the shared ones alike. Rank 0 adds the audio rows (``ROWS_KEPT`` at most)
     and the decoder stream's state (``decoder_state_bytes``: ``context_state_nbytes`` in the default mode)."""
     rows = held_rows_bytes(config)
-    sink = {n: b for n, b in rank_tensors.items() if shared(n) and n.startswith(MEMORY)}
-    cond = {n: b for n, b in rank_tensors.items() if n.startswith(COND)}
-    changed = {n: b for n, b in rank_tensors.items() if not shared(n)}
+    groups = stream_bytes(rank_tensors)
 
-    def memory(tensors: Mapping[str, int]) -> int:
-        return sum(tensor_memory(b, cut_bytes, key_chars) for b in tensors.values())
+    def memory(*nbytes: int) -> int:
+        return sum(tensor_memory(n, cut_bytes, key_chars) for n in nbytes if n)
 
-    shared_bytes = tp * memory(sink) + memory(cond)  # the conditioning's parts are the same on every rank
-    streams = sum(tensor_memory(n, cut_bytes, key_chars) for n in (rows, decoder_state_bytes) if n)
-    later = tp * memory(changed) + streams
-    rank0_later = sum(changed.values()) + rows + decoder_state_bytes
+    shared_bytes = tp * memory(groups["sink"]) + memory(groups["cond"])  # the conditioning's parts: alike on every rank
+    later = tp * memory(groups["state"]) + memory(rows, decoder_state_bytes)  # rank 0's streams of their own
+    rank0_later = groups["state"] + rows + decoder_state_bytes
     return RedisPlan(
         first_bytes=shared_bytes + later,
         later_bytes=later,
@@ -87,6 +87,14 @@ def redis_plan(
         keep_versions=keep_versions,
         session_bytes=shared_bytes + keep_versions * later,
         peak_bytes=shared_bytes + (keep_versions + 1) * later,
-        first_write_per_rank=sum(rank_tensors.values()) + rows + decoder_state_bytes,
+        first_write_per_rank=sum(groups.values()) + rows + decoder_state_bytes,
         later_write_per_rank=rank0_later,
     )
+
+
+def stream_bytes(rank_tensors: Mapping[str, int]) -> dict[str, int]:
+    """Bytes of each of a rank's streams (``schema.layout_group`` -> its capture buffer, padding included)."""
+    sizes: dict[str, list[int]] = {group: [] for group in LAYOUT_GROUPS}
+    for name in sorted(rank_tensors):
+        sizes[layout_group(name)].append(rank_tensors[name])
+    return {group: layout(n)[1] for group, n in sizes.items()}

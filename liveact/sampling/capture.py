@@ -3,7 +3,8 @@
 The only checkpoint work in the DiT thread is ``StateCapture.capture``: the sampler's state
 (``sampler_views``: its ConvKV persistent slots after the eager compression, RNG state,
 conditioning) copied into host buffers allocated at the session's first checkpoint and reused by
-every later one; from the second capture on, the tensors no chunk after chunk 0 changes (the sink slots, the
+every later one (one block per ``schema.layout_group``, which the store writes as one stream:
+``liveact.state.streams``); from the second capture on, the tensors no chunk after chunk 0 changes (the sink slots, the
 conditioning) are not copied again. On CUDA the buffers are pinned and filled on a side stream that first waits for
 the chunk's work; an event marks the end of the copy. The DiT thread goes on at once: the next chunk
 writes only the chunk slots, and the chunk after it, which rewrites the persistent slots, waits for
@@ -22,7 +23,8 @@ import torch
 
 from liveact.sampling.state import sampler_views
 from liveact.sampling.stream import StreamingSampler
-from liveact.state.schema import fixed_after_first_chunk
+from liveact.state.schema import fixed_after_first_chunk, layout_group
+from liveact.state.streams import layout
 
 __all__ = ["Captured", "StateCapture"]
 
@@ -100,7 +102,25 @@ class StateCapture:
             self.buffers[n].shape == v.shape and self.buffers[n].dtype == v.dtype for n, v in views.items()
         )
         if not same:
-            self.buffers = {
-                n: torch.empty(v.shape, dtype=v.dtype, device="cpu", pin_memory=pin) for n, v in views.items()
-            }
+            self.buffers = _allocate(views, pin)
         return not same
+
+
+def _allocate(views: dict[str, torch.Tensor], pin: bool) -> dict[str, torch.Tensor]:
+    """Host buffers shaped like ``views``: one block per ``layout_group`` (pinned if ``pin``), each tensor a view at
+    its ``streams.layout`` offset, so the store writes a group as one stream of few parts (the padding zeroed, so
+    that an unchanged group keeps its bytes, and its parts)."""
+    groups: dict[str, list[str]] = {}
+    for name in sorted(views):
+        groups.setdefault(layout_group(name), []).append(name)
+    out = {}
+    for names in groups.values():
+        offsets, total = layout([views[n].nbytes for n in names])
+        block = torch.empty(total, dtype=torch.uint8, pin_memory=pin)
+        end = 0
+        for name, at in zip(names, offsets, strict=True):
+            v = views[name]
+            block[end:at].zero_()  # the padding: the same bytes in every version
+            out[name] = block[at : at + v.nbytes].view(v.dtype).view(v.shape)
+            end = at + v.nbytes
+    return out

@@ -34,7 +34,9 @@ class SeededNoise:
         return self.generator.get_state().clone()
 
     def set_state(self, state: torch.Tensor) -> None:
-        self.generator.set_state(state.to(torch.uint8).cpu())
+        # a storage of its own: Generator.set_state reads the storage from its start, ignoring a view's offset (a
+        # checkpoint's tensors are views of their stream's buffer)
+        self.generator.set_state(state.to(torch.uint8).cpu().clone())
 
 
 class RecordedNoise:

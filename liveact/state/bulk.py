@@ -1,64 +1,59 @@
-"""Where a checkpoint's part bytes leave the process: a blocking connection in a worker thread.
+"""Where part commands run: one blocking connection in one worker thread per store.
 
-The asyncio client copies every value it sends while holding the GIL (``writelines`` joins the
-command into one bytes object; a partial send copies the rest into the transport's buffer): for
-hundreds of MB per checkpoint that is seconds of GIL held by the event loop, and the DiT thread,
-which needs the GIL between kernels, slows down with it. The blocking client sends each part as its
-own ``memoryview`` of the capture buffer (``socket.sendall``: no copy, the GIL released while the
-kernel takes the bytes), so a checkpoint's bytes cost the DiT thread nothing but the wait for a free
-core. Only the part SETs go this way; the small commands (refresh, commit, GC) stay on the asyncio
-client. redis-py raises the same exceptions either way (``redis_errors`` translates both).
+A checkpoint's parts are thousands of keys (liveact-18b at TP2: about 2,200 per rank and version),
+and every one of them is a command per write, refresh, touch, delete and read. On the asyncio
+client each command costs tens of microseconds of Python while holding the GIL (a timeout handle
+per reply, a copy of every value sent: ``writelines`` joins the command into one bytes object), and
+the DiT thread, which needs the GIL between kernels, waits for it: the rehearsal measured about
+0.7 s of GIL per checkpoint on the event loop. The blocking client parses replies in hiredis with no
+timer, sends each part as its own ``memoryview`` of the capture buffer (``socket.sendall``: no copy,
+the GIL released while the kernel takes the bytes), and waits for replies with the GIL released. So
+every part command runs here (``liveact.state.parts.PartIO`` says which); the small keys (record,
+lease, manifests, audio) stay on the asyncio client. redis-py raises the same exceptions either way
+(``redis_errors`` translates both).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import redis
 import redis.cluster
 
-from liveact.state.parts import PIPELINE_BYTES
 from liveact.state.settings import StoreSettings
 
-__all__ = ["BulkWriter"]
+__all__ = ["BlockingClient", "PartConnection"]
+
+BlockingClient = redis.Redis | redis.cluster.RedisCluster
+T = TypeVar("T")
 
 
-class BulkWriter:
-    """Part SETs on a blocking client in one worker thread per store (connects on the first write)."""
+class PartConnection:
+    """A blocking client and the one worker thread that uses it (connects on the first call)."""
 
-    def __init__(self, settings: StoreSettings, ttl_ms: int) -> None:
-        self.settings, self.ttl_ms = settings, ttl_ms
-        self._client: redis.Redis | redis.cluster.RedisCluster | None = None
+    def __init__(self, settings: StoreSettings) -> None:
+        self.settings = settings
+        self._client: BlockingClient | None = None
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="liveact-bulk")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="liveact-parts")
 
-    async def write(self, parts: list[tuple[str, memoryview]]) -> None:
-        """SET every part with the TTL, in pipelined rounds of about PIPELINE_BYTES, off the event loop."""
-        if parts:
-            await asyncio.get_running_loop().run_in_executor(self._pool, self._write, parts)
+    async def run(self, command: Callable[[BlockingClient], T]) -> T:
+        """``command(client)`` in the worker thread (calls run one at a time, in order)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._call, command)
 
-    def _write(self, parts: list[tuple[str, memoryview]]) -> None:
-        client = self._connected()
-        pipe, in_flight = client.pipeline(transaction=False), 0
-        for key, view in parts:
-            pipe.set(key, view, px=self.ttl_ms)  # a memoryview: sent as it is (no copy)
-            in_flight += len(view)
-            if in_flight >= PIPELINE_BYTES:
-                pipe.execute()
-                pipe, in_flight = client.pipeline(transaction=False), 0
-        if len(pipe):
-            pipe.execute()
-
-    def _connected(self) -> redis.Redis | redis.cluster.RedisCluster:
+    def _call(self, command: Callable[[BlockingClient], T]) -> T:
         with self._lock:
             if self._client is None:
                 self._client = self.settings.connect_blocking()
-            return self._client
+            client = self._client
+        return command(client)
 
     def close(self) -> None:
-        """Stop the thread (after the write it runs, if any) and close the connections."""
+        """Stop the thread (after the command it runs, if any) and close the connections."""
         self._pool.shutdown(wait=True)
         with self._lock:
             if self._client is not None:

@@ -10,10 +10,10 @@ sharing storage with another entry), so callers may pass views, GPU tensors or s
 ``views_of`` cuts bytes into consecutive zero-copy parts of given sizes (Redis caps a value at 512 MB;
 ``liveact.state.redis_memory.part_sizes`` chooses them).
 
-A checkpoint stores each tensor's raw bytes instead (``raw_bytes`` / ``from_raw``: little-endian,
-C order, the dtype by name from ``SUPPORTED_DTYPES``, the shape checked against the byte count), so
-parts can be addressed by their content and shared between versions (``liveact.state.parts``). The
-bytes decode to a tensor of that dtype and shape and nothing else.
+A checkpoint stores tensors' raw bytes instead (``raw_bytes``: little-endian, C order; the dtype by name
+from ``SUPPORTED_DTYPES``, ``itemsize`` its element size), laid out in streams by
+``liveact.state.streams``, which also reads them back (views of the stream, checked against the manifest),
+so parts can be addressed by their content and shared between versions (``liveact.state.parts``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ __all__ = [
     "CodecError",
     "digest",
     "dtype_name",
-    "from_raw",
+    "itemsize",
     "pack",
     "raw_bytes",
     "unpack",
@@ -62,6 +62,7 @@ _DTYPE_NAMES = (
 DTYPES_BY_NAME = {n: getattr(torch, n) for n in _DTYPE_NAMES if hasattr(torch, n)}
 SUPPORTED_DTYPES = frozenset(DTYPES_BY_NAME.values())
 _NAMES_BY_DTYPE = {d: n for n, d in DTYPES_BY_NAME.items()}
+_ITEMSIZES = {n: d.itemsize for n, d in DTYPES_BY_NAME.items()}
 RESERVED_NAME = "__metadata__"  # safetensors' header key for string metadata
 
 
@@ -130,6 +131,13 @@ def dtype_name(dtype: torch.dtype) -> str:
     return _NAMES_BY_DTYPE[dtype]
 
 
+def itemsize(name: str) -> int:
+    """Bytes per element of the stored dtype ``name``; ``CodecError`` if unknown."""
+    if name not in DTYPES_BY_NAME:
+        raise CodecError(f"unknown dtype {name!r}")
+    return _ITEMSIZES[name]
+
+
 def raw_bytes(t: torch.Tensor) -> memoryview:
     """A CPU tensor's bytes in C order, zero-copy where it is contiguous (the view keeps it alive)."""
     if t.device.type != "cpu":
@@ -140,21 +148,3 @@ def raw_bytes(t: torch.Tensor) -> memoryview:
     if not flat.numel():
         return memoryview(b"")
     return memoryview(flat.view(torch.uint8).numpy().data)  # ndarray.data: the buffer itself
-
-
-def from_raw(data: bytearray, name: str, shape: tuple[int, ...]) -> torch.Tensor:
-    """The tensor of dtype ``name`` and ``shape`` whose raw bytes are ``data`` (shares ``data``'s memory)."""
-    if name not in DTYPES_BY_NAME:
-        raise CodecError(f"unknown dtype {name!r}")
-    dtype = DTYPES_BY_NAME[name]
-    numel = 1
-    for n in shape:
-        if n < 0:
-            raise CodecError(f"shape {shape} has a negative size")
-        numel *= n
-    itemsize = torch.empty(0, dtype=dtype).element_size()
-    if numel * itemsize != len(data):
-        raise CodecError(f"{len(data)} bytes are not a {name} tensor of shape {list(shape)} ({numel * itemsize} bytes)")
-    if not numel:
-        return torch.empty(shape, dtype=dtype)
-    return torch.frombuffer(data, dtype=torch.uint8).view(dtype).reshape(shape)

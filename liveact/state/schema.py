@@ -3,8 +3,9 @@
 Everything LiveAct writes to its session store is one of these frozen dataclasses (JSON through
 ``to_json`` / ``from_json``) or a tensor whose name is built from the prefixes below; nothing else
 reads or writes a stored field by a string key. A checkpoint is a manifest (``store.py``) whose
-``meta`` is a ``CheckpointMeta`` and whose table lists, per tensor-parallel rank, each tensor
-(``TensorRef``: name, dtype, shape) and the content-addressed parts of its raw bytes (``PartDigest``):
+``meta`` is a ``CheckpointMeta`` and whose table lists, per tensor-parallel rank, its streams (``StreamRef``:
+tensors as they lie in one buffer, each a ``TensorRef``: name, dtype, shape, offset) and the content-addressed
+parts of each stream's bytes (``PartDigest``):
 
 * every rank: ``dit.memory.<cache>.{k,v}[_scale]`` (its heads of every ConvKV cache's slots after the
   sink) and ``dit.memory.<cache>.sink.{k,v}[_scale]`` (the sink slots, fixed after chunk 0),
@@ -25,6 +26,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from liveact.state import codec
+
 __all__ = [
     "AUDIO_ROWS",
     "COND",
@@ -35,6 +38,7 @@ __all__ = [
     "DIT",
     "ENCODER_STATE",
     "FORMAT_VERSION",
+    "LAYOUT_GROUPS",
     "MEMORY",
     "MEMORY_KV_SUFFIXES",
     "NOISE_STATE",
@@ -45,13 +49,16 @@ __all__ = [
     "SchemaError",
     "SessionInfo",
     "SessionRecord",
+    "StreamRef",
     "TensorRef",
     "dit_part",
     "fixed_after_first_chunk",
+    "layout_group",
     "with_dit_prefix",
 ]
 
-FORMAT_VERSION = 3  # 3: per-tensor parts addressed by content, sink slots apart; 2: one blob per rank, typed meta
+FORMAT_VERSION = 4  # 4: streams of tensors as laid out in the capture buffers, parts addressed by content;
+# 3: per-tensor parts addressed by content, sink slots apart; 2: one blob per rank, typed meta
 
 # tensor names of a sampler's state (liveact.sampling.state)
 MEMORY = "memory."  # ConvKV caches: memory.<step>.<layer>.{k,v}[_scale], memory.chunks_written
@@ -76,6 +83,18 @@ def fixed_after_first_chunk(name: str) -> bool:
     """A sampler-state tensor that no chunk after chunk 0 changes: the conditioning and the sink slots. A checkpoint
     store shares its parts between versions; a capture need not copy it again."""
     return name.startswith(COND) or (name.startswith(MEMORY) and SINK in name)
+
+
+LAYOUT_GROUPS = ("cond", "sink", "state")
+
+
+def layout_group(name: str) -> str:
+    """The capture buffer a sampler-state tensor lives in (``liveact.sampling.capture``): tensors that change
+    together share one, so a checkpoint's stream of an unchanged group has the same parts as the version before
+    (the sink slots), and the conditioning's the same parts on every rank."""
+    if name.startswith(COND):
+        return "cond"
+    return "sink" if fixed_after_first_chunk(name) else "state"
 
 
 def with_dit_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -232,11 +251,47 @@ class PartDigest:
 
 @dataclass(frozen=True)
 class TensorRef:
-    """One tensor of a rank's checkpoint: name, dtype name (``liveact.state.codec``), shape and its parts in order."""
+    """One tensor of a stream: name, dtype name (``liveact.state.codec``), shape, and where its raw bytes start."""
 
     name: str
     dtype: str
     shape: tuple[int, ...]
+    offset: int  # bytes from the start of its stream
+
+    @property
+    def nbytes(self) -> int:
+        numel = 1
+        for n in self.shape:
+            numel *= n
+        return numel * codec.itemsize(self.dtype)
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.nbytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "offset": self.offset}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> TensorRef:
+        if not isinstance(obj, dict):
+            raise SchemaError(f"tensor entry must be a JSON object, got {type(obj).__name__}")
+        name, dtype, shape, offset = obj.get("name"), obj.get("dtype"), obj.get("shape"), obj.get("offset")
+        if not isinstance(name, str) or not name or not isinstance(dtype, str) or dtype not in codec.DTYPES_BY_NAME:
+            raise SchemaError(f"tensor entry needs a name and a known dtype, got {name!r}, {dtype!r}")
+        if not isinstance(shape, list) or not all(_count(n) for n in shape):
+            raise SchemaError(f"tensor {name!r}: shape must be a list of sizes >= 0, got {shape!r}")
+        if not _count(offset) or offset % codec.itemsize(dtype):
+            raise SchemaError(f"tensor {name!r}: offset must be a multiple of its element size, got {offset!r}")
+        return cls(name, dtype, tuple(shape), offset)
+
+
+@dataclass(frozen=True)
+class StreamRef:
+    """A run of a rank's tensors stored as one byte stream (``liveact.state.streams``: as they lie in the writer's
+    buffer, padding included), cut into content-addressed parts: tensors in ascending, non-overlapping order."""
+
+    tensors: tuple[TensorRef, ...]
     parts: tuple[PartDigest, ...]
 
     @property
@@ -244,22 +299,27 @@ class TensorRef:
         return sum(p.bytes for p in self.parts)
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape),
-                "parts": [p.to_json() for p in self.parts]}  # fmt: skip
+        return {"tensors": [t.to_json() for t in self.tensors], "parts": [p.to_json() for p in self.parts]}
 
     @classmethod
-    def from_json(cls, obj: Any) -> TensorRef:
-        if not isinstance(obj, dict):
-            raise SchemaError(f"tensor entry must be a JSON object, got {type(obj).__name__}")
-        name, dtype, shape, parts = obj.get("name"), obj.get("dtype"), obj.get("shape"), obj.get("parts")
-        if not isinstance(name, str) or not name or not isinstance(dtype, str):
-            raise SchemaError("tensor entry needs a name and a dtype (strings)")
-        if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
-                                                  for n in shape):  # fmt: skip
-            raise SchemaError(f"tensor {name!r}: shape must be a list of sizes >= 0, got {shape!r}")
-        if not isinstance(parts, list):
-            raise SchemaError(f"tensor {name!r} has no part list")
-        return cls(name, dtype, tuple(shape), tuple(PartDigest.from_json(p) for p in parts))
+    def from_json(cls, obj: Any) -> StreamRef:
+        if not isinstance(obj, dict) or not isinstance(obj.get("tensors"), list) or not isinstance(obj.get("parts"),
+                                                                                                    list):  # fmt: skip
+            raise SchemaError("stream entry must be a JSON object with a tensor list and a part list")
+        stream = cls(tuple(TensorRef.from_json(t) for t in obj["tensors"]),
+                     tuple(PartDigest.from_json(p) for p in obj["parts"]))  # fmt: skip
+        end = 0
+        for t in stream.tensors:
+            if t.offset < end:
+                raise SchemaError(f"tensor {t.name!r} overlaps the tensor before it in its stream")
+            end = t.end
+        if end > stream.nbytes:
+            raise SchemaError(f"a stream's tensors end at byte {end}, after its {stream.nbytes} bytes of parts")
+        return stream
+
+
+def _count(n: Any) -> bool:
+    return isinstance(n, int) and not isinstance(n, bool) and n >= 0
 
 
 @dataclass(frozen=True)
@@ -273,14 +333,14 @@ class Manifest:
     session: str
     token: int  # fencing token of the owner that wrote it
     meta: CheckpointMeta
-    shards: list[list[TensorRef]]  # per rank, its tensors
+    shards: list[list[StreamRef]]  # per rank, its streams
     created: float  # writer's wall clock (Unix seconds)
     format: int = FORMAT_VERSION
 
     def to_json(self) -> dict[str, Any]:
         return {
             "format": self.format, "version": self.version, "session": self.session, "token": self.token,
-            "meta": self.meta.to_json(), "shards": [[t.to_json() for t in rank] for rank in self.shards],
+            "meta": self.meta.to_json(), "shards": [[st.to_json() for st in rank] for rank in self.shards],
             "created": self.created,
         }  # fmt: skip
 
@@ -292,21 +352,33 @@ class Manifest:
         return obj["version"], obj.get("format")
 
     @staticmethod
-    def shard_table(obj: Any) -> list[list[TensorRef]]:
-        """A manifest JSON's tensors, per rank (``SchemaError`` if there is no readable table)."""
+    def shard_table(obj: Any) -> list[list[StreamRef]]:
+        """A manifest JSON's streams, per rank (``SchemaError`` if there is no readable table)."""
         shards = obj.get("shards") if isinstance(obj, dict) else None
         if not isinstance(shards, list) or not all(isinstance(rank, list) for rank in shards):
             raise SchemaError("manifest has no shard table")
-        return [[TensorRef.from_json(t) for t in rank] for rank in shards]
+        return [[StreamRef.from_json(st) for st in rank] for rank in shards]
 
     def referenced(self) -> set[str]:
         """The part digests this manifest references."""
-        return {p.sha256 for rank in self.shards for t in rank for p in t.parts}
+        return {p.sha256 for rank in self.shards for st in rank for p in st.parts}
 
     @staticmethod
     def digests(obj: Any) -> set[str]:
-        """The part digests a manifest's JSON references (for garbage collection; ``SchemaError`` if unreadable)."""
-        return {p.sha256 for rank in Manifest.shard_table(obj) for t in rank for p in t.parts}
+        """The part digests a manifest's JSON references (for garbage collection; ``SchemaError`` if unreadable).
+
+        Reads the part lists only: garbage collection runs at every commit, on every kept version."""
+        shards = obj.get("shards") if isinstance(obj, dict) else None
+        if not isinstance(shards, list) or not all(isinstance(rank, list) for rank in shards):
+            raise SchemaError("manifest has no shard table")
+        out = set()
+        for rank in shards:
+            for st in rank:
+                parts = st.get("parts") if isinstance(st, dict) else None
+                if not isinstance(parts, list):
+                    raise SchemaError("a stream entry has no part list")
+                out.update(PartDigest.from_json(p).sha256 for p in parts)
+        return out
 
     @classmethod
     def from_json(cls, obj: Any) -> Manifest:

@@ -30,7 +30,7 @@ import torch
 from redis.asyncio.cluster import RedisCluster
 
 from liveact.state import scripts
-from liveact.state.bulk import BulkWriter
+from liveact.state.bulk import PartConnection
 from liveact.state.errors import (
     AudioOrderError,
     BadSecret,
@@ -45,7 +45,7 @@ from liveact.state.errors import (
     UnsupportedFormat,
 )
 from liveact.state.keys import SessionKeys
-from liveact.state.parts import PIPELINE_BYTES, PartIO, PartProblem, assemble, cut
+from liveact.state.parts import PIPELINE_BYTES, PartIO, PartProblem, PartSlot, cut, place, slots
 from liveact.state.redis_errors import redis_errors
 from liveact.state.schema import (
     FORMAT_VERSION,
@@ -54,9 +54,10 @@ from liveact.state.schema import (
     SchemaError,
     SessionInfo,
     SessionRecord,
-    TensorRef,
+    StreamRef,
 )
 from liveact.state.settings import StoreSettings
+from liveact.state.streams import unpack
 
 __all__ = [  # the errors too, so callers need one import
     "AudioOrderError",
@@ -84,6 +85,7 @@ AUDIO_PAGE = 1024  # stream entries fetched per XRANGE
 PROBE_KEY = "health-probe"  # ping's write (a full Redis answers PING but refuses writes)
 PROBE_TTL_MS = 60_000
 MS = 1000
+PART_TOUCHES_PER_TTL = 4  # renewals refresh a session's parts once per session_ttl_s / 4 (writes refresh theirs)
 
 
 @dataclass(frozen=True)
@@ -109,10 +111,10 @@ class Checkpoint:
 
 @dataclass(frozen=True)
 class RankWrite:
-    """What one rank's ``write_rank`` stored: its tensor table and what it cost."""
+    """What one rank's ``write_rank`` stored: its stream table and what it cost."""
 
-    table: list[TensorRef]
-    bytes: int  # the rank's tensor bytes
+    table: list[StreamRef]
+    bytes: int  # the rank's stream bytes (its tensors and the padding between them)
     bytes_written: int  # of which sent to Redis (the rest: parts Redis already held, shared)
     parts: int  # distinct parts the table references
     written: tuple[str, ...]  # digests of the parts this write added
@@ -125,7 +127,7 @@ class RankWrite:
     @classmethod
     def from_json(cls, obj: Any) -> RankWrite:
         try:
-            table = [TensorRef.from_json(t) for t in obj["table"]]
+            table = [StreamRef.from_json(t) for t in obj["table"]]
             written = tuple(str(d) for d in obj["written"])
             return cls(table, int(obj["bytes"]), int(obj["bytes_written"]), int(obj["parts"]), written)
         except (KeyError, TypeError, ValueError) as exc:
@@ -177,9 +179,10 @@ class SessionStore:
         self.settings = settings
         self.client = settings.connect() if client is None else client
         self._session_ttl_ms = round(settings.session_ttl_s * MS)
-        self.bulk = BulkWriter(settings, self._session_ttl_ms)
-        self.parts = PartIO(self.client, self.bulk.write, self._session_ttl_ms, settings.part_bytes)
+        self.link = PartConnection(settings)  # every part command: a blocking connection in a worker thread
+        self.parts = PartIO(self.link, self._session_ttl_ms, settings.part_bytes)
         self._lease_ttl_ms = round(settings.lease_ttl_s * MS)
+        self._touched = TouchClock(settings.session_ttl_s / PART_TOUCHES_PER_TTL)
         register = self.client.register_script
         self._acquire = register(scripts.ACQUIRE)
         self._renew = register(scripts.RENEW)
@@ -191,7 +194,7 @@ class SessionStore:
         self._append = register(scripts.APPEND_AUDIO)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self.bulk.close)
+        await asyncio.to_thread(self.link.close)
         await self.client.aclose()
 
     async def ping(self) -> None:
@@ -240,6 +243,7 @@ class SessionStore:
     async def delete_session(self, session_id: str) -> None:
         """Remove the session: its small keys and every part its manifests list (orphans expire)."""
         k = self.keys(session_id)
+        self._touched.forget(session_id)
         with redis_errors("delete_session", session_id):
             history = await self.client.lrange(k.history, 0, -1)
             await self.client.delete(*self._script_keys(k))
@@ -264,15 +268,22 @@ class SessionStore:
     async def renew(self, lease: Lease) -> None:
         """Extend the lease (and the session's TTLs); ``FencedError`` if another owner took over.
 
-        A lease that merely expired (nobody acquired since) is restored.
+        A lease that merely expired (nobody acquired since) is restored. The parts of the kept versions
+        (thousands of keys) get their TTL back once per ``session_ttl_s / PART_TOUCHES_PER_TTL`` only:
+        between two such touches every part is either touched or written (refreshed) by a checkpoint,
+        so none has less than three quarters of its TTL behind it.
         """
-        k = self.keys(lease.session_id)
-        with redis_errors("renew", lease.session_id):
+        sid = lease.session_id
+        k = self.keys(sid)
+        with redis_errors("renew", sid):
             history = await self._renew(
                 keys=self._script_keys(k),
                 args=[lease.token, lease.owner, self._lease_ttl_ms, self._session_ttl_ms],
             )
-            await self.parts.touch(self._manifest_parts(lease.session_id, history))
+            if self._touched.due(sid):
+                started = time.monotonic()
+                await self.parts.touch(self._manifest_parts(sid, history))
+                self._touched.mark(sid, started)
 
     async def reinstate(self, lease: Lease, secret: str, info: SessionInfo) -> None:
         """Put back a session Redis lost (restart without persistence, or expiry): record, fence, lease.
@@ -292,6 +303,7 @@ class SessionStore:
     async def release(self, lease: Lease) -> bool:
         """Give the lease up; False (and nothing deleted) if it is no longer this token's."""
         k = self.keys(lease.session_id)
+        self._touched.forget(lease.session_id)
         with redis_errors("release", lease.session_id):
             return bool(await self._release(keys=self._script_keys(k), args=[lease.token]))
 
@@ -384,7 +396,7 @@ class SessionStore:
             log.warning(
                 "session %s: checkpoint %d committed, old parts not collected (they expire): %s", sid, version, exc
             )
-        log.debug("session %s: checkpoint %d committed (%d tensors)", sid, version, sum(len(r.table) for r in ranks))
+        log.debug("session %s: checkpoint %d committed (%d streams)", sid, version, sum(len(r.table) for r in ranks))
 
     async def read_checkpoint(self, session_id: str) -> Checkpoint:
         """The newest intact checkpoint; ``CheckpointMissing`` if none was committed, ``CheckpointCorrupt``
@@ -437,15 +449,15 @@ class SessionStore:
         k = self.keys(session_id)
         shards = []
         for rank, table in enumerate(manifest.shards):
-            tensors: dict[str, torch.Tensor] = {}
-            for group in _rounds(table, PIPELINE_BYTES):  # bounded bytes in flight; each group assembled at once
+            buffers = [torch.empty(st.nbytes, dtype=torch.uint8) for st in table]  # what the rank's tensors view
+            for group in _rounds(slots(table), PIPELINE_BYTES):  # bounded bytes in flight
                 with redis_errors("read_checkpoint", session_id):
-                    blobs = await self.parts.read([k.part(p.sha256) for t in group for p in t.parts])
+                    blobs = await self.parts.read([k.part(slot.part.sha256) for slot in group])
                 try:
-                    tensors |= await asyncio.to_thread(_assemble_all, group, blobs)
+                    await asyncio.to_thread(_place_all, table, buffers, group, blobs)
                 except PartProblem as exc:
                     return f"rank {rank} {exc}", []
-            shards.append(tensors)
+            shards.append({n: t for st, buf in zip(table, buffers, strict=True) for n, t in unpack(st, buf).items()})
         return "", shards
 
     # -- audio log -----------------------------------------------------------------------------
@@ -527,25 +539,45 @@ class SessionStore:
         return sorted(k.part(d) for d in self._digests(session_id, manifests))
 
 
-def _rounds(table: list[TensorRef], budget: int) -> list[list[TensorRef]]:
-    """Tensors grouped so that each group's bytes stay within ``budget`` (a larger tensor alone)."""
-    groups: list[list[TensorRef]] = [[]]
+class TouchClock:
+    """When this store last refreshed each session's parts (monotonic seconds); a session not marked for two
+    periods is forgotten (its lease is gone), so the clock holds live sessions only."""
+
+    def __init__(self, period_s: float) -> None:
+        self.period_s = period_s
+        self._at: dict[str, float] = {}
+
+    def due(self, session_id: str) -> bool:
+        at = self._at.get(session_id)
+        return at is None or time.monotonic() - at >= self.period_s
+
+    def mark(self, session_id: str, at: float) -> None:
+        """``session_id``'s parts were all refreshed after ``at`` (the time the refresh started)."""
+        horizon = time.monotonic() - 2 * self.period_s
+        self._at = {s: t for s, t in self._at.items() if t >= horizon}
+        self._at[session_id] = at
+
+    def forget(self, session_id: str) -> None:
+        self._at.pop(session_id, None)
+
+
+def _rounds(parts: list[PartSlot], budget: int) -> list[list[PartSlot]]:
+    """Parts grouped so that each group's bytes stay within ``budget`` (a larger part alone)."""
+    groups: list[list[PartSlot]] = [[]]
     size = 0
-    for t in table:
-        if groups[-1] and size + t.nbytes > budget:
+    for slot in parts:
+        if groups[-1] and size + slot.part.bytes > budget:
             groups.append([])
             size = 0
-        groups[-1].append(t)
-        size += t.nbytes
+        groups[-1].append(slot)
+        size += slot.part.bytes
     return groups
 
 
-def _assemble_all(group: list[TensorRef], blobs: list[bytes | None]) -> dict[str, torch.Tensor]:
-    out, at = {}, 0
-    for t in group:
-        out[t.name] = assemble(t, blobs[at : at + len(t.parts)])
-        at += len(t.parts)
-    return out
+def _place_all(table: list[StreamRef], buffers: list[torch.Tensor], group: list[PartSlot],
+               blobs: list[bytes | None]) -> None:  # fmt: skip
+    for slot, blob in zip(group, blobs, strict=True):
+        place(table, buffers, slot, blob)
 
 
 def _entry_seq(entry_id: bytes | str) -> int:

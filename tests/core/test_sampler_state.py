@@ -115,3 +115,28 @@ def test_capture_copies_the_sink_slots_and_conditioning_once():
     exported = export_sampler(sampler)
     assert not torch.equal(second[planted_fixed], exported[planted_fixed])  # not copied again
     assert torch.equal(second[planted_changing], exported[planted_changing])
+
+
+@pytest.mark.parametrize("variant", ["plain", "fp8"])
+def test_a_sampler_restored_from_checkpoint_streams_continues_bitwise(variant):
+    """What a resume gets from the store: the capture's buffers as streams, read back as views of one buffer per
+    stream (offsets inside it; the RNG state too), restore a sampler that continues bit for bit."""
+    from liveact.sampling.capture import StateCapture
+    from liveact.state.parts import cut
+    from liveact.state.streams import unpack
+
+    cfg = micro_config(fp8=variant == "fp8")
+    ref, feats = _sampler(cfg)
+    expected = [ref.next_chunk(feats).latent for _ in range(TOTAL)]
+    first, _ = _sampler(cfg)
+    for _ in range(2):
+        first.next_chunk(feats)
+    captured = StateCapture().capture(first).tensors
+    state = {}
+    for stream in cut(captured, 4096):
+        data = torch.frombuffer(bytearray(b"".join(stream.views)), dtype=torch.uint8)
+        state |= unpack(stream.ref, data)
+    assert any(t.storage_offset() for t in state.values())  # views inside their stream's buffer
+    again = restore_sampler(first.model, state, torch.device("cpu"))
+    rest = [again.next_chunk(feats).latent for _ in range(TOTAL - 2)]
+    assert all(torch.equal(got, want) for got, want in zip(rest, expected[2:], strict=True))

@@ -626,7 +626,7 @@ BAD_VALUES = [
          "telemetry": {"metrics": {"enabled": True}}},
         HelmRenderError,
         ["redis.bundled.maxmemory 2gb (2.0 GiB) cannot hold 12 sessions (generator.maxSessions 4 x 3 generator pods) "
-         "of liveact-18b at 416x720, kvCache auto: each needs up to 37.55 GiB", "450.6 GiB in all"],
+         "of liveact-18b at 416x720, kvCache auto: each needs up to 37.53 GiB", "450.3 GiB in all"],
     ),
     (
         {"generator": {"maxSize": "96x96"}},

@@ -12,6 +12,7 @@ from helpers import checkpoint_meta, session_info
 
 from liveact.plan.redis_plan import redis_plan
 from liveact.sampling.audio_window import ROWS_KEPT
+from liveact.sampling.capture import StateCapture
 from liveact.sampling.noise import SeededNoise
 from liveact.sampling.state import export_sampler
 from liveact.sampling.stream import StreamingSampler
@@ -31,11 +32,8 @@ def test_the_plans_redis_bytes_are_what_redis_holds(redis):
     cond, feats = synthetic_session(model, chunks=6)
     sampler = StreamingSampler(model, cond, SeededNoise(3))
     rows = torch.randn(ROWS_KEPT, config.model.audio_layers, config.model.audio_channels)
-    versions = []
-    for _ in range(4):
-        sampler.next_chunk(feats)
-        shard = with_dit_prefix(export_sampler(sampler))
-        versions.append({**shard, AUDIO_ROWS: rows + len(versions)})  # the rows change every version
+    capture = StateCapture()  # as the generator takes a checkpoint: the capture's buffers, one stream per group
+    sampler.next_chunk(feats)
     plan = redis_plan(config, {n: t.nbytes for n, t in export_sampler(sampler).items()}, tp=1,
                       cut_bytes=StoreSettings(part_bytes=PART_BYTES).cut_bytes)  # fmt: skip
     r = redis_client.Redis.from_url(redis.url)
@@ -49,8 +47,10 @@ def test_the_plans_redis_bytes_are_what_redis_holds(redis):
             await store.create_session(SID, "secret", session_info())
             lease = await store.acquire(SID, "gen-a")
             out = []
-            for n, shard in enumerate(versions):
-                await store.write_checkpoint(lease, checkpoint_meta(n), [shard])
+            for n in range(4):
+                sampler.next_chunk(feats)
+                shard = with_dit_prefix(capture.capture(sampler).tensors)
+                await store.write_checkpoint(lease, checkpoint_meta(n), [{**shard, AUDIO_ROWS: rows + n}])
                 out.append(held())
             return out
         finally:

@@ -29,6 +29,7 @@ from liveact.state import (
     UnsupportedFormat,
 )
 from liveact.state import store as store_module
+from liveact.state.schema import layout_group
 from liveact.state.settings import StoreSettings
 from liveact.state.store import SessionStore
 
@@ -95,12 +96,14 @@ def part_keys(r: redis.Redis, sid: str = SID) -> list[str]:
 
 
 def manifest_parts(r: redis.Redis, index: int, sid: str = SID) -> dict[str, list[str]]:
-    """History entry ``index``'s part keys by tensor name (rank 0 and on), from its JSON."""
+    """History entry ``index``'s part keys by stream, named by its first tensor (rank 0 and on), from its JSON.
+    Tensors of their own storage (all of ``tensors``') are streams of their own."""
     manifest = json.loads(r.lindex(f"{{liveact:{sid}}}:history", index))
     out: dict[str, list[str]] = {}
     for rank in manifest["shards"]:
-        for t in rank:
-            out.setdefault(t["name"], []).extend(f"liveact:part:{sid}:{p['sha256']}" for p in t["parts"])
+        for st in rank:
+            name = st["tensors"][0]["name"]
+            out.setdefault(name, []).extend(f"liveact:part:{sid}:{p['sha256']}" for p in st["parts"])
     return out
 
 
@@ -220,7 +223,96 @@ def test_a_shared_part_missing_fails_every_version_naming_the_tensor(server):
     r.delete(manifest_parts(r, 0)["sink"][1])
     with pytest.raises(CheckpointCorrupt) as err:
         run(_read(server))
-    assert str(err.value).count("tensor 'sink' part 1 is missing") == 2, str(err.value)
+    assert str(err.value).count("part 1 of tensor 'sink' is missing") == 2, str(err.value)
+
+
+def rank_state(rank: int, version: int) -> dict[str, torch.Tensor]:
+    """A rank's sampler state as a session's: the conditioning alike on every rank and version, the sink slots
+    the rank's own and fixed, the rest new in every version (``layout_group`` tells them apart by name)."""
+    g = torch.Generator().manual_seed(100 * rank + version)
+    fixed = torch.Generator().manual_seed(rank)
+    cond = torch.Generator().manual_seed(7)
+    return {
+        "cond.context": torch.randn(9 * KIB, generator=cond), "cond.y": torch.randn(3, 5, generator=cond),
+        **{f"memory.step0.layer{i}.sink.k": torch.randn(KIB + i, generator=fixed).to(torch.bfloat16) for i in range(4)},
+        **{f"memory.step0.layer{i}.k": torch.randn(3 * KIB + i, generator=g).to(torch.bfloat16) for i in range(4)},
+        "memory.chunks_written": torch.tensor(version), "noise.state": torch.randint(0, 255, (816,), dtype=torch.uint8,
+                                                                                     generator=g),
+    }  # fmt: skip
+
+
+def test_a_captured_rank_is_three_streams_and_unchanged_ones_are_shared_between_versions_and_ranks(server):
+    """What the generator writes (StateCapture's buffers, one per layout group): 3 streams per rank, each cut into
+    parts of part_bytes; from the second version on only the changing stream is sent; the conditioning's parts are
+    the same on both ranks; every tensor reads back exactly."""
+    from liveact.sampling.capture import StateCapture
+    from liveact.state.schema import with_dit_prefix
+
+    captures = [StateCapture(), StateCapture()]
+
+    async def main():
+        async with open_store(server, part_bytes=SMALL_PART, keep_versions=2) as store:
+            lease = await new_session(store)
+            writes = []
+            for version in range(3):
+                shards = [with_dit_prefix(c.capture_views(rank_state(r, version)).tensors)
+                          for r, c in enumerate(captures)]  # fmt: skip
+                writes.append(await store.write_checkpoint(lease, checkpoint_meta(version, tp=2), shards))
+            ckpt = await store.read_checkpoint(SID)
+            for r in range(2):
+                assert_same(ckpt.shards[r], with_dit_prefix(rank_state(r, 2)))
+            return writes
+
+    writes = run(main())
+    first, *later = writes
+    groups = {"cond": 2, "sink": 4, "state": 6}  # tensors per layout group
+    for rank in first.ranks:
+        assert {layout_group(st.tensors[0].name.removeprefix("dit.")): len(st.tensors) for st in rank.table} == groups
+        assert rank.parts == sum(len(st.parts) for st in rank.table) < 3 + rank.bytes // (SMALL_PART - 10) + 1
+    sizes = {layout_group(st.tensors[0].name.removeprefix("dit.")): st.nbytes for st in first.ranks[0].table}
+    assert first.ranks[0].bytes_written == first.ranks[0].bytes
+    assert first.ranks[1].bytes_written == first.ranks[1].bytes - sizes["cond"]  # rank 0 sent the conditioning
+    for w in later:
+        assert [r.bytes_written for r in w.ranks] == [sizes["state"]] * 2
+    r = sync(server)
+    newest = json.loads(r.lindex(f"{{liveact:{SID}}}:history", 0))
+    cond_parts = [[p["sha256"] for p in rank[0]["parts"]] for rank in newest["shards"]]  # cond.* sorts first
+    assert cond_parts[0] == cond_parts[1]
+    assert set(part_keys(r)) == referenced(r)
+
+
+def test_renewals_refresh_the_parts_once_per_quarter_ttl_and_none_expires(server):
+    """A session renewed every 0.1 s with no checkpoint for 3 TTLs: the small keys are refreshed at every
+    renewal, the parts (hundreds of keys at real size) once per session_ttl_s / 4, and none of them expires."""
+    ttl_s, renew_s = 1.2, 0.1
+
+    async def main():
+        async with open_store(server, session_ttl_s=ttl_s, lease_ttl_s=0.5, part_bytes=SMALL_PART) as store:
+            lease = await new_session(store)
+            await store.write_checkpoint(lease, checkpoint_meta(1), [shared_and_changing(1)])
+            parts = len(part_keys(sync(server)))
+            await store.renew(lease)  # the first renewal touches the parts
+            sync(server).config_resetstat()
+            await store.renew(lease)  # the next one does not: what a renewal costs without them
+            small = _pexpires(sync(server))
+            sync(server).config_resetstat()
+            renewals = 0
+            end = time.monotonic() + 3 * ttl_s
+            while time.monotonic() < end:
+                await store.renew(lease)
+                renewals += 1
+                await asyncio.sleep(renew_s)
+            assert_same((await store.read_checkpoint(SID)).shards[0], shared_and_changing(1))
+            return parts, renewals, small
+
+    parts, renewals, small = run(main())
+    touches = _pexpires(sync(server)) - renewals * small
+    assert renewals >= 20 and parts >= 5 and small >= 1
+    assert touches % parts == 0 and 3 * 4 - 1 <= touches // parts <= 3 * 4 + 1, (touches, parts, renewals, small)
+
+
+def _pexpires(r: redis.Redis) -> int:
+    return int(r.info("commandstats").get("cmdstat_pexpire", {}).get("calls", 0))
 
 
 # -- fencing -----------------------------------------------------------------------------------

@@ -92,19 +92,19 @@ tiny:
   # Redis bytes one session's checkpoints take at most, by "<generator.kvCache>/<size>" (auto = model):
   # `python deploy/helm/redis_sizes.py` (liveact plan's redis_peak_bytes, the largest over tensor-parallel degrees)
   redisSessionBytes:
-    model/64x64: 4210832
-    fp8/64x64: 1802384
+    model/64x64: 3461288
+    fp8/64x64: 1486280
 liveact-18b:
   heads: 40
   vae: wan2.1
   size: 416x720
   redisSessionBytes:
-    model/416x720: 40314708424
-    model/512x512: 35274653560
-    model/720x1280: 123920987944
-    fp8/416x720: 20817384904
-    fp8/512x512: 18215683960
-    fp8/720x1280: 63961461544
+    model/416x720: 40295951872
+    model/512x512: 35272062280
+    model/720x1280: 123911949464
+    fp8/416x720: 20797452544
+    fp8/512x512: 18206455368
+    fp8/720x1280: 63915705432
 {{- end }}
 
 {{/* The preset's facts as a dict; fails for an unknown preset. */}}
