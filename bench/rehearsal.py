@@ -152,6 +152,8 @@ class Loop:
     def __init__(self, ranks: Ranks, store: SessionStore, lease, policy: CheckpointPolicy, loop) -> None:
         self.ranks, self.store, self.lease, self.policy, self.aio = ranks, store, lease, policy, loop
         self.captures = [StateCapture() for _ in ranks.tensors]
+        for capture, ts in zip(self.captures, ranks.tensors, strict=True):  # as the generator: from the start
+            capture.prepare({n: (t.shape, t.dtype) for n, t in ts.items()}, pin=False)
         self.a = torch.randn(MATMUL, MATMUL)
         self.stalls: list[float] = []
         self.writes: list[CheckpointWrite] = []

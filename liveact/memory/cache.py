@@ -164,6 +164,13 @@ class LayerKV:
         """
         if self.needs_update:
             raise RuntimeError("compact() the cache before exporting its persistent part")
+        return self._persistent()
+
+    def persistent_specs(self) -> dict[str, tuple[torch.Size, torch.dtype]]:
+        """``persistent_views``' shapes and dtypes, at any time (the slots' sizes are fixed; nothing compacts)."""
+        return {name: (t.shape, t.dtype) for name, t in self._persistent().items()}
+
+    def _persistent(self) -> dict[str, torch.Tensor]:
         s, n = self._tok(self.cfg.sink_slots), self._tok(self.cfg.persistent_slots)
         stored = {"k": self.k, "v": self.v}
         if self.cfg.fp8:

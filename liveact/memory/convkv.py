@@ -108,6 +108,16 @@ class ConvKVMemory:
                 out[f"{name}.{part}"] = t
         return out
 
+    def view_specs(self) -> dict[str, tuple[torch.Size, torch.dtype]]:
+        """``views``' names, shapes and dtypes without compacting (for buffers allocated ahead of the first view)."""
+        if self.unbounded:
+            raise RuntimeError("the unbounded baseline cache has no persistent form")
+        out = {CHUNKS_KEY: (torch.Size([1]), torch.int64)}  # views' counter: torch.tensor([chunks_written])
+        for name, _, kv in self._named():
+            assert isinstance(kv, LayerKV)
+            out |= {f"{name}.{part}": spec for part, spec in kv.persistent_specs().items()}
+        return out
+
     def load(self, tensors: dict[str, torch.Tensor]) -> None:
         """Import what ``export`` produced; refuses missing or extra names."""
         expected = {CHUNKS_KEY}

@@ -100,7 +100,9 @@ class SessionDiT(Protocol):
 class DitRanks(Protocol):
     size: int
 
-    async def open(self, sampler: StreamingSampler, session_id: str) -> SessionDiT: ...
+    async def open(self, sampler: StreamingSampler, session_id: str, durable: bool = False) -> SessionDiT:
+        """A new session on every rank; ``durable`` (it will checkpoint): capture buffers allocated from now."""
+        ...
 
     async def restore(self, states: list[State], session_id: str) -> SessionDiT: ...
 
@@ -117,9 +119,10 @@ def _step(
 
 # -- one process ----------------------------------------------------------------------------------
 class LocalDiT:
-    def __init__(self, sampler: StreamingSampler) -> None:
+    def __init__(self, sampler: StreamingSampler, durable: bool) -> None:
         self.sampler = sampler
-        self.capture = StateCapture()
+        # a durable session's capture buffers are allocated in the background from now, not at its first checkpoint
+        self.capture = StateCapture.for_sampler(sampler) if durable else StateCapture()
 
     async def step(self, window: torch.Tensor, snapshot: bool) -> tuple[torch.Tensor, DitSnapshot | None]:
         latent, captured = await asyncio.to_thread(_step, self.sampler, window, self.capture if snapshot else None)
@@ -141,13 +144,13 @@ class LocalRanks:
     def __init__(self, model: LiveActDiT, device: torch.device) -> None:
         self.model, self.device = model, device
 
-    async def open(self, sampler: StreamingSampler, session_id: str) -> SessionDiT:
-        return LocalDiT(sampler)
+    async def open(self, sampler: StreamingSampler, session_id: str, durable: bool = False) -> SessionDiT:
+        return LocalDiT(sampler, durable)
 
     async def restore(self, states: list[State], session_id: str) -> SessionDiT:
         if len(states) != 1:
             raise SamplerStateError(f"{len(states)} rank states for one rank")
-        return LocalDiT(await asyncio.to_thread(restore_sampler, self.model, states[0], self.device))
+        return LocalDiT(await asyncio.to_thread(restore_sampler, self.model, states[0], self.device), durable=True)
 
     def problem(self) -> str | None:
         return None
@@ -201,9 +204,9 @@ class Worker:
 class TPDiT:
     """One session on every rank: the handle names its sampler (and its capture buffers) on the workers."""
 
-    def __init__(self, ranks: TensorParallelRanks, handle: int, sampler: StreamingSampler) -> None:
+    def __init__(self, ranks: TensorParallelRanks, handle: int, sampler: StreamingSampler, durable: bool) -> None:
         self.ranks, self.handle, self.sampler = ranks, handle, sampler
-        self.capture = StateCapture()
+        self.capture = StateCapture.for_sampler(sampler) if durable else StateCapture()  # as LocalDiT's
         self._snapshots = itertools.count(1)
 
     async def step(self, window: torch.Tensor, snapshot: bool) -> tuple[torch.Tensor, DitSnapshot | None]:
@@ -380,11 +383,11 @@ class TensorParallelRanks:
                 return [s.write for s in states if s.write is not None]
             await asyncio.sleep(COLLECT_POLL_S)
 
-    async def open(self, sampler: StreamingSampler, session_id: str) -> SessionDiT:
+    async def open(self, sampler: StreamingSampler, session_id: str, durable: bool = False) -> SessionDiT:
         handle = next(self._handles)
         start = await asyncio.to_thread(export_start, sampler)
-        await self.call("open", handle, None, fields={"session": session_id}, tensors=start)
-        return TPDiT(self, handle, sampler)
+        await self.call("open", handle, None, fields={"session": session_id, "durable": int(durable)}, tensors=start)
+        return TPDiT(self, handle, sampler, durable)
 
     async def restore(self, states: list[State], session_id: str) -> SessionDiT:
         if len(states) != self.size:
@@ -392,9 +395,9 @@ class TensorParallelRanks:
         handle = next(self._handles)
         sampler, _ = await self.call(
             "restore", handle, lambda: restore_sampler(self.model, states[0], self.device),
-            fields={"session": session_id}, per_rank=states[1:],
+            fields={"session": session_id, "durable": 1}, per_rank=states[1:],
         )  # fmt: skip
-        return TPDiT(self, handle, sampler)
+        return TPDiT(self, handle, sampler, durable=True)
 
     def release(self, handle: int) -> None:
         """Drop a session on the workers after its queued operations (not awaited)."""

@@ -55,9 +55,13 @@ def serve(link: Link, model: LiveActDiT, device: torch.device) -> None:
                 if msg.op == "open":
                     samplers[msg.handle] = start_sampler(model, msg.tensors, device)
                     sessions[msg.handle] = str(msg.fields.get("session", ""))
+                    if writer is not None and int(msg.fields.get("durable", 0)):  # its buffers: from now
+                        captures[msg.handle] = StateCapture.for_sampler(samplers[msg.handle])
                 elif msg.op == "restore":
                     samplers[msg.handle] = restore_sampler(model, msg.tensors, device)
                     sessions[msg.handle] = str(msg.fields.get("session", ""))
+                    if writer is not None and int(msg.fields.get("durable", 0)):
+                        captures[msg.handle] = StateCapture.for_sampler(samplers[msg.handle])
                 elif msg.op == "step":
                     sampler = samplers[msg.handle]
                     sampler.next_chunk(msg.tensors["window"].to(device))

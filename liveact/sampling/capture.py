@@ -2,10 +2,12 @@
 
 The only checkpoint work in the DiT thread is ``StateCapture.capture``: the sampler's state
 (``sampler_views``: its ConvKV persistent slots after the eager compression, RNG state,
-conditioning) copied into host buffers allocated at the session's first checkpoint and reused by
-every later one (one block per ``schema.layout_group``, which the store writes as one stream:
-``liveact.state.streams``); from the second capture on, the tensors no chunk after chunk 0 changes (the sink slots, the
-conditioning) are not copied again. On CUDA the buffers are pinned and filled on a side stream that first waits for
+conditioning) copied into host buffers kept for the session (one block per ``schema.layout_group``,
+which the store writes as one stream: ``liveact.state.streams``). ``StateCapture.for_sampler``
+allocates them when the session starts, in a background thread (pinning and faulting in 8 GiB per
+rank takes seconds: not the DiT thread's); a capture made without it allocates them at the first
+checkpoint. From the second capture on, the tensors no chunk after chunk 0 changes (the sink slots,
+the conditioning) are not copied again. On CUDA the buffers are pinned and filled on a side stream that first waits for
 the chunk's work; an event marks the end of the copy. The DiT thread goes on at once: the next chunk
 writes only the chunk slots, and the chunk after it, which rewrites the persistent slots, waits for
 the event on the device (``StreamingSampler.read_until``). On the CPU the same code copies plainly.
@@ -16,12 +18,14 @@ caller must not capture again before that has finished (one checkpoint in flight
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 
-from liveact.sampling.state import sampler_views
+from liveact.sampling.state import sampler_specs, sampler_views
 from liveact.sampling.stream import StreamingSampler
 from liveact.state.schema import fixed_after_first_chunk, layout_group
 from liveact.state.streams import layout
@@ -50,6 +54,26 @@ class StateCapture:
         self.buffers: dict[str, torch.Tensor] = {}
         self._stream: torch.cuda.Stream | None = None
         self._fixed: frozenset[str] = frozenset()  # names the buffers hold as no later chunk changes them
+        self._preparing: threading.Thread | None = None
+
+    @classmethod
+    def for_sampler(cls, sampler: StreamingSampler) -> StateCapture:
+        """A capture whose buffers are allocated now, in the background (``prepare``), for ``sampler``'s state."""
+        capture = cls()
+        specs, device = sampler_specs(sampler)
+        capture.prepare(specs, pin=device.type == "cuda")
+        return capture
+
+    def prepare(self, specs: Mapping[str, tuple[torch.Size, torch.dtype]], pin: bool) -> None:
+        """Allocate (pinned if ``pin``) and touch the buffers for tensors of these names, shapes and dtypes in a
+        background thread, so that the session's first capture only copies (``capture_views`` waits for it)."""
+        self._preparing = threading.Thread(target=self._prepare, args=(dict(specs), pin), daemon=True,
+                                           name="liveact-capture-buffers")  # fmt: skip
+        self._preparing.start()
+
+    def _prepare(self, specs: dict[str, tuple[torch.Size, torch.dtype]], pin: bool) -> None:
+        shaped = {n: torch.empty(shape, dtype=dtype, device="meta") for n, (shape, dtype) in specs.items()}
+        self.buffers = _allocate(shaped, pin, touch=True)
 
     @property
     def nbytes(self) -> int:
@@ -97,19 +121,25 @@ class StateCapture:
         return Captured(self.buffers, done, time.perf_counter() - start)
 
     def _fit(self, views: dict[str, torch.Tensor], pin: bool) -> bool:
-        """(Re)allocate the buffers when the names, shapes or dtypes differ from the last capture's; whether it did."""
+        """(Re)allocate the buffers when the names, shapes or dtypes differ from the last capture's; whether it did
+        (buffers ``prepare`` allocated count as the last capture's, so the first capture keeps nothing)."""
+        fresh = self._preparing is not None  # prepared buffers hold nothing yet: every tensor is copied
+        if self._preparing is not None:
+            self._preparing.join()  # at once, unless the session's first chunk was faster than the allocation
+            self._preparing = None
         same = views.keys() == self.buffers.keys() and all(
             self.buffers[n].shape == v.shape and self.buffers[n].dtype == v.dtype for n, v in views.items()
         )
         if not same:
             self.buffers = _allocate(views, pin)
-        return not same
+        return fresh or not same
 
 
-def _allocate(views: dict[str, torch.Tensor], pin: bool) -> dict[str, torch.Tensor]:
+def _allocate(views: Mapping[str, torch.Tensor], pin: bool, touch: bool = False) -> dict[str, torch.Tensor]:
     """Host buffers shaped like ``views``: one block per ``layout_group`` (pinned if ``pin``), each tensor a view at
     its ``streams.layout`` offset, so the store writes a group as one stream of few parts (the padding zeroed, so
-    that an unchanged group keeps its bytes, and its parts)."""
+    that an unchanged group keeps its bytes, and its parts). ``touch``: zero the whole blocks (faults every page
+    in)."""
     groups: dict[str, list[str]] = {}
     for name in sorted(views):
         groups.setdefault(layout_group(name), []).append(name)
@@ -117,6 +147,8 @@ def _allocate(views: dict[str, torch.Tensor], pin: bool) -> dict[str, torch.Tens
     for names in groups.values():
         offsets, total = layout([views[n].nbytes for n in names])
         block = torch.empty(total, dtype=torch.uint8, pin_memory=pin)
+        if touch:
+            block.zero_()  # every page faulted in now (in the background), not by the first copy
         end = 0
         for name, at in zip(names, offsets, strict=True):
             v = views[name]

@@ -31,6 +31,7 @@ __all__ = [
     "export_sampler",
     "export_start",
     "restore_sampler",
+    "sampler_specs",
     "sampler_views",
     "start_sampler",
 ]
@@ -71,6 +72,15 @@ def sampler_views(sampler: StreamingSampler) -> dict[str, torch.Tensor]:
     """``export_sampler``'s names, as views where the tensors live (no copy; ``liveact.sampling.capture``
     copies them into preallocated host buffers). The memory views change when a later chunk compacts."""
     return _start_views(sampler) | {MEMORY + name: t for name, t in sampler.memory_views().items()}
+
+
+def sampler_specs(sampler: StreamingSampler) -> tuple[dict[str, tuple[torch.Size, torch.dtype]], torch.device]:
+    """``sampler_views``' names, shapes and dtypes, and the device they live on, at any time (nothing compacts):
+    for capture buffers allocated ahead of the first checkpoint."""
+    start = _start_views(sampler)
+    specs = {n: (t.shape, t.dtype) for n, t in start.items()}
+    specs |= {MEMORY + name: spec for name, spec in sampler.memory_specs().items()}
+    return specs, start[COND_Y].device
 
 
 def start_sampler(model: LiveActDiT, tensors: dict[str, torch.Tensor], device: torch.device) -> StreamingSampler:

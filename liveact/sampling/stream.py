@@ -77,6 +77,10 @@ class StreamingSampler:
         """``export_memory``'s names as views of the caches (no copy), after the eager compression."""
         return self.memory.views(self.model.compressor_weights())
 
+    def memory_specs(self) -> dict[str, tuple[torch.Size, torch.dtype]]:
+        """``memory_views``' names, shapes and dtypes, without the compression (nothing changes)."""
+        return self.memory.view_specs()
+
     def read_until(self, event: torch.cuda.Event | None) -> None:
         """A copy of ``memory_views`` runs on another CUDA stream until ``event``: the chunk that next
         rewrites the persistent slots waits for it on the device (None: the copy is done already)."""

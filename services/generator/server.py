@@ -305,7 +305,7 @@ class Generator(generator_pb2_grpc.GeneratorServicer):
                 p = params
                 assert p.image is not None  # a new session's params carry its reference image
                 sampler = await asyncio.to_thread(prepare_sampler, engine, p.image, p.prompt, p.seed)
-                dit = await warm.ranks.open(sampler, session_id)  # on every tensor-parallel rank
+                dit = await warm.ranks.open(sampler, session_id, durable=checkpoints is not None)  # on every rank
             else:
                 dit = restored.dit
             # a client that sent ``traceparent`` metadata gets every chunk trace linked to its span

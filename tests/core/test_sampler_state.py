@@ -140,3 +140,26 @@ def test_a_sampler_restored_from_checkpoint_streams_continues_bitwise(variant):
     again = restore_sampler(first.model, state, torch.device("cpu"))
     rest = [again.next_chunk(feats).latent for _ in range(TOTAL - 2)]
     assert all(torch.equal(got, want) for got, want in zip(rest, expected[2:], strict=True))
+
+
+@pytest.mark.parametrize("variant", ["plain", "fp8"])
+def test_capture_buffers_prepared_at_the_start_are_the_ones_the_first_checkpoint_fills(variant):
+    """``StateCapture.for_sampler`` allocates from the specs before chunk 0 (no compaction, nothing changes); the
+    first capture after chunk 2 copies into those very buffers (no allocation on the DiT thread), exactly
+    ``export_sampler``'s bytes."""
+    from liveact.sampling.capture import StateCapture
+    from liveact.sampling.state import sampler_specs, sampler_views
+
+    sampler, feats = _sampler(micro_config(fp8=variant == "fp8"))
+    specs, device = sampler_specs(sampler)
+    capture = StateCapture.for_sampler(sampler)
+    for _ in range(2):
+        sampler.next_chunk(feats)
+    views = sampler_views(sampler)
+    assert {n: (v.shape, v.dtype) for n, v in views.items()} == specs and device.type == "cpu"
+    capture._preparing.join()
+    prepared = {n: t.data_ptr() for n, t in capture.buffers.items()}
+    captured = capture.capture(sampler).tensors
+    assert {n: t.data_ptr() for n, t in captured.items()} == prepared  # filled in place
+    exported = export_sampler(sampler)
+    assert all(torch.equal(captured[n].view(torch.uint8), exported[n].view(torch.uint8)) for n in exported)
