@@ -62,7 +62,7 @@ _DTYPE_NAMES = (
 DTYPES_BY_NAME = {n: getattr(torch, n) for n in _DTYPE_NAMES if hasattr(torch, n)}
 SUPPORTED_DTYPES = frozenset(DTYPES_BY_NAME.values())
 _NAMES_BY_DTYPE = {d: n for n, d in DTYPES_BY_NAME.items()}
-_ITEMSIZES = {n: d.itemsize for n, d in DTYPES_BY_NAME.items()}
+_ITEMSIZES: dict[str, int] = {n: int(d.itemsize) for n, d in DTYPES_BY_NAME.items()}
 RESERVED_NAME = "__metadata__"  # safetensors' header key for string metadata
 
 

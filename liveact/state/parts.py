@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -81,7 +82,8 @@ def place(table: Sequence[StreamRef], buffers: Sequence[torch.Tensor], slot: Par
     if len(blob) != slot.part.bytes or codec.digest(blob) != slot.part.sha256:
         raise PartProblem(f"part {slot.index} of {_holding(table[slot.stream], slot)} does not match its "
                           f"sha256/size ({len(blob)} bytes)")  # fmt: skip
-    memoryview(buffers[slot.stream].numpy())[slot.offset : slot.offset + len(blob)] = blob
+    target: memoryview = buffers[slot.stream].numpy().data  # the buffer itself
+    target[slot.offset : slot.offset + len(blob)] = blob
 
 
 def _holding(stream: StreamRef, slot: PartSlot) -> str:
@@ -142,7 +144,7 @@ def _set_all(client: BlockingClient, parts: list[tuple[str, memoryview]], ttl_ms
         pipe.execute()
 
 
-def _each(client: BlockingClient, keys: list[str], command: tuple[str | int, ...]) -> list:
+def _each(client: BlockingClient, keys: list[str], command: tuple[str | int, ...]) -> list[Any]:
     """``command`` (name first, then its arguments after the key) for every key, in one pipeline; the replies."""
     name, *args = command
     pipe = client.pipeline(transaction=False)

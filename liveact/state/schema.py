@@ -281,7 +281,7 @@ class TensorRef:
             raise SchemaError(f"tensor entry needs a name and a known dtype, got {name!r}, {dtype!r}")
         if not isinstance(shape, list) or not all(_count(n) for n in shape):
             raise SchemaError(f"tensor {name!r}: shape must be a list of sizes >= 0, got {shape!r}")
-        if not _count(offset) or offset % codec.itemsize(dtype):
+        if not isinstance(offset, int) or not _count(offset) or offset % codec.itemsize(dtype):
             raise SchemaError(f"tensor {name!r}: offset must be a multiple of its element size, got {offset!r}")
         return cls(name, dtype, tuple(shape), offset)
 
@@ -371,7 +371,7 @@ class Manifest:
         shards = obj.get("shards") if isinstance(obj, dict) else None
         if not isinstance(shards, list) or not all(isinstance(rank, list) for rank in shards):
             raise SchemaError("manifest has no shard table")
-        out = set()
+        out: set[str] = set()
         for rank in shards:
             for st in rank:
                 parts = st.get("parts") if isinstance(st, dict) else None

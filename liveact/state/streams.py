@@ -54,7 +54,8 @@ def streams(tensors: Mapping[str, torch.Tensor]) -> list[Stream]:
     for name, t in tensors.items():
         _check(name, t)
         if t.is_contiguous() and t.numel():
-            runs.setdefault(t.untyped_storage().data_ptr(), []).append((t.storage_offset() * t.element_size(), name, t))
+            at = int(t.storage_offset()) * t.element_size()
+            runs.setdefault(t.untyped_storage().data_ptr(), []).append((at, name, t))
         else:
             out.append(Stream((_ref(name, t, 0),), codec.raw_bytes(t)))
     for members in runs.values():
@@ -101,6 +102,7 @@ def _end(member: tuple[int, str, torch.Tensor]) -> int:
 def _stream(run: list[tuple[int, str, torch.Tensor]]) -> Stream:
     start, end = run[0][0], _end(run[-1])
     storage = run[0][2].untyped_storage()
-    flat = torch.empty(0, dtype=torch.uint8).set_(storage, start, (end - start,))  # the run's bytes, in place
+    # the run's bytes, in place (the stubs lack set_'s untyped-storage form)
+    flat = torch.empty(0, dtype=torch.uint8).set_(storage, start, (end - start,))  # type: ignore[call-overload]
     data = memoryview(flat.numpy().data)  # ndarray.data: the storage itself (the view keeps it alive)
     return Stream(tuple(_ref(name, t, at - start) for at, name, t in run), data)
