@@ -10,6 +10,7 @@ import pytest
 from liveact.cli.main import main
 from liveact.config import get_preset
 from liveact.memory.sizing import session_state
+from liveact.state.streams import ALIGN
 
 SECONDS = 2  # per fps run: 40 frames, chunks of 21 and 19 frames
 RESUME_SECONDS = 6  # the shortest the killed session may be
@@ -47,8 +48,10 @@ def test_bench_checkpoint_json(capsys):
     assert 0 < ck["largest_value_bytes"] <= ck["part_bytes_limit"]
     assert ck["stored_bytes"] == parts["total"]  # each tensor's raw bytes
     per_version = ck["bytes_per_version"]  # a later version shares the sink slots and the conditioning
-    assert per_version["first"] == parts["total"]
-    assert per_version["later"] == parts["total"] - parts["conditioning"] - parts["dit_memory"] // 3
+    padding = ALIGN * ck["tensors"]  # streams keep the padding between tensors (liveact.state.streams)
+    assert 0 <= per_version["first"] - parts["total"] < padding
+    later = parts["total"] - parts["conditioning"] - parts["dit_memory"] // 3
+    assert 0 <= per_version["later"] - later < padding
     assert ck["later_write_ms"] > 0
 
     on, off = out["fps_checkpoints_on"], out["fps_checkpoints_off"]
