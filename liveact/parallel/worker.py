@@ -52,15 +52,11 @@ def serve(link: Link, model: LiveActDiT, device: torch.device) -> None:
                 return
             reply = Message("ok", msg.handle)
             try:
-                if msg.op == "open":
-                    samplers[msg.handle] = start_sampler(model, msg.tensors, device)
+                if msg.op in ("open", "restore"):
+                    make = start_sampler if msg.op == "open" else restore_sampler
+                    samplers[msg.handle] = make(model, msg.tensors, device)
                     sessions[msg.handle] = str(msg.fields.get("session", ""))
                     if writer is not None and int(msg.fields.get("durable", 0)):  # its buffers: from now
-                        captures[msg.handle] = StateCapture.for_sampler(samplers[msg.handle])
-                elif msg.op == "restore":
-                    samplers[msg.handle] = restore_sampler(model, msg.tensors, device)
-                    sessions[msg.handle] = str(msg.fields.get("session", ""))
-                    if writer is not None and int(msg.fields.get("durable", 0)):
                         captures[msg.handle] = StateCapture.for_sampler(samplers[msg.handle])
                 elif msg.op == "step":
                     sampler = samplers[msg.handle]

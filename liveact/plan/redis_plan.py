@@ -25,7 +25,7 @@ from liveact.config import LiveActConfig
 from liveact.parallel.reshard import sharded_name
 from liveact.sampling.audio_window import held_rows_bytes
 from liveact.state.redis_memory import PART_KEY_CHARS, tensor_memory
-from liveact.state.schema import LAYOUT_GROUPS, fixed_after_first_chunk, layout_group
+from liveact.state.schema import by_layout_group, fixed_after_first_chunk
 from liveact.state.settings import MIN_KEEP_VERSIONS, StoreSettings
 from liveact.state.streams import layout
 
@@ -94,7 +94,5 @@ def redis_plan(
 
 def stream_bytes(rank_tensors: Mapping[str, int]) -> dict[str, int]:
     """Bytes of each of a rank's streams (``schema.layout_group`` -> its capture buffer, padding included)."""
-    sizes: dict[str, list[int]] = {group: [] for group in LAYOUT_GROUPS}
-    for name in sorted(rank_tensors):
-        sizes[layout_group(name)].append(rank_tensors[name])
-    return {group: layout(n)[1] for group, n in sizes.items()}
+    groups = by_layout_group(rank_tensors)
+    return {group: layout([rank_tensors[n] for n in names])[1] for group, names in groups.items()}

@@ -27,7 +27,7 @@ import torch
 
 from liveact.sampling.state import sampler_specs, sampler_views
 from liveact.sampling.stream import StreamingSampler
-from liveact.state.schema import fixed_after_first_chunk, layout_group
+from liveact.state.schema import by_layout_group, fixed_after_first_chunk
 from liveact.state.streams import layout
 
 __all__ = ["Captured", "StateCapture"]
@@ -140,11 +140,8 @@ def _allocate(views: Mapping[str, torch.Tensor], pin: bool, touch: bool = False)
     its ``streams.layout`` offset, so the store writes a group as one stream of few parts (the padding zeroed, so
     that an unchanged group keeps its bytes, and its parts). ``touch``: zero the whole blocks (faults every page
     in)."""
-    groups: dict[str, list[str]] = {}
-    for name in sorted(views):
-        groups.setdefault(layout_group(name), []).append(name)
     out = {}
-    for names in groups.values():
+    for names in by_layout_group(views).values():
         offsets, total = layout([views[n].nbytes for n in names])
         block = torch.empty(total, dtype=torch.uint8, pin_memory=pin)
         if touch:

@@ -1,9 +1,10 @@
 """Where part commands run: one blocking connection in one worker thread per store.
 
-A checkpoint's parts are thousands of keys (liveact-18b at TP2: about 2,200 per rank and version),
-and every one of them is a command per write, refresh, touch, delete and read. On the asyncio
-client each command costs tens of microseconds of Python while holding the GIL (a timeout handle
-per reply, a copy of every value sent: ``writelines`` joins the command into one bytes object), and
+Every part is a command per write, refresh, touch, delete and read (liveact-18b at TP2: about 140
+parts per rank and version as streams, ``liveact.state.streams``; about 2,200 when each tensor was
+cut alone). On the asyncio client each command costs tens of microseconds of Python while holding
+the GIL (a timeout handle per reply, a copy of every value sent: ``writelines`` joins the command
+into one bytes object), and
 the DiT thread, which needs the GIL between kernels, waits for it: the rehearsal measured about
 0.7 s of GIL per checkpoint on the event loop. The blocking client parses replies in hiredis with no
 timer, sends each part as its own ``memoryview`` of the capture buffer (``socket.sendall``: no copy,

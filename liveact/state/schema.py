@@ -21,6 +21,7 @@ any other version rather than guessing.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
 
@@ -51,6 +52,7 @@ __all__ = [
     "SessionRecord",
     "StreamRef",
     "TensorRef",
+    "by_layout_group",
     "dit_part",
     "fixed_after_first_chunk",
     "layout_group",
@@ -95,6 +97,15 @@ def layout_group(name: str) -> str:
     if name.startswith(COND):
         return "cond"
     return "sink" if fixed_after_first_chunk(name) else "state"
+
+
+def by_layout_group(names: Iterable[str]) -> dict[str, list[str]]:
+    """``names`` by ``layout_group``, each group's sorted: the order a capture lays its buffers out in
+    (``liveact.sampling.capture``), which ``liveact plan`` costs (``liveact.plan.redis_plan``)."""
+    out: dict[str, list[str]] = {group: [] for group in LAYOUT_GROUPS}
+    for name in sorted(names):
+        out[layout_group(name)].append(name)
+    return out
 
 
 def with_dit_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -318,6 +329,14 @@ class StreamRef:
         return stream
 
 
+def _shard_lists(obj: Any) -> list[list[Any]]:
+    """A manifest JSON's per-rank stream entries, unchecked (``SchemaError`` if there is no shard table)."""
+    shards = obj.get("shards") if isinstance(obj, dict) else None
+    if not isinstance(shards, list) or not all(isinstance(rank, list) for rank in shards):
+        raise SchemaError("manifest has no shard table")
+    return shards
+
+
 def _count(n: Any) -> bool:
     return isinstance(n, int) and not isinstance(n, bool) and n >= 0
 
@@ -354,10 +373,7 @@ class Manifest:
     @staticmethod
     def shard_table(obj: Any) -> list[list[StreamRef]]:
         """A manifest JSON's streams, per rank (``SchemaError`` if there is no readable table)."""
-        shards = obj.get("shards") if isinstance(obj, dict) else None
-        if not isinstance(shards, list) or not all(isinstance(rank, list) for rank in shards):
-            raise SchemaError("manifest has no shard table")
-        return [[StreamRef.from_json(st) for st in rank] for rank in shards]
+        return [[StreamRef.from_json(st) for st in rank] for rank in _shard_lists(obj)]
 
     def referenced(self) -> set[str]:
         """The part digests this manifest references."""
@@ -368,11 +384,8 @@ class Manifest:
         """The part digests a manifest's JSON references (for garbage collection; ``SchemaError`` if unreadable).
 
         Reads the part lists only: garbage collection runs at every commit, on every kept version."""
-        shards = obj.get("shards") if isinstance(obj, dict) else None
-        if not isinstance(shards, list) or not all(isinstance(rank, list) for rank in shards):
-            raise SchemaError("manifest has no shard table")
         out: set[str] = set()
-        for rank in shards:
+        for rank in _shard_lists(obj):
             for st in rank:
                 parts = st.get("parts") if isinstance(st, dict) else None
                 if not isinstance(parts, list):

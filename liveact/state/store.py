@@ -269,9 +269,10 @@ class SessionStore:
         """Extend the lease (and the session's TTLs); ``FencedError`` if another owner took over.
 
         A lease that merely expired (nobody acquired since) is restored. The parts of the kept versions
-        (thousands of keys) get their TTL back once per ``session_ttl_s / PART_TOUCHES_PER_TTL`` only:
-        between two such touches every part is either touched or written (refreshed) by a checkpoint,
-        so none has less than three quarters of its TTL behind it.
+        (hundreds of keys per rank at full size) get their TTL back once per
+        ``session_ttl_s / PART_TOUCHES_PER_TTL`` only: between two such touches every part is either
+        touched or written (refreshed) by a checkpoint, so none has less than three quarters of its TTL
+        behind it.
         """
         sid = lease.session_id
         k = self.keys(sid)

@@ -3,10 +3,11 @@
 A liveact-18b checkpoint holds about 480 tensors per rank (the k and v of every ConvKV cache, per layer
 and denoising step). Cut one by one, they made about 2,200 Redis keys per rank and version, and every
 key is a command per write, refresh, touch and delete: Python that holds the GIL while the DiT thread
-waits for it (the rehearsal lost 6 % of its throughput to it, 0.3 % once the same bytes came as a few
-streams). So a capture keeps its tensors in one buffer per ``schema.layout_group``
-(``liveact.sampling.capture``), each tensor at an ``ALIGN``-ed offset (``layout``), and the store
-keeps each buffer as one stream: about 140 parts of 64 MiB per rank at full size.
+waits for it (in the rehearsal the loop thread waited 21-27 ms per chunk while a write was in flight;
+1-3 ms once the same bytes came as a few streams). So a capture keeps its tensors in one buffer per
+``schema.layout_group`` (``liveact.sampling.capture``), each tensor at an ``ALIGN``-ed offset
+(``layout``), and the store keeps each buffer as one stream: about 140 parts of 64 MiB per rank at
+full size.
 
 ``streams`` finds the streams in any tensors: tensors that lie one after the other in one storage
 (gaps shorter than ``ALIGN``: padding, kept) form one stream, whose bytes are read from the storage as
